@@ -1,0 +1,48 @@
+"""Scaffolding over NATS: inference-time-compute methods as generator controllers whose tasks
+run on workers in-process or across a NATS bus."""
+
+from .proto import (
+    ChatMessage,
+    ChatTask,
+    GenerationTask,
+    RewardTask,
+    StreamingGenerationTask,
+    Task,
+    TaskStatus,
+    ToolCallTask,
+)
+from .errors import ScaffoldingError  # after .proto: errors builds on proto.errors
+from .runtime import (
+    Controller,
+    Output,
+    ParallelProcess,
+    ScaffoldingLlm,
+    ScaffoldingResult,
+    Worker,
+    handles,
+    streams,
+    with_task_collection,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChatMessage",
+    "ChatTask",
+    "Controller",
+    "GenerationTask",
+    "Output",
+    "ParallelProcess",
+    "RewardTask",
+    "ScaffoldingError",
+    "ScaffoldingLlm",
+    "ScaffoldingResult",
+    "StreamingGenerationTask",
+    "Task",
+    "TaskStatus",
+    "ToolCallTask",
+    "Worker",
+    "handles",
+    "streams",
+    "with_task_collection",
+]

@@ -1,0 +1,132 @@
+"""Envelopes that cross the bus: task requests and replies, jobs and job events."""
+
+from __future__ import annotations
+
+import time
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import ErrorInfo
+from .tasks import ChatMessage, TaskStatus, Usage, new_id
+from .version import PROTOCOL_VERSION
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    v: int = PROTOCOL_VERSION
+
+
+# -- tasks -----------------------------------------------------------------------------------
+
+
+class TaskRequest(_Message):
+    """A task sent to ``<prefix>.tasks.<worker_tag>``; ``task`` holds the task's input fields."""
+
+    kind: str
+    task: dict[str, Any]
+    timeout_ms: int | None = Field(default=None, ge=1)
+
+
+class FrameType(str, Enum):
+    PARTIAL = "partial"  # streaming tasks: results so far; more frames follow
+    HEARTBEAT = "heartbeat"  # the worker is alive and still working
+    FINAL = "final"  # the last frame of a reply; carries the status
+
+
+class TaskReply(_Message):
+    """One frame of a task's reply. Exactly one ``final`` frame ends every reply."""
+
+    task_id: str
+    frame: FrameType = FrameType.FINAL
+    seq: int = 0
+    status: TaskStatus | None = None
+    result: dict[str, Any] = Field(default_factory=dict)
+    error: ErrorInfo | None = None
+
+
+# -- jobs ------------------------------------------------------------------------------------
+
+
+class Budget(BaseModel):
+    """Caps for one job, enforced across every task of every branch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_tasks: int | None = Field(default=None, ge=1)
+    max_seconds: float | None = Field(default=None, gt=0)
+
+
+class Job(_Message):
+    """A request to run a method, published to ``<prefix>.jobs.<method>``."""
+
+    id: str = Field(default_factory=new_id)
+    method: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    params: dict[str, Any] = Field(default_factory=dict)
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    model: str | None = None
+    budget: Budget | None = None
+    stream: bool = True
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    submitted_at: float = Field(default_factory=time.time)
+
+
+class JobEventType(str, Enum):
+    ACCEPTED = "accepted"
+    PARTIAL = "partial"
+    PROGRESS = "progress"
+    RESULT = "result"
+    ERROR = "error"
+
+
+class JobResult(BaseModel):
+    """What a finished job returns. ``stop_reason`` says why it ended (e.g. a budget)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str
+    answer: str | None = None
+    finish_reason: str | None = None
+    stop_reason: Literal[
+        "completed", "budget_tokens", "budget_tasks", "budget_time", "cancelled"
+    ] = "completed"
+    usage: Usage = Field(default_factory=Usage)
+    usage_by_controller: dict[str, Usage] = Field(default_factory=dict)
+    num_tasks: int = 0
+    elapsed_s: float = 0.0
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobEvent(_Message):
+    """One event of a job on ``<prefix>.events.<job_id>``; ``seq`` counts from 0 without gaps."""
+
+    job_id: str
+    seq: int
+    type: JobEventType
+    ts: float = Field(default_factory=time.time)
+    text: str | None = None
+    progress: dict[str, Any] | None = None
+    result: JobResult | None = None
+    error: ErrorInfo | None = None
+
+
+class JobState(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class JobRecord(_Message):
+    """A job's state as kept for retrieval after it ends (the job-state bucket)."""
+
+    job_id: str
+    method: str
+    state: JobState
+    updated_at: float = Field(default_factory=time.time)
+    result: JobResult | None = None
+    error: ErrorInfo | None = None

@@ -1,0 +1,81 @@
+"""Subject names, queue groups, stream/bucket names and headers, defined in one place."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+HEADER_TRACEPARENT = "traceparent"
+HEADER_MSG_ID = "Nats-Msg-Id"  # JetStream de-duplication of jobs
+HEADER_SERVICE_ERROR = "Nats-Service-Error"
+HEADER_SERVICE_ERROR_CODE = "Nats-Service-Error-Code"
+
+
+def check_token(value: str, what: str) -> str:
+    """Subject tokens may not contain dots, wildcards or spaces."""
+    if not _TOKEN.match(value):
+        raise ValueError(f"{what} {value!r} is not a valid subject token ([A-Za-z0-9_-]+)")
+    return value
+
+
+@dataclass(frozen=True)
+class Subjects:
+    """All names derived from one prefix, so two deployments can share a server."""
+
+    prefix: str = "scaf"
+
+    def __post_init__(self) -> None:
+        for part in self.prefix.split("."):
+            check_token(part, "prefix part")
+
+    def tasks(self, worker_tag: str) -> str:
+        return f"{self.prefix}.tasks.{check_token(worker_tag, 'worker tag')}"
+
+    def task_queue_group(self, worker_tag: str) -> str:
+        return f"{self.prefix}-workers-{worker_tag}"
+
+    def cancel_task(self, task_id: str) -> str:
+        return f"{self.prefix}.cancel.task.{task_id}"
+
+    @property
+    def cancel_task_all(self) -> str:
+        return f"{self.prefix}.cancel.task.*"
+
+    def jobs(self, method: str) -> str:
+        return f"{self.prefix}.jobs.{check_token(method, 'method')}"
+
+    @property
+    def jobs_all(self) -> str:
+        return f"{self.prefix}.jobs.*"
+
+    def events(self, job_id: str) -> str:
+        return f"{self.prefix}.events.{job_id}"
+
+    def cancel_job(self, job_id: str) -> str:
+        return f"{self.prefix}.cancel.job.{job_id}"
+
+    @property
+    def cancel_job_all(self) -> str:
+        return f"{self.prefix}.cancel.job.*"
+
+    @property
+    def controller_ping(self) -> str:
+        return f"{self.prefix}.controllers.ping"
+
+    @property
+    def _name(self) -> str:
+        return self.prefix.replace(".", "_").upper()
+
+    @property
+    def jobs_stream(self) -> str:
+        return f"{self._name}_JOBS"
+
+    @property
+    def jobs_consumer(self) -> str:
+        return f"{self._name}_CONTROLLERS"
+
+    @property
+    def results_bucket(self) -> str:
+        return f"{self._name}_RESULTS"

@@ -1,0 +1,314 @@
+"""Task types: the unit of work a controller yields and a worker executes.
+
+A task object is both the runtime object a controller holds and the wire model: its input
+fields travel in a ``TaskRequest``; its result fields come back in a ``TaskReply`` and are
+merged into the same object.
+"""
+
+from __future__ import annotations
+
+import uuid
+from enum import Enum
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import ErrorInfo
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class TaskStatus(str, Enum):
+    PENDING = "pending"
+    SUCCESS = "success"
+    NOT_SUPPORTED = "not_supported"
+    WORKER_ERROR = "worker_error"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+
+
+class Usage(BaseModel):
+    """Token counts of one task, or summed over many."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+        )
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+
+
+class TokenLogprob(BaseModel):
+    """Log-probability of one generated token, with the most likely alternatives."""
+
+    token: str
+    logprob: float
+    token_id: int | None = None
+    top: list[TopLogprob] | None = None
+
+
+class Task(BaseModel):
+    """Fields every task has. Subclasses name their result fields in ``RESULT_FIELDS``."""
+
+    model_config = ConfigDict(validate_assignment=True, extra="forbid")
+
+    kind: ClassVar[str] = "task"
+    DEFAULT_TAG: ClassVar[str] = "generation"
+    RESULT_FIELDS: ClassVar[frozenset[str]] = frozenset()
+
+    id: str = Field(default_factory=new_id)
+    worker_tag: str = ""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    status: TaskStatus = Field(default=TaskStatus.PENDING, exclude=True)
+    error: ErrorInfo | None = Field(default=None, exclude=True)
+
+    def model_post_init(self, __context: Any) -> None:
+        if not self.worker_tag:
+            self.worker_tag = self.DEFAULT_TAG
+
+    @property
+    def ok(self) -> bool:
+        return self.status is TaskStatus.SUCCESS
+
+    def inputs(self) -> dict[str, Any]:
+        """The fields that travel to a worker: everything but results and status."""
+        return self.model_dump(mode="json", exclude=set(self.RESULT_FIELDS), exclude_none=True)
+
+    def results(self) -> dict[str, Any]:
+        """The fields a worker fills, as they travel back."""
+        return self.model_dump(mode="json", include=set(self.RESULT_FIELDS), exclude_none=True)
+
+    def merge_results(self, results: dict[str, Any]) -> None:
+        """Copy result fields from a reply onto this object, validating each one."""
+        for name, value in results.items():
+            if name in self.RESULT_FIELDS:
+                setattr(self, name, value)
+
+    def copy_results_from(self, other: Task) -> None:
+        """Adopt another task's results and status (a method answering with a sub-task's output)."""
+        self.merge_results(other.results())
+        self.status, self.error = other.status, other.error
+
+    def raise_for_status(self) -> None:
+        """Raise ``TaskFailed`` unless the task succeeded: failures never pass as empty output."""
+        if self.status is TaskStatus.SUCCESS:
+            return
+        from ..errors import TaskFailed
+
+        info = self.error
+        raise TaskFailed(
+            f"{self.kind} task {self.id} on tag {self.worker_tag!r} ended {self.status.value}"
+            + (f": {info.message}" if info else ""),
+            code=info.code if info else None,
+            retryable=info.retryable if info else False,
+            details={"task_id": self.id, "status": self.status.value},
+        )
+
+
+class SamplingParams(BaseModel):
+    """The sampling set. ``None`` means "the backend's default", so anything can override it."""
+
+    model_config = ConfigDict(validate_assignment=True, extra="forbid")
+
+    model: str | None = None
+    max_tokens: int | None = Field(default=None, ge=0)
+    min_tokens: int | None = Field(default=None, ge=0)
+    temperature: float | None = Field(default=None, ge=0)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    top_k: int | None = Field(default=None, ge=0)
+    n: int | None = Field(default=None, ge=1)
+    seed: int | None = None
+    stop: list[str] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    num_logprobs: int | None = Field(default=None, ge=0, le=20)
+    ignore_eos: bool | None = None
+    echo: bool | None = None
+    suffix: str | None = None
+    best_of: int | None = Field(default=None, ge=1)
+    return_context_logits: bool | None = None
+
+
+class GenerationChoice(BaseModel):
+    """One of several outputs when ``n`` > 1."""
+
+    text: str
+    token_ids: list[int] | None = None
+    finish_reason: str | None = None
+    logprobs: list[TokenLogprob] | None = None
+
+
+_GENERATION_RESULTS = frozenset(
+    {
+        "output_str",
+        "output_tokens",
+        "finish_reason",
+        "logprobs",
+        "choices",
+        "context_logits",
+        "usage",
+        "ttft_s",
+        "latency_s",
+        "customized_result_fields",
+    }
+)
+
+
+class GenerationTask(Task, SamplingParams):
+    """A text completion: prompt text or token ids in, text and tokens out."""
+
+    kind: ClassVar[str] = "generation"
+    RESULT_FIELDS: ClassVar[frozenset[str]] = _GENERATION_RESULTS
+
+    input_str: str | None = None
+    input_tokens: list[int] | None = None
+    skip_tokenizer: bool = False
+    skip_detokenizer: bool = False
+
+    output_str: str | None = None
+    output_tokens: list[int] | None = None
+    finish_reason: str | None = None
+    logprobs: list[TokenLogprob] | None = None
+    choices: list[GenerationChoice] | None = None
+    context_logits: list[list[float]] | None = None
+    usage: Usage | None = None
+    ttft_s: float | None = None
+    latency_s: float | None = None
+    customized_result_fields: dict[str, Any] | None = None
+
+    @classmethod
+    def from_prompt(cls, prompt: str, **fields: Any) -> GenerationTask:
+        return cls(input_str=prompt, **fields)
+
+
+class StreamingGenerationTask(GenerationTask):
+    """A generation a controller re-yields until ``end_flag``: each yield returns after at
+    least ``streaming_step`` new tokens; setting ``cancel_flag`` stops it at the backend."""
+
+    kind: ClassVar[str] = "streaming_generation"
+    RESULT_FIELDS: ClassVar[frozenset[str]] = _GENERATION_RESULTS | {"end_flag"}
+
+    streaming_step: int = Field(default=1, ge=1)
+    cancel_flag: bool = False
+    end_flag: bool = False
+    request_handle: Any = Field(default=None, exclude=True)
+
+
+class ToolCall(BaseModel):
+    """A call the assistant asks for: ``arguments`` is a JSON text, as OpenAI sends it."""
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+
+class ToolDefinition(BaseModel):
+    """A tool offered to the model; ``parameters`` is a JSON Schema object."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+class ChatTask(Task, SamplingParams):
+    """A chat turn: role messages (and tools) in, one assistant message out."""
+
+    kind: ClassVar[str] = "chat"
+    RESULT_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "output_message",
+            "output_str",
+            "finish_reason",
+            "logprobs",
+            "usage",
+            "ttft_s",
+            "latency_s",
+            "customized_result_fields",
+        }
+    )
+
+    messages: list[ChatMessage]
+    tools: list[ToolDefinition] | None = None
+    tool_choice: str | None = None
+
+    output_message: ChatMessage | None = None
+    output_str: str | None = None
+    finish_reason: str | None = None
+    logprobs: list[TokenLogprob] | None = None
+    usage: Usage | None = None
+    ttft_s: float | None = None
+    latency_s: float | None = None
+    customized_result_fields: dict[str, Any] | None = None
+
+
+class RewardTask(Task):
+    """Batched scoring. Outcome mode: one score per candidate. Process mode: one score per
+    step of each candidate (``steps[i]`` are the steps of candidate ``i``)."""
+
+    kind: ClassVar[str] = "reward"
+    DEFAULT_TAG: ClassVar[str] = "reward"
+    RESULT_FIELDS: ClassVar[frozenset[str]] = frozenset({"scores", "step_scores", "usage", "latency_s"})
+
+    mode: Literal["outcome", "process"] = "outcome"
+    prompt: str = ""
+    candidates: list[str] = Field(default_factory=list)
+    steps: list[list[str]] | None = None
+    model: str | None = None
+
+    scores: list[float] | None = None
+    step_scores: list[list[float]] | None = None
+    usage: Usage | None = None
+    latency_s: float | None = None
+
+
+class ToolCallTask(Task):
+    """Run one tool: a name and JSON arguments in; result text, stdout and stderr out."""
+
+    kind: ClassVar[str] = "tool_call"
+    DEFAULT_TAG: ClassVar[str] = "tool_call"
+    RESULT_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"result", "stdout", "stderr", "exit_code", "is_error", "latency_s"}
+    )
+
+    tool_name: str
+    arguments: str = "{}"
+    call_id: str | None = None
+
+    result: str | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+    exit_code: int | None = None
+    is_error: bool | None = None
+    latency_s: float | None = None
+
+
+TASK_TYPES: dict[str, type[Task]] = {
+    cls.kind: cls
+    for cls in (GenerationTask, StreamingGenerationTask, ChatTask, RewardTask, ToolCallTask)
+}
+"""Every task kind that can cross the bus, by its wire name."""

@@ -1,0 +1,99 @@
+"""Drives controller generators: runs what they yield and resumes them with results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._compat import BaseExceptionGroup, TaskGroup, timeout
+from ..errors import BudgetExhausted
+from ..proto.tasks import Task
+from .collections import TaskCollection
+from .context import RequestContext
+from .controller import Controller, ControllerGen, ParallelProcess
+from .runner import TaskRunner
+
+
+async def drive(
+    controller: Controller,
+    gen: ControllerGen,
+    runner: TaskRunner,
+    ctx: RequestContext,
+    observers: tuple[TaskCollection, ...] = (),
+) -> Any:
+    """Run one controller's generator to its end and return its return value.
+
+    ``observers`` are the task collections of every enclosing controller, so hooks see the
+    tasks of nested branches too.
+    """
+    observers = observers + tuple(controller.task_collections.values())
+    send_exc: BaseException | None = None
+    while True:
+        try:
+            item = gen.throw(send_exc) if send_exc is not None else gen.send(None)
+        except StopIteration as stop:
+            return stop.value
+        send_exc = None
+        if isinstance(item, ParallelProcess):
+            await _run_parallel(item, runner, ctx, observers)
+        elif isinstance(item, Task):
+            await _run_tasks(controller, [item], runner, ctx, observers)
+        elif isinstance(item, list) and all(isinstance(t, Task) for t in item):
+            await _run_tasks(controller, item, runner, ctx, observers)
+        else:
+            send_exc = TypeError(
+                f"{type(controller).__name__} yielded {type(item).__name__}; "
+                "yield a list of tasks or a ParallelProcess"
+            )
+
+
+async def _run_tasks(
+    controller: Controller,
+    tasks: list[Task],
+    runner: TaskRunner,
+    ctx: RequestContext,
+    observers: tuple[TaskCollection, ...],
+) -> None:
+    if not tasks:
+        return
+    ctx.check_budget(tasks)
+    for obs in observers:
+        obs.before_yield(tasks)
+    remaining = ctx.remaining_seconds()
+    try:
+        async with timeout(remaining):
+            await runner.run(tasks, ctx)
+    except TimeoutError:
+        ctx.account(controller.label, tasks)
+        raise BudgetExhausted(
+            f"time budget of {ctx.budget.max_seconds}s reached",
+            details={"budget": "time", "limit": ctx.budget.max_seconds},
+        ) from None
+    ctx.account(controller.label, tasks)
+    for obs in observers:
+        obs.after_yield(tasks)
+
+
+async def _run_parallel(
+    group: ParallelProcess,
+    runner: TaskRunner,
+    ctx: RequestContext,
+    observers: tuple[TaskCollection, ...],
+) -> None:
+    for obs in observers:
+        obs.on_parallel_start(group)
+    try:
+        async with TaskGroup() as tg:
+            for ctl, tasks, kwargs in zip(group.controllers, group.tasks_lists, group.kwargs_lists):
+                tg.create_task(drive(ctl, ctl.process(tasks, **kwargs), runner, ctx, observers))
+    except BaseExceptionGroup as eg:
+        raise _first_cause(eg) from eg
+    for obs in observers:
+        obs.on_parallel_end(group)
+
+
+def _first_cause(eg: BaseExceptionGroup) -> BaseException:
+    """A failed branch cancels its siblings; report the branch's own error, not a group."""
+    exc: BaseException = eg
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc

@@ -1,0 +1,188 @@
+"""Worker: a backend that executes tasks of some types.
+
+Handlers are found by decorating methods with ``@handles(TaskType)`` (or ``@streams`` for
+incremental handlers). The handler table is built per instance, so two workers of one class
+never share or leak each other's handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from ..errors import ScaffoldingError
+from ..proto.errors import ErrorCode, ErrorInfo
+from ..proto.tasks import GenerationTask, Task, TaskStatus
+
+T = TypeVar("T", bound=Task)
+Handler = Callable[[Any], Awaitable[None]]
+StreamHandler = Callable[[Any], AsyncIterator[int]]
+
+_HANDLES = "__scaffolding_handles__"
+_STREAMS = "__scaffolding_streams__"
+
+_STATUS_BY_CODE = {
+    ErrorCode.TIMEOUT: TaskStatus.TIMEOUT,
+    ErrorCode.CANCELLED: TaskStatus.CANCELLED,
+    ErrorCode.NOT_SUPPORTED: TaskStatus.NOT_SUPPORTED,
+    ErrorCode.UNKNOWN_TASK_TYPE: TaskStatus.NOT_SUPPORTED,
+    ErrorCode.NO_WORKER: TaskStatus.REJECTED,
+    ErrorCode.AT_CAPACITY: TaskStatus.REJECTED,
+    ErrorCode.INVALID: TaskStatus.REJECTED,
+    ErrorCode.MALFORMED: TaskStatus.REJECTED,
+    ErrorCode.UNSUPPORTED_VERSION: TaskStatus.REJECTED,
+    ErrorCode.PAYLOAD_TOO_LARGE: TaskStatus.REJECTED,
+    ErrorCode.BUDGET_EXHAUSTED: TaskStatus.REJECTED,
+}
+
+
+def status_for(code: ErrorCode) -> TaskStatus:
+    return _STATUS_BY_CODE.get(code, TaskStatus.WORKER_ERROR)
+
+
+def fail(task: Task, error: ErrorInfo) -> None:
+    """Mark a task failed with a typed error."""
+    task.error = error
+    task.status = status_for(error.code)
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    if isinstance(exc, ScaffoldingError):
+        return exc.to_info()
+    if isinstance(exc, TimeoutError):
+        return ErrorInfo(code=ErrorCode.TIMEOUT, message=str(exc) or "timed out", retryable=True)
+    return ErrorInfo(code=ErrorCode.WORKER_ERROR, message=f"{type(exc).__name__}: {exc}")
+
+
+def handles(*task_types: type[Task]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark a worker method as the handler of these task types."""
+
+    def mark(fn: Callable[..., Any]) -> Callable[..., Any]:
+        setattr(fn, _HANDLES, task_types)
+        return fn
+
+    return mark
+
+
+def streams(*task_types: type[Task]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark an async-generator method as the incremental handler of these task types: it
+    updates the task in place and yields the number of new tokens after each chunk."""
+
+    def mark(fn: Callable[..., Any]) -> Callable[..., Any]:
+        setattr(fn, _STREAMS, task_types)
+        return fn
+
+    return mark
+
+
+class Worker:
+    """Base class of every backend. Subclasses add ``@handles`` methods; nothing else."""
+
+    def __init__(self) -> None:
+        self.task_handlers: dict[type[Task], Handler] = {}
+        self.stream_handlers: dict[type[Task], StreamHandler] = {}
+        for name in dir(type(self)):
+            fn = getattr(type(self), name, None)
+            for task_type in getattr(fn, _HANDLES, ()):
+                self.task_handlers[task_type] = getattr(self, name)
+            for task_type in getattr(fn, _STREAMS, ()):
+                self.stream_handlers[task_type] = getattr(self, name)
+
+    def register(self, task_type: type[T], handler: Callable[[T], Awaitable[None]]) -> None:
+        self.task_handlers[task_type] = handler
+
+    async def start(self) -> None:
+        """Open connections; called once before the first task."""
+
+    async def stop(self) -> None:
+        """Release connections; called once at shutdown."""
+
+    def _lookup(self, table: dict[type[Task], Any], task: Task) -> Any:
+        for cls in type(task).__mro__:
+            if cls in table:
+                return table[cls]
+        return None
+
+    def supports(self, task: Task) -> bool:
+        return self._lookup(self.task_handlers, task) is not None or (
+            self._lookup(self.stream_handlers, task) is not None
+        )
+
+    async def run_task(self, task: Task) -> TaskStatus:
+        """Execute one task to completion; never raises for a task failure, only marks it."""
+        handler = self._lookup(self.task_handlers, task)
+        if handler is None:
+            stream = self._lookup(self.stream_handlers, task)
+            if stream is not None:
+                async for _ in self.stream_task(task):
+                    pass
+                return task.status
+            fail(task, _not_supported(self, task))
+            return task.status
+        started = time.perf_counter()
+        try:
+            await handler(task)
+        except asyncio.CancelledError:
+            fail(task, ErrorInfo(code=ErrorCode.CANCELLED, message="task cancelled"))
+            raise
+        except Exception as exc:
+            fail(task, error_info(exc))
+            return task.status
+        _finish(task, started)
+        return task.status
+
+    async def stream_task(self, task: Task) -> AsyncIterator[int]:
+        """Execute a task incrementally, yielding new-token counts; ends with the task done.
+        Closing the iterator early cancels the work at the backend."""
+        handler = self._lookup(self.stream_handlers, task)
+        if handler is None:
+            await self.run_task(task)
+            _mark_end(task)
+            yield _completion_tokens(task)
+            return
+        started = time.perf_counter()
+        try:
+            async for new_tokens in handler(task):
+                yield new_tokens
+        except (asyncio.CancelledError, GeneratorExit):
+            fail(task, ErrorInfo(code=ErrorCode.CANCELLED, message="task cancelled"))
+            raise
+        except Exception as exc:
+            fail(task, error_info(exc))
+            _mark_end(task)
+            yield 0
+            return
+        _finish(task, started)
+        _mark_end(task)
+        yield 0
+
+
+def _not_supported(worker: Worker, task: Task) -> ErrorInfo:
+    return ErrorInfo(
+        code=ErrorCode.NOT_SUPPORTED,
+        message=f"{type(worker).__name__} has no handler for {task.kind} tasks",
+        details={"kind": task.kind, "worker": type(worker).__name__},
+    )
+
+
+def _finish(task: Task, started: float) -> None:
+    if task.status is TaskStatus.PENDING:
+        task.status = TaskStatus.SUCCESS
+    if getattr(task, "latency_s", 1) is None:
+        task.latency_s = time.perf_counter() - started  # type: ignore[attr-defined]
+
+
+def _mark_end(task: Task) -> None:
+    if hasattr(task, "end_flag"):
+        task.end_flag = True  # type: ignore[attr-defined]
+
+
+def _completion_tokens(task: Task) -> int:
+    if isinstance(task, GenerationTask):
+        if task.usage is not None:
+            return task.usage.completion_tokens
+        if task.output_tokens is not None:
+            return len(task.output_tokens)
+    return 0
