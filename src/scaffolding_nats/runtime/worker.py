@@ -143,11 +143,14 @@ class Worker:
             yield _completion_tokens(task)
             return
         started = time.perf_counter()
+        chunks = handler(task)
         try:
-            async for new_tokens in handler(task):
+            async for new_tokens in chunks:
                 yield new_tokens
         except (asyncio.CancelledError, GeneratorExit):
             fail(task, ErrorInfo(code=ErrorCode.CANCELLED, message="task cancelled"))
+            # Close the backend's generator now, not at garbage collection: that is the cancel.
+            await chunks.aclose()
             raise
         except Exception as exc:
             fail(task, error_info(exc))
