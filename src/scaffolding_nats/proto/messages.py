@@ -28,6 +28,7 @@ class TaskRequest(_Message):
     kind: str
     task: dict[str, Any]
     timeout_ms: int | None = Field(default=None, ge=1)
+    heartbeat_ms: int | None = Field(default=None, ge=50)
 
 
 class FrameType(str, Enum):

@@ -1,1 +1,1 @@
-"""."""
+"""Deployable services: each one an entry point over the shared runtime."""

@@ -1,0 +1,1 @@
+"""The worker service: any Worker class served on the bus by a WorkerHost."""

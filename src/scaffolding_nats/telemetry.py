@@ -1,0 +1,22 @@
+"""Trace context across the bus: W3C ``traceparent`` in NATS headers, so one job's spans
+join up across the gateway, controller and workers. Without an SDK configured these are
+no-ops that cost a dictionary lookup."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+
+tracer = trace.get_tracer("scaffolding_nats")
+
+
+def inject_headers(headers: dict[str, str] | None = None) -> dict[str, str] | None:
+    carrier: dict[str, str] = dict(headers or {})
+    propagate.inject(carrier)
+    return carrier or None
+
+
+def extract_context(headers: Mapping[str, str] | None) -> otel_context.Context:
+    return propagate.extract(dict(headers or {}))

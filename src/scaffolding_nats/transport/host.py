@@ -1,0 +1,269 @@
+"""WorkerHost: serves a local Worker on the bus, as a NATS micro service.
+
+Admission is bounded: a replica with ``max_concurrency`` tasks in flight answers new ones at
+once with ``at_capacity`` (retryable), so the controller side retries and the queue group
+hands the task to another replica instead of it waiting behind a busy one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.micro import add_service
+from nats.micro.request import Request
+from nats.micro.service import EndpointStats, Service
+
+from .._compat import TaskGroup, timeout
+from ..errors import ProtocolError
+from ..proto import codec
+from ..proto.errors import ErrorCode, ErrorInfo
+from ..proto.messages import FrameType, TaskReply, TaskRequest
+from ..proto.subjects import HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE, Subjects
+from ..proto.tasks import StreamingGenerationTask, Task, TaskStatus
+from ..proto.version import DEFAULT_MAX_TASK_BYTES
+from ..runtime.worker import Worker, fail
+from ..telemetry import extract_context, tracer
+
+log = logging.getLogger(__name__)
+
+_HTTP_LIKE = {
+    ErrorCode.MALFORMED: "400",
+    ErrorCode.INVALID: "400",
+    ErrorCode.UNSUPPORTED_VERSION: "400",
+    ErrorCode.UNKNOWN_TASK_TYPE: "400",
+    ErrorCode.PAYLOAD_TOO_LARGE: "413",
+    ErrorCode.NOT_SUPPORTED: "501",
+    ErrorCode.AT_CAPACITY: "503",
+    ErrorCode.TIMEOUT: "504",
+}
+
+
+@dataclass
+class HostStats:
+    in_flight: int = 0
+    completed: int = 0
+    failed: int = 0
+    rejected: int = 0
+    bad_requests: int = 0
+    cancelled: int = 0
+
+
+class WorkerHost:
+    """Serve ``worker`` on each of ``tags`` until the context exits (then drain in-flight)."""
+
+    def __init__(
+        self,
+        nc: Client,
+        worker: Worker,
+        *,
+        tags: Sequence[str],
+        subjects: Subjects | None = None,
+        max_concurrency: int = 64,
+        max_task_bytes: int = DEFAULT_MAX_TASK_BYTES,
+        name: str = "scaffolding-worker",
+        version: str = "0.1.0",
+        min_heartbeat: float = 0.1,
+    ) -> None:
+        if not tags:
+            raise ValueError("a WorkerHost needs at least one worker tag")
+        self.nc = nc
+        self.worker = worker
+        self.tags = list(tags)
+        self.subjects = subjects or Subjects()
+        self.max_concurrency = max_concurrency
+        self.max_task_bytes = max_task_bytes
+        self.name = name
+        self.version = version
+        self.min_heartbeat = min_heartbeat
+        self.stats = HostStats()
+        self._running: dict[str, asyncio.Task[Any]] = {}
+        self._cancel_requested: set[str] = set()
+        self._tg: TaskGroup | None = None
+        self._stack: AsyncExitStack | None = None
+        self.service: Service | None = None
+
+    async def __aenter__(self) -> WorkerHost:
+        async with AsyncExitStack() as stack:
+            await self.worker.start()
+            stack.push_async_callback(self.worker.stop)
+            self._tg = await stack.enter_async_context(TaskGroup())
+            cancel_sub = await self.nc.subscribe(self.subjects.cancel_task_all, cb=self._on_cancel)
+            stack.push_async_callback(cancel_sub.unsubscribe)
+            self.service = await add_service(
+                self.nc,
+                name=self.name,
+                version=self.version,
+                description=f"{type(self.worker).__name__} serving {', '.join(self.tags)}",
+                metadata={"worker": type(self.worker).__name__, "tags": ",".join(self.tags)},
+                stats_handler=self._stats_data,
+            )
+            stack.push_async_callback(self.service.stop)
+            for tag in self.tags:
+                await self.service.add_endpoint(
+                    name=tag,
+                    subject=self.subjects.tasks(tag),
+                    queue_group=self.subjects.task_queue_group(tag),
+                    handler=self._on_request,
+                    metadata={"worker_tag": tag},
+                )
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
+
+    def _stats_data(self, endpoint: EndpointStats) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "in_flight": s.in_flight,
+            "capacity": self.max_concurrency,
+            "completed": s.completed,
+            "failed": s.failed,
+            "rejected": s.rejected,
+            "bad_requests": s.bad_requests,
+            "cancelled": s.cancelled,
+        }
+
+    # -- intake (micro handlers are awaited one at a time: keep this fast) -----------------
+
+    async def _on_request(self, req: Request) -> None:
+        if self.stats.in_flight >= self.max_concurrency:
+            self.stats.rejected += 1
+            await self._reply_error(req, "", ErrorInfo(
+                code=ErrorCode.AT_CAPACITY,
+                message=f"worker replica at capacity ({self.max_concurrency} tasks in flight)",
+                retryable=True,
+                details={"capacity": self.max_concurrency},
+            ))
+            return
+        assert self._tg is not None
+        self.stats.in_flight += 1
+        self._tg.create_task(self._serve(req))
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        task_id = msg.subject.rsplit(".", 1)[-1]
+        running = self._running.get(task_id)
+        if running is not None and task_id not in self._cancel_requested:
+            self.stats.cancelled += 1
+            self._cancel_requested.add(task_id)
+            running.cancel()
+
+    # -- one task --------------------------------------------------------------------------
+
+    async def _serve(self, req: Request) -> None:
+        task_id = ""
+        try:
+            try:
+                request = codec.decode(TaskRequest, req.data, max_bytes=self.max_task_bytes)
+                task: Task = codec.task_from_request(request)
+            except ProtocolError as exc:
+                self.stats.bad_requests += 1
+                await self._reply_error(req, _peek_id(req.data), exc.to_info())
+                return
+            task_id = task.id
+            with tracer.start_as_current_span(
+                f"worker {task.kind}", context=extract_context(req.headers)
+            ):
+                await self._execute(req, request, task)
+            if task.status is TaskStatus.SUCCESS:
+                self.stats.completed += 1
+            else:
+                self.stats.failed += 1
+        except Exception as exc:  # never let one task take the host down
+            log.exception("worker host failed serving task %s", task_id)
+            self.stats.failed += 1
+            await self._reply_error(req, task_id, ErrorInfo(code=ErrorCode.INTERNAL, message=repr(exc)))
+        finally:
+            self.stats.in_flight -= 1
+
+    async def _execute(self, req: Request, request: TaskRequest, task: Task) -> None:
+        budget = request.timeout_ms / 1000 if request.timeout_ms else None
+        heartbeat = max(self.min_heartbeat, (request.heartbeat_ms or 1000) / 1000)
+        run = asyncio.current_task()
+        assert run is not None
+        self._running[task.id] = run
+        seq = 0
+
+        async def send(frame: FrameType, **fields: Any) -> None:
+            nonlocal seq
+            await req.respond(codec.encode(TaskReply(task_id=task.id, frame=frame, seq=seq, **fields)))
+            seq += 1
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(heartbeat)
+                await send(FrameType.HEARTBEAT)
+
+        try:
+            async with TaskGroup() as tg:
+                beater = tg.create_task(beat())
+                try:
+                    async with timeout(budget):
+                        if isinstance(task, StreamingGenerationTask):
+                            await self._stream(task, send)
+                        else:
+                            await self.worker.run_task(task)
+                except TimeoutError:
+                    fail(task, ErrorInfo(
+                        code=ErrorCode.TIMEOUT,
+                        message=f"task exceeded its deadline of {budget:.3f}s at the worker",
+                        details={"timeout_s": budget},
+                    ))
+                finally:
+                    beater.cancel()
+        except asyncio.CancelledError:
+            if task.id in self._cancel_requested:
+                run.uncancel()
+                fail(task, ErrorInfo(code=ErrorCode.CANCELLED, message="cancelled by the caller"))
+            else:
+                raise
+        finally:
+            self._running.pop(task.id, None)
+            self._cancel_requested.discard(task.id)
+        await send(FrameType.FINAL, status=task.status, result=task.results(), error=task.error)
+
+    async def _stream(self, task: StreamingGenerationTask, send: Any) -> None:
+        """Forward partial results every ``streaming_step`` tokens (cumulative frames)."""
+        pending = 0
+        async for new_tokens in self.worker.stream_task(task):
+            pending += new_tokens
+            if pending >= task.streaming_step and not task.end_flag:
+                pending = 0
+                await send(FrameType.PARTIAL, result=task.results())
+
+    async def _reply_error(self, req: Request, task_id: str, error: ErrorInfo) -> None:
+        body = codec.encode(TaskReply(
+            task_id=task_id,
+            status=TaskStatus.REJECTED if error.code is not ErrorCode.INTERNAL else TaskStatus.WORKER_ERROR,
+            error=error,
+        ))
+        headers = {
+            HEADER_SERVICE_ERROR: error.message[:200],
+            HEADER_SERVICE_ERROR_CODE: _HTTP_LIKE.get(error.code, "500"),
+        }
+        try:
+            await req.respond(body, headers=headers)
+        except Exception:  # no reply subject: nobody to tell, but it is counted
+            log.warning("cannot reply to a bad task on %s (no reply subject)", req.subject)
+
+
+def _peek_id(data: bytes) -> str:
+    """Best effort: the task id of a request that failed validation, for the error reply."""
+    try:
+        obj = codec.unpack_map(data)
+        task = obj.get("task")
+        if isinstance(task, dict) and isinstance(task.get("id"), str):
+            return str(task["id"])
+    except ProtocolError:
+        pass
+    return ""
