@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from ..proto.tasks import GenerationTask, Task
 from .controller import Controller, ParallelProcess
@@ -30,16 +30,13 @@ class TaskCollection:
 
 
 def with_task_collection(name: str, factory: Callable[[], TaskCollection]) -> Callable[[C], C]:
-    """Class decorator: every instance of the controller gets its own collection ``name``."""
+    """Class decorator: every instance of the controller, and every clone of it, gets a fresh
+    collection ``name`` (so counts never leak between requests)."""
 
     def decorate(cls: C) -> C:
-        original_init = cls.__init__
-
-        def __init__(self: Controller, *args: Any, **kwargs: Any) -> None:
-            original_init(self, *args, **kwargs)
-            self.task_collections[name] = factory()
-
-        cls.__init__ = __init__  # type: ignore[method-assign]
+        factories = dict(getattr(cls, "collection_factories", {}))
+        factories[name] = factory
+        cls.collection_factories = factories
         return cls
 
     return decorate

@@ -7,10 +7,10 @@ when the yield returns) or a ``ParallelProcess`` of sub-controllers (run concurr
 from __future__ import annotations
 
 import copy
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 from ..proto.tasks import GenerationTask, Task
 
@@ -46,8 +46,15 @@ class Controller:
     name: str | None = None
     """Label for usage accounting; defaults to the class name."""
 
+    collection_factories: ClassVar[dict[str, Callable[[], Any]]] = {}
+    """Set by ``with_task_collection``: observers every instance and clone gets fresh."""
+
     def __init__(self) -> None:
         self.task_collections: dict[str, Any] = {}
+        self._fresh_collections()
+
+    def _fresh_collections(self) -> None:
+        self.task_collections = {name: make() for name, make in self.collection_factories.items()}
 
     @property
     def label(self) -> str:
@@ -55,7 +62,9 @@ class Controller:
 
     def clone(self) -> Controller:
         """A fresh copy for one request or one branch; state is never shared between them."""
-        return copy.deepcopy(self)
+        twin = copy.deepcopy(self)
+        twin._fresh_collections()
+        return twin
 
     def generate(self, prompt: str, **kwargs: Any) -> ControllerGen:
         task = GenerationTask.from_prompt(prompt)

@@ -25,7 +25,7 @@ async def drive(
     ``observers`` are the task collections of every enclosing controller, so hooks see the
     tasks of nested branches too.
     """
-    observers = observers + tuple(controller.task_collections.values())
+    observers = observers + tuple(getattr(controller, "task_collections", {}).values())
     send_exc: BaseException | None = None
     while True:
         try:
