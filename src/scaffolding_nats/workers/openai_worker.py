@@ -1,0 +1,203 @@
+"""A worker for any OpenAI-compatible server (vLLM, trtllm-serve, llama.cpp, OpenAI itself)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import openai
+
+from ..proto.tasks import ChatTask, GenerationTask, StreamingGenerationTask
+from ..runtime.worker import Worker, handles, streams
+from .errors import BACKEND_EXCEPTIONS, BackendError, NotSupported
+from .openai_backend import OpenAIBackend
+from .openai_params import chat_params, completion_params
+from .openai_results import StreamAccumulator
+
+Feed = Callable[[StreamAccumulator, Any], int]
+
+
+class OpenAIWorker(Worker):
+    """Runs generation, streamed generation and chat tasks through the official ``openai`` client.
+
+    * ``model``: the name sent to the server; ``None`` asks ``/models`` once and takes the first.
+      A task's own ``model`` field wins over both.
+    * ``max_concurrency``: requests in flight to this backend (a semaphore, per event loop).
+    * ``max_retries``: the client's own bounded retries, with exponential backoff, on 408/409/
+      429/5xx and connection errors; after them a typed ``BACKEND_ERROR`` (retryable or not).
+    * ``timeout``: seconds for each read of the HTTP stream; ``connect_timeout`` for the connect.
+    * ``native_n``: pass ``n`` > 1 to the server. Off by default, because llama.cpp silently
+      ignores ``n``: the worker then sends ``n`` requests (``seed + i`` when seeded).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str = "none",
+        model: str | None = None,
+        *,
+        max_concurrency: int = 8,
+        max_retries: int = 2,
+        timeout: float = 120.0,
+        connect_timeout: float = 5.0,
+        native_n: bool = False,
+        client: openai.AsyncOpenAI | None = None,
+    ) -> None:
+        super().__init__()
+        self.backend = OpenAIBackend(
+            base_url,
+            api_key,
+            model,
+            max_concurrency=max_concurrency,
+            max_retries=max_retries,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            client=client,
+        )
+        self.native_n = native_n
+
+    @property
+    def base_url(self) -> str:
+        return self.backend.base_url
+
+    async def start(self) -> None:
+        self.backend.client()
+
+    async def stop(self) -> None:
+        await self.backend.close()
+
+    # -- one streamed request ---------------------------------------------------------------
+
+    async def _stream(
+        self, create: Callable[..., Awaitable[Any]], params: dict[str, Any], feed: Feed
+    ) -> AsyncGenerator[tuple[StreamAccumulator, int], None]:
+        """Yield (accumulated response, new tokens) per chunk. Closing this generator closes
+        the HTTP stream, which makes the server stop generating."""
+        async with self.backend.slot():
+            acc = StreamAccumulator()
+            try:
+                stream = await create(**params)
+            except BACKEND_EXCEPTIONS as exc:
+                raise self.backend.error(exc) from exc
+            try:
+                async for chunk in stream:
+                    new = feed(acc, chunk)
+                    if new:
+                        yield acc, new
+            except BACKEND_EXCEPTIONS as exc:
+                raise self.backend.error(exc, after_retries=False) from exc
+            finally:
+                await stream.close()
+            acc.finish()
+            yield acc, 0
+
+    async def _collect(
+        self, create: Callable[..., Awaitable[Any]], params: dict[str, Any], feed: Feed
+    ) -> StreamAccumulator:
+        acc = StreamAccumulator()
+        async for acc, _ in self._stream(create, params, feed):  # noqa: B007 - keep the last
+            pass
+        return acc
+
+    # -- handlers ---------------------------------------------------------------------------
+
+    @handles(GenerationTask)
+    async def generate(self, task: GenerationTask) -> None:
+        client = self.backend.client()
+        model = await self.backend.resolve_model(task.model)
+        n = task.n or 1
+        if n == 1 or self.native_n:
+            accs = [await self._collect(client.completions.create, completion_params(task, model), _feed_c)]
+        else:
+            seeds = [None if task.seed is None else task.seed + i for i in range(n)]
+            accs = list(
+                await asyncio.gather(
+                    *(
+                        self._collect(
+                            client.completions.create,
+                            {**completion_params(task, model, n=1), **({"seed": s} if s is not None else {})},
+                            _feed_c,
+                        )
+                        for s in seeds
+                    )
+                )
+            )
+        choices = [c.choice() for acc in accs for _, c in sorted(acc.choices.items())]
+        if not choices:
+            raise BackendError(f"backend {self.base_url} returned no choices", retryable=True)
+        prompt_chars = len(task.input_str or "") or 4 * len(task.input_tokens or ())
+        usage = accs[0].final_usage(prompt_chars)
+        for acc in accs[1:]:
+            usage = usage + acc.final_usage(prompt_chars)
+        first = choices[0]
+        task.output_str = first.text
+        task.finish_reason = first.finish_reason
+        task.logprobs = first.logprobs
+        task.choices = choices if len(choices) > 1 else None
+        task.usage = usage
+        task.ttft_s = min((a.ttft_s for a in accs if a.ttft_s is not None), default=None)
+        task.latency_s = max(a.latency_s for a in accs)
+        _note_estimate(task, accs)
+
+    @streams(StreamingGenerationTask)
+    async def generate_stream(self, task: StreamingGenerationTask) -> AsyncIterator[int]:
+        if task.n is not None and task.n > 1:
+            raise NotSupported("a streamed generation follows one sample: yield n streaming tasks")
+        client = self.backend.client()
+        model = await self.backend.resolve_model(task.model)
+        params = completion_params(task, model, n=1)
+        prompt_chars = len(task.input_str or "") or 4 * len(task.input_tokens or ())
+        task.output_str = task.output_str or ""
+        stream = self._stream(client.completions.create, params, _feed_c)
+        try:
+            async for acc, new in stream:
+                _fill_generation(task, acc, prompt_chars)
+                if new:
+                    yield new
+                if task.cancel_flag:
+                    break
+        finally:
+            await stream.aclose()
+
+    @handles(ChatTask)
+    async def chat(self, task: ChatTask) -> None:
+        client = self.backend.client()
+        model = await self.backend.resolve_model(task.model)
+        params = chat_params(task, model)
+        acc = await self._collect(client.chat.completions.create, params, _feed_chat)
+        out = acc.choice(0)
+        task.output_message = out.message()
+        task.output_str = out.text
+        task.finish_reason = out.finish_reason
+        task.logprobs = out.logprobs if out.wants_logprobs else None
+        prompt_chars = sum(len(m.content or "") for m in task.messages)
+        task.usage = acc.final_usage(prompt_chars)
+        task.ttft_s = acc.ttft_s
+        task.latency_s = acc.latency_s
+        _note_estimate(task, [acc])
+
+
+def _feed_c(acc: StreamAccumulator, chunk: Any) -> int:
+    return acc.feed_completion(chunk)
+
+
+def _feed_chat(acc: StreamAccumulator, chunk: Any) -> int:
+    return acc.feed_chat(chunk)
+
+
+def _fill_generation(task: StreamingGenerationTask, acc: StreamAccumulator, prompt_chars: int) -> None:
+    out = acc.choice(0)
+    task.output_str = out.text
+    task.finish_reason = out.finish_reason
+    task.logprobs = out.logprobs if out.wants_logprobs else None
+    task.usage = acc.final_usage(prompt_chars)
+    task.ttft_s = acc.ttft_s
+    task.latency_s = acc.latency_s
+    _note_estimate(task, [acc])
+
+
+def _note_estimate(task: GenerationTask | ChatTask, accs: list[StreamAccumulator]) -> None:
+    """Say so when token counts are ours, not the server's: budgets built on them are rough."""
+    if any(a.usage_estimated for a in accs):
+        task.customized_result_fields = {**(task.customized_result_fields or {}), "usage_estimated": True}
