@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 
 import openai
 
-from .errors import BACKEND_EXCEPTIONS, BackendError, backend_error
+from .errors import BackendError
+from .openai_errors import BACKEND_EXCEPTIONS, backend_error
 
 
 class OpenAIBackend:

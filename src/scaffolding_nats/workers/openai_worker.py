@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -10,8 +9,10 @@ import openai
 
 from ..proto.tasks import ChatTask, GenerationTask, StreamingGenerationTask
 from ..runtime.worker import Worker, handles, streams
-from .errors import BACKEND_EXCEPTIONS, BackendError, NotSupported
+from .concurrency import gather_or_cancel
+from .errors import BackendError, NotSupported
 from .openai_backend import OpenAIBackend
+from .openai_errors import BACKEND_EXCEPTIONS
 from .openai_params import chat_params, completion_params
 from .openai_results import StreamAccumulator
 
@@ -108,21 +109,15 @@ class OpenAIWorker(Worker):
         model = await self.backend.resolve_model(task.model)
         n = task.n or 1
         if n == 1 or self.native_n:
-            accs = [await self._collect(client.completions.create, completion_params(task, model), _feed_c)]
+            requests = [completion_params(task, model)]
         else:
-            seeds = [None if task.seed is None else task.seed + i for i in range(n)]
-            accs = list(
-                await asyncio.gather(
-                    *(
-                        self._collect(
-                            client.completions.create,
-                            {**completion_params(task, model, n=1), **({"seed": s} if s is not None else {})},
-                            _feed_c,
-                        )
-                        for s in seeds
-                    )
-                )
-            )
+            requests = [completion_params(task, model, n=1) for _ in range(n)]
+            if task.seed is not None:  # distinct samples, still reproducible
+                for i, params in enumerate(requests):
+                    params["seed"] = task.seed + i
+        accs = await gather_or_cancel(
+            self._collect(client.completions.create, params, _feed_c) for params in requests
+        )
         choices = [c.choice() for acc in accs for _, c in sorted(acc.choices.items())]
         if not choices:
             raise BackendError(f"backend {self.base_url} returned no choices", retryable=True)
