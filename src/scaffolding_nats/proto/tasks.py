@@ -11,7 +11,7 @@ import uuid
 from enum import Enum
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, create_model
 
 from .errors import ErrorInfo
 
@@ -73,14 +73,28 @@ class Task(BaseModel):
     RESULT_FIELDS: ClassVar[frozenset[str]] = frozenset()
 
     id: str = Field(default_factory=new_id)
-    worker_tag: str = ""
+    worker_tag: str = "generation"
     metadata: dict[str, Any] = Field(default_factory=dict)
-    status: TaskStatus = Field(default=TaskStatus.PENDING, exclude=True)
-    error: ErrorInfo | None = Field(default=None, exclude=True)
+    # Outcome of the last run. Private (not on the wire as task fields: replies carry them),
+    # and set without validation because the runtime sets them on every task it runs.
+    _status: TaskStatus = PrivateAttr(default=TaskStatus.PENDING)
+    _error: ErrorInfo | None = PrivateAttr(default=None)
 
-    def model_post_init(self, __context: Any) -> None:
-        if not self.worker_tag:
-            self.worker_tag = self.DEFAULT_TAG
+    @property
+    def status(self) -> TaskStatus:
+        return self._status
+
+    @status.setter
+    def status(self, value: TaskStatus) -> None:
+        self._status = TaskStatus(value)
+
+    @property
+    def error(self) -> ErrorInfo | None:
+        return self._error
+
+    @error.setter
+    def error(self, value: ErrorInfo | None) -> None:
+        self._error = value
 
     @property
     def ok(self) -> bool:
@@ -95,10 +109,13 @@ class Task(BaseModel):
         return self.model_dump(mode="json", include=set(self.RESULT_FIELDS), exclude_none=True)
 
     def merge_results(self, results: dict[str, Any]) -> None:
-        """Copy result fields from a reply onto this object, validating each one."""
-        for name, value in results.items():
-            if name in self.RESULT_FIELDS:
-                setattr(self, name, value)
+        """Copy result fields from a reply onto this object, validated in one pass."""
+        known = {k: v for k, v in results.items() if k in self.RESULT_FIELDS}
+        if not known:
+            return
+        checked = _results_model(type(self)).model_validate(known)
+        for name in known:
+            self.__dict__[name] = getattr(checked, name)
 
     def copy_results_from(self, other: Task) -> None:
         """Adopt another task's results and status (a method answering with a sub-task's output)."""
@@ -119,6 +136,20 @@ class Task(BaseModel):
             retryable=info.retryable if info else False,
             details={"task_id": self.id, "status": self.status.value},
         )
+
+
+_RESULT_MODELS: dict[type[Task], type[BaseModel]] = {}
+
+
+def _results_model(cls: type[Task]) -> type[BaseModel]:
+    """A model of just the result fields of ``cls``, to validate a reply's results at once."""
+    model = _RESULT_MODELS.get(cls)
+    if model is None:
+        fields: dict[str, Any] = {
+            name: (cls.model_fields[name].annotation, None) for name in sorted(cls.RESULT_FIELDS)
+        }
+        model = _RESULT_MODELS[cls] = create_model(f"{cls.__name__}Results", **fields)
+    return model
 
 
 class SamplingParams(BaseModel):
@@ -274,6 +305,8 @@ class RewardTask(Task):
     DEFAULT_TAG: ClassVar[str] = "reward"
     RESULT_FIELDS: ClassVar[frozenset[str]] = frozenset({"scores", "step_scores", "usage", "latency_s"})
 
+    worker_tag: str = "reward"
+
     mode: Literal["outcome", "process"] = "outcome"
     prompt: str = ""
     candidates: list[str] = Field(default_factory=list)
@@ -294,6 +327,8 @@ class ToolCallTask(Task):
     RESULT_FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"result", "stdout", "stderr", "exit_code", "is_error", "latency_s"}
     )
+
+    worker_tag: str = "tool_call"
 
     tool_name: str
     arguments: str = "{}"

@@ -28,7 +28,7 @@ from ..proto.errors import ErrorCode, ErrorInfo
 from ..proto.messages import FrameType, TaskReply, TaskRequest
 from ..proto.subjects import HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE, Subjects
 from ..proto.tasks import StreamingGenerationTask, Task, TaskStatus
-from ..proto.version import DEFAULT_MAX_TASK_BYTES
+from ..proto.version import DEFAULT_MAX_TASK_BYTES, PROTOCOL_VERSION
 from ..runtime.worker import Worker, fail
 from ..telemetry import extract_context, tracer
 
@@ -84,7 +84,7 @@ class WorkerHost:
         self.version = version
         self.min_heartbeat = min_heartbeat
         self.stats = HostStats()
-        self._running: dict[str, asyncio.Task[Any]] = {}
+        self._running: dict[str, _Live] = {}
         self._cancel_requested: set[str] = set()
         self._tg: TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
@@ -95,6 +95,8 @@ class WorkerHost:
             await self.worker.start()
             stack.push_async_callback(self.worker.stop)
             self._tg = await stack.enter_async_context(TaskGroup())
+            ticker = self._tg.create_task(self._heartbeats())
+            stack.callback(ticker.cancel)
             cancel_sub = await self.nc.subscribe(self.subjects.cancel_task_all, cb=self._on_cancel)
             stack.push_async_callback(cancel_sub.unsubscribe)
             self.service = await add_service(
@@ -156,7 +158,7 @@ class WorkerHost:
         if running is not None and task_id not in self._cancel_requested:
             self.stats.cancelled += 1
             self._cancel_requested.add(task_id)
-            running.cancel()
+            running.run.cancel()
 
     # -- one task --------------------------------------------------------------------------
 
@@ -187,59 +189,55 @@ class WorkerHost:
             self.stats.in_flight -= 1
 
     async def _execute(self, req: Request, request: TaskRequest, task: Task) -> None:
-        budget = request.timeout_ms / 1000 if request.timeout_ms else None
-        heartbeat = max(self.min_heartbeat, (request.heartbeat_ms or 1000) / 1000)
         run = asyncio.current_task()
         assert run is not None
-        self._running[task.id] = run
-        seq = 0
-
-        async def send(frame: FrameType, **fields: Any) -> None:
-            nonlocal seq
-            await req.respond(codec.encode(TaskReply(task_id=task.id, frame=frame, seq=seq, **fields)))
-            seq += 1
-
-        async def beat() -> None:
-            while True:
-                await asyncio.sleep(heartbeat)
-                await send(FrameType.HEARTBEAT)
-
+        interval = max(self.min_heartbeat, (request.heartbeat_ms or 1000) / 1000)
+        live = _Live(req, task.id, interval, run)
+        self._running[task.id] = live
+        budget = request.timeout_ms / 1000 if request.timeout_ms else None
         try:
-            async with TaskGroup() as tg:
-                beater = tg.create_task(beat())
-                try:
-                    async with timeout(budget):
-                        if isinstance(task, StreamingGenerationTask):
-                            await self._stream(task, send)
-                        else:
-                            await self.worker.run_task(task)
-                except TimeoutError:
-                    fail(task, ErrorInfo(
-                        code=ErrorCode.TIMEOUT,
-                        message=f"task exceeded its deadline of {budget:.3f}s at the worker",
-                        details={"timeout_s": budget},
-                    ))
-                finally:
-                    beater.cancel()
+            async with timeout(budget):
+                if isinstance(task, StreamingGenerationTask):
+                    await self._stream(task, live)
+                else:
+                    await self.worker.run_task(task)
+        except TimeoutError:
+            fail(task, ErrorInfo(
+                code=ErrorCode.TIMEOUT,
+                message=f"task exceeded its deadline of {budget:.3f}s at the worker",
+                details={"timeout_s": budget},
+            ))
         except asyncio.CancelledError:
-            if task.id in self._cancel_requested:
-                run.uncancel()
-                fail(task, ErrorInfo(code=ErrorCode.CANCELLED, message="cancelled by the caller"))
-            else:
-                raise
+            if task.id not in self._cancel_requested:
+                raise  # the host is shutting down
+            run.uncancel()
+            fail(task, ErrorInfo(code=ErrorCode.CANCELLED, message="cancelled by the caller"))
         finally:
             self._running.pop(task.id, None)
             self._cancel_requested.discard(task.id)
-        await send(FrameType.FINAL, status=task.status, result=task.results(), error=task.error)
+        await live.send(FrameType.FINAL, status=task.status, result=task.results(), error=task.error)
 
-    async def _stream(self, task: StreamingGenerationTask, send: Any) -> None:
+    async def _heartbeats(self) -> None:
+        """One ticker for every running task: a frame to each that has been quiet too long."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.min_heartbeat)
+            now = loop.time()
+            for live in list(self._running.values()):
+                if now - live.last_sent >= live.interval:
+                    try:
+                        await live.send(FrameType.HEARTBEAT)
+                    except Exception:  # a broken connection is handled by the task's own send
+                        pass
+
+    async def _stream(self, task: StreamingGenerationTask, live: _Live) -> None:
         """Forward partial results every ``streaming_step`` tokens (cumulative frames)."""
         pending = 0
         async for new_tokens in self.worker.stream_task(task):
             pending += new_tokens
             if pending >= task.streaming_step and not task.end_flag:
                 pending = 0
-                await send(FrameType.PARTIAL, result=task.results())
+                await live.send(FrameType.PARTIAL, result=task.results())
 
     async def _reply_error(self, req: Request, task_id: str, error: ErrorInfo) -> None:
         body = codec.encode(TaskReply(
@@ -255,6 +253,31 @@ class WorkerHost:
             await req.respond(body, headers=headers)
         except Exception:  # no reply subject: nobody to tell, but it is counted
             log.warning("cannot reply to a bad task on %s (no reply subject)", req.subject)
+
+
+class _Live:
+    """A task being served: where its frames go and when it last showed signs of life."""
+
+    __slots__ = ("interval", "last_sent", "req", "run", "seq", "task_id")
+
+    def __init__(self, req: Request, task_id: str, interval: float, run: asyncio.Task[Any]) -> None:
+        self.req, self.task_id, self.interval, self.run = req, task_id, interval, run
+        self.seq = 0
+        self.last_sent = asyncio.get_running_loop().time()
+
+    async def send(self, frame: FrameType, **fields: Any) -> None:
+        # A plain map on the hot path; its shape is TaskReply (see proto/).
+        body: dict[str, Any] = {"v": PROTOCOL_VERSION, "task_id": self.task_id, "frame": frame.value, "seq": self.seq}
+        status, result, error = fields.get("status"), fields.get("result"), fields.get("error")
+        if status is not None:
+            body["status"] = status.value
+        if result:
+            body["result"] = result
+        if error is not None:
+            body["error"] = error.model_dump(mode="json")
+        self.seq += 1
+        self.last_sent = asyncio.get_running_loop().time()
+        await self.req.respond(codec.pack(body))
 
 
 def _peek_id(data: bytes) -> str:

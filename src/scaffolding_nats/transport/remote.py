@@ -14,13 +14,15 @@ from collections.abc import AsyncIterator
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from pydantic import ValidationError
 
 from ..errors import ProtocolError, ScaffoldingError
 from ..proto import codec
 from ..proto.errors import ErrorCode, ErrorInfo
-from ..proto.messages import FrameType, TaskReply, TaskRequest
+from ..proto.messages import FrameType, TaskReply
 from ..proto.subjects import Subjects
 from ..proto.tasks import GenerationTask, StreamingGenerationTask, Task, TaskStatus
+from ..proto.version import PROTOCOL_VERSION
 from ..runtime.worker import Worker, fail
 from ..telemetry import inject_headers
 from .inbox import ReplyMux
@@ -119,9 +121,14 @@ class RemoteWorker(Worker):
     async def _attempt(self, task: Task, deadline: float, streaming: bool) -> AsyncIterator[int]:
         subject = self.subjects.tasks(task.worker_tag)
         timeout_ms = max(1, int((deadline - time.monotonic()) * 1000))
-        payload = codec.encode(TaskRequest(
-            kind=task.kind, task=task.inputs(), timeout_ms=timeout_ms, heartbeat_ms=self._heartbeat_ms
-        ))
+        # Built as a plain map on the hot path; its shape is TaskRequest (see proto/).
+        payload = codec.pack({
+            "v": PROTOCOL_VERSION,
+            "kind": task.kind,
+            "task": task.inputs(),
+            "timeout_ms": timeout_ms,
+            "heartbeat_ms": self._heartbeat_ms,
+        })
         limit = self.nc.max_payload
         if limit and len(payload) > limit:
             fail(task, ErrorInfo(
@@ -142,8 +149,8 @@ class RemoteWorker(Worker):
                 if idle <= 0:
                     raise _Retry(_timeout(task, self.timeout))
                 try:
-                    msg = await asyncio.wait_for(frames.get(), idle)
-                except asyncio.TimeoutError:
+                    msg = await frames.get(idle)
+                except TimeoutError:
                     if deadline - time.monotonic() <= 0:
                         raise _Retry(_timeout(task, self.timeout)) from None
                     raise _Retry(ErrorInfo(
@@ -155,7 +162,10 @@ class RemoteWorker(Worker):
                 reply = self._decode(msg, task)
                 if reply.frame is FrameType.HEARTBEAT:
                     continue
-                task.merge_results(reply.result)
+                try:
+                    task.merge_results(reply.result)
+                except ValidationError as exc:
+                    raise codec.invalid(exc) from None
                 if reply.frame is FrameType.PARTIAL:
                     now = _tokens(task)
                     new, tokens_seen = now - tokens_seen, now
