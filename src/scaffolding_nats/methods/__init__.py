@@ -1,1 +1,62 @@
-"""."""
+"""Inference-time-compute methods as controllers: sampling, voting, reward-guided search,
+early exit and agents. Each is one class; compose them directly or by config (``registry``)."""
+
+from .answers import (
+    EXTRACTORS,
+    answers_equal,
+    extract_answer_line,
+    extract_boxed,
+    extract_default,
+    extract_exact,
+    extract_last_number,
+    get_extractor,
+    normalize_answer,
+)
+from .beam_search import BeamSearchController
+from .best_of_n import BestOfNController
+from .deepconf import ConfidenceStopController, DeepConfOfflineController, DeepConfOnlineController
+from .dynasor import DynasorCoTController
+from .majority_vote import MajorityVoteController
+from .mcts import MCTSController
+from .native import NativeChatController, NativeGenerationController
+from .registry import MethodConfigError, MethodKind, MethodRegistry, load_registry
+from .reward import OutcomeRewardController, ProcessRewardController, split_steps
+from .streaming_stop import StreamingStopController, stream_until
+from .tool_agent import ToolAgentController
+from .tot import TreeOfThoughtsController
+from .voting import VoteResult, vote
+
+__all__ = [
+    "EXTRACTORS",
+    "BeamSearchController",
+    "BestOfNController",
+    "ConfidenceStopController",
+    "DeepConfOfflineController",
+    "DeepConfOnlineController",
+    "DynasorCoTController",
+    "MCTSController",
+    "MajorityVoteController",
+    "MethodConfigError",
+    "MethodKind",
+    "MethodRegistry",
+    "NativeChatController",
+    "NativeGenerationController",
+    "OutcomeRewardController",
+    "ProcessRewardController",
+    "StreamingStopController",
+    "ToolAgentController",
+    "TreeOfThoughtsController",
+    "VoteResult",
+    "answers_equal",
+    "extract_answer_line",
+    "extract_boxed",
+    "extract_default",
+    "extract_exact",
+    "extract_last_number",
+    "get_extractor",
+    "load_registry",
+    "normalize_answer",
+    "split_steps",
+    "stream_until",
+    "vote",
+]

@@ -1,0 +1,160 @@
+"""Small helpers shared by the method controllers: deriving branch tasks, isolating branches,
+validating parameters, and marking a caller's task done or failed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import BudgetExhausted
+from ..proto.errors import ErrorCode, ErrorInfo
+from ..proto.tasks import ChatTask, GenerationTask, SamplingParams, Task, TaskStatus
+from ..runtime.controller import Controller, ControllerGen
+from ..runtime.worker import error_info, fail
+
+SAMPLING_FIELDS: tuple[str, ...] = tuple(SamplingParams.model_fields)
+
+
+class ParamError(ValueError):
+    """A bad constructor parameter; ``param`` names it so a config loader can point at it."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(f"{param}: {message}")
+        self.param = param
+        self.reason = message
+
+
+def require(ok: bool, param: str, message: str) -> None:
+    if not ok:
+        raise ParamError(param, message)
+
+
+def validate_sampling(sampling: dict[str, Any]) -> dict[str, Any]:
+    """Check sampling overrides against the wire model; keep only the ones that are set."""
+    from pydantic import ValidationError
+
+    unknown = sorted(set(sampling) - set(SAMPLING_FIELDS))
+    if unknown:
+        raise ParamError(unknown[0], f"unknown sampling parameter (known: {', '.join(SAMPLING_FIELDS)})")
+    try:
+        return SamplingParams(**sampling).model_dump(exclude_none=True)
+    except ValidationError as exc:
+        loc = exc.errors()[0].get("loc") or ("sampling",)
+        raise ParamError(str(loc[0]), exc.errors()[0].get("msg", str(exc))) from None
+
+
+def fill_unset(task: Task, values: dict[str, Any]) -> None:
+    """Set each field the task leaves ``None``: what the caller set on the task wins."""
+    for key, value in values.items():
+        if hasattr(task, key) and getattr(task, key) is None:
+            setattr(task, key, value)
+
+
+def prompt_of(task: Task) -> str:
+    if isinstance(task, GenerationTask):
+        return task.input_str or ""
+    if isinstance(task, ChatTask):
+        for msg in reversed(task.messages):
+            if msg.role == "user":
+                return msg.content or ""
+    return ""
+
+
+def text_of(task: Task) -> str:
+    return getattr(task, "output_str", None) or ""
+
+
+def derive_generation(task: Task, cls: type[GenerationTask] = GenerationTask, **overrides: Any) -> Any:
+    """A fresh generation task with the caller's prompt and sampling, plus ``overrides``."""
+    fields: dict[str, Any] = {}
+    if isinstance(task, GenerationTask):
+        fields.update({k: getattr(task, k) for k in SAMPLING_FIELDS if getattr(task, k) is not None})
+        fields.update(input_str=task.input_str, input_tokens=task.input_tokens, worker_tag=task.worker_tag)
+        fields = {k: v for k, v in fields.items() if v is not None}
+    elif isinstance(task, ChatTask):
+        fields.update({k: getattr(task, k) for k in SAMPLING_FIELDS if getattr(task, k) is not None})
+        fields["input_str"] = prompt_of(task)
+    fields.update(overrides)
+    return cls(**fields)
+
+
+def branch_seed(task: Task, index: int, base_seed: int | None) -> int | None:
+    """Distinct seeds per branch, so deterministic backends still give different samples."""
+    seed = getattr(task, "seed", None)
+    if base_seed is not None:
+        return base_seed + index
+    return None if seed is None else seed + index
+
+
+def succeed(task: Task, text: str, **results: Any) -> None:
+    """Land a method's final text on the caller's task and mark it done."""
+    if isinstance(task, GenerationTask | ChatTask):
+        task.output_str = text
+    for key, value in results.items():
+        if key in task.RESULT_FIELDS:
+            setattr(task, key, value)
+    task.status, task.error = TaskStatus.SUCCESS, None
+
+
+def fail_all(tasks: Sequence[Task], message: str, cause: Task | None = None, **details: Any) -> None:
+    """Mark the caller's tasks failed, keeping the code of the underlying failure."""
+    code = cause.error.code if cause is not None and cause.error is not None else ErrorCode.WORKER_ERROR
+    if cause is not None and cause.error is not None:
+        message = f"{message}; first failure: {cause.error.message}"
+    for task in tasks:
+        fail(task, ErrorInfo(code=code, message=message, details=details))
+
+
+def set_method_result(task: Task, answer: str | None, **extra: Any) -> None:
+    """Put a method's answer and metadata where an enclosing method can read them."""
+    fields = dict(getattr(task, "customized_result_fields", None) or {})
+    fields.update(extra)
+    fields["answer"] = answer
+    if hasattr(task, "customized_result_fields"):
+        task.customized_result_fields = _jsonable(fields)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+class Isolated(Controller):
+    """Runs one branch so that its exceptions fail its own tasks instead of cancelling its
+    siblings (a vote survives one broken sample). Budget exhaustion still ends the request."""
+
+    def __init__(self, inner: Controller) -> None:
+        super().__init__()
+        self.inner = inner
+        self.task_collections = inner.task_collections
+
+    @property
+    def label(self) -> str:
+        return self.inner.label
+
+    def process(self, tasks: list[Task], **kwargs: Any) -> ControllerGen:
+        try:
+            return (yield from self.inner.process(tasks, **kwargs))
+        except BudgetExhausted:
+            raise
+        except Exception as exc:
+            for task in tasks:
+                fail(task, error_info(exc))
+            return None
+
+
+def isolated_clones(controller: Controller, n: int) -> list[Controller]:
+    """``n`` independent copies of a sub-controller, each isolated from the others' errors."""
+    return [Isolated(controller.clone()) for _ in range(n)]
+
+
+def best_partial(controller: Controller) -> Any:
+    """A sub-controller's own best answer so far, when it offers one."""
+    inner = controller.inner if isinstance(controller, Isolated) else controller
+    best = getattr(inner, "best_so_far", None)
+    return best() if callable(best) else None

@@ -1,0 +1,140 @@
+"""Beam search over reasoning steps, guided by a process reward model: each step expands
+every live beam a few ways, scores the chains and keeps the best ``beam_width``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..proto.tasks import GenerationTask, Task
+from ..runtime.context import emit_progress
+from ..runtime.controller import Controller, ControllerGen, Output
+from ._common import fail_all, prompt_of, require, set_method_result, succeed
+from ._steps import DEFAULT_STEP_STOP, FinalCheck, default_is_final, expand, join_steps, score, step_text
+from .answers import Extractor, get_extractor
+from .native import NativeGenerationController
+from .reward import ProcessRewardController
+
+
+@dataclass
+class Beam:
+    steps: list[str] = field(default_factory=list)
+    score: float = 0.0
+    final: bool = False
+
+    @property
+    def text(self) -> str:
+        return join_steps(self.steps)
+
+
+class BeamSearchController(Controller):
+    name = "beam_search"
+
+    def __init__(
+        self,
+        generation_controller: Controller | None = None,
+        reward_controller: Controller | None = None,
+        *,
+        beam_width: int = 2,
+        expansions_per_beam: int = 2,
+        max_steps: int = 8,
+        step_stop: list[str] | None = None,
+        step_max_tokens: int | None = 256,
+        is_final: FinalCheck = default_is_final,
+        extractor: str | Extractor | None = "default",
+        base_seed: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__()
+        require(beam_width >= 1, "beam_width", "must be at least 1")
+        require(expansions_per_beam >= 1, "expansions_per_beam", "must be at least 1")
+        require(max_steps >= 1, "max_steps", "must be at least 1")
+        self.generation_controller = generation_controller or NativeGenerationController()
+        self.reward_controller = reward_controller or ProcessRewardController()
+        self.beam_width = beam_width
+        self.expansions_per_beam = expansions_per_beam
+        self.max_steps = max_steps
+        self.step_stop = list(step_stop or DEFAULT_STEP_STOP)
+        self.step_max_tokens = step_max_tokens
+        self.is_final = is_final
+        self.extractor = get_extractor(extractor)
+        self.base_seed = base_seed
+        if name is not None:
+            self.name = name
+        self.beams: list[Beam] = []
+        self._output: Output | None = None
+
+    def generate(self, prompt: str, **kwargs: Any) -> ControllerGen:
+        task = GenerationTask(input_str=prompt)
+        yield from self.process([task], **kwargs)
+        task.raise_for_status()
+        assert self._output is not None
+        return self._output
+
+    def process(self, tasks: list[Task], **kwargs: Any) -> ControllerGen:
+        caller = tasks[0]
+        prompt = prompt_of(caller)
+        self.beams, self._output = [Beam()], None
+        for step in range(self.max_steps):
+            live = [b for b in self.beams if not b.final]
+            if not live:
+                break
+            expansions = yield from expand(
+                caller,
+                self.generation_controller,
+                prompt,
+                [b.steps for b in live],
+                self.expansions_per_beam,
+                self.step_stop,
+                self.step_max_tokens,
+                seed_offset=step * self.beam_width * self.expansions_per_beam,
+                base_seed=self.base_seed,
+            )
+            candidates = [b for b in self.beams if b.final]
+            for beam, children in zip(live, expansions, strict=False):
+                for child in children:
+                    text = step_text(child)
+                    final = self.is_final(text, child.finish_reason)
+                    steps = [*beam.steps, text] if text else list(beam.steps)
+                    candidates.append(Beam(steps, beam.score, final))
+            if not candidates or all(not c.steps for c in candidates):
+                break
+            kept = {id(b) for b in self.beams}
+            fresh = [c for c in candidates if id(c) not in kept]
+            scores = yield from score(self.reward_controller, prompt, [c.steps for c in fresh])
+            if scores is not None:
+                for c, s in zip(fresh, scores, strict=False):
+                    c.score = s
+            candidates.sort(key=lambda c: -c.score)
+            self.beams = candidates[: self.beam_width]
+            emit_progress(method=self.label, step=step + 1, best_score=self.beams[0].score)
+        if not any(b.steps for b in self.beams):
+            fail_all(tasks, "beam search produced no step (every generation failed)")
+            return
+        self._output = self._result()
+        succeed(caller, self._output.text)
+        set_method_result(caller, self._output.answer, score=self._output.metadata["score"])
+
+    def _result(self) -> Output:
+        finals = [b for b in self.beams if b.final and b.steps]
+        pool = finals or [b for b in self.beams if b.steps] or self.beams
+        best = max(pool, key=lambda b: b.score)
+        return Output(
+            text=best.text,
+            answer=self.extractor(best.text),
+            metadata={
+                "score": best.score,
+                "steps": len(best.steps),
+                "finished": best.final,
+                "beams": [{"score": b.score, "final": b.final} for b in self.beams],
+            },
+        )
+
+    def best_so_far(self) -> Output | None:
+        if self._output is not None:
+            return self._output
+        if not any(b.steps for b in self.beams):
+            return None
+        out = self._result()
+        out.metadata["partial"] = True
+        return out

@@ -1,0 +1,126 @@
+"""Best-of-N: N independent samples scored in one batch by a reward model; the best wins."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..proto.tasks import GenerationTask, Task
+from ..runtime.controller import Controller, ControllerGen, Output, ParallelProcess
+from ._common import (
+    best_partial,
+    branch_seed,
+    derive_generation,
+    fail_all,
+    isolated_clones,
+    prompt_of,
+    require,
+    set_method_result,
+    text_of,
+)
+from .answers import Extractor, get_extractor
+from .native import NativeGenerationController
+from .reward import OutcomeRewardController
+
+
+class BestOfNController(Controller):
+    """Samples with ``sample_num`` clones of a sampler (never one shared instance), scores the
+    successful ones with ``reward_controller`` and lands the best sample on the caller's task.
+    If scoring fails the first successful sample is returned (``fallback: reward_failed``)."""
+
+    name = "best_of_n"
+
+    def __init__(
+        self,
+        sample_controller: Controller | None = None,
+        reward_controller: Controller | None = None,
+        sample_num: int = 4,
+        *,
+        extractor: str | Extractor | None = "default",
+        base_seed: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__()
+        require(sample_num >= 1, "sample_num", "must be at least 1")
+        self.sample_controller = sample_controller or NativeGenerationController()
+        self.reward_controller = reward_controller or OutcomeRewardController()
+        self.sample_num = sample_num
+        self.extractor = get_extractor(extractor)
+        self.base_seed = base_seed
+        if name is not None:
+            self.name = name
+        self._samples: list[GenerationTask] = []
+        self._branches: list[Controller] = []
+        self._scores: list[float] | None = None
+        self._output: Output | None = None
+
+    def generate(self, prompt: str, **kwargs: Any) -> ControllerGen:
+        task = GenerationTask(input_str=prompt)
+        yield from self.process([task], **kwargs)
+        task.raise_for_status()
+        assert self._output is not None
+        return self._output
+
+    def process(self, tasks: list[Task], **kwargs: Any) -> ControllerGen:
+        caller = tasks[0]
+        self._output, self._scores = None, None
+        self._samples = [
+            derive_generation(caller, seed=branch_seed(caller, i, self.base_seed))
+            for i in range(self.sample_num)
+        ]
+        self._branches = isolated_clones(self.sample_controller, self.sample_num)
+        yield ParallelProcess(
+            self._branches, [[t] for t in self._samples], [dict(kwargs) for _ in self._samples]
+        )
+        ok = [i for i, t in enumerate(self._samples) if t.ok]
+        if not ok:
+            fail_all(tasks, f"all {self.sample_num} samples failed", cause=self._samples[0])
+            return
+        reward = self.reward_controller.clone()
+        yield ParallelProcess([reward], [[self._samples[i] for i in ok]], [{"prompt": prompt_of(caller)}])
+        scores: list[float] | None = getattr(reward, "scores", None)
+        all_scores: list[float | None] = [None] * self.sample_num
+        if scores is not None:
+            for i, s in zip(ok, scores, strict=False):
+                all_scores[i] = s
+            self._scores = scores
+        output = self._choose(ok, all_scores if scores is not None else None)
+        best = self._samples[output.metadata["index"]]
+        caller.copy_results_from(best)
+        set_method_result(caller, output.answer, score=output.metadata.get("score"))
+        self._output = output
+
+    def _choose(
+        self, ok: list[int], scores: list[float | None] | None, texts: list[str] | None = None
+    ) -> Output:
+        texts = texts if texts is not None else [text_of(t) for t in self._samples]
+        meta: dict[str, Any] = {"num_samples": self.sample_num, "num_succeeded": len(ok)}
+        if scores is None:
+            index = ok[0]
+            meta.update(index=index, fallback="reward_failed")
+        else:
+            index = max(ok, key=lambda i: (scores[i], -i))
+            meta.update(index=index, score=scores[index], scores=scores)
+        text = texts[index]
+        return Output(
+            text=text,
+            answer=self.extractor(text),
+            finish_reason=getattr(self._samples[index], "finish_reason", None),
+            metadata=meta,
+        )
+
+    def best_so_far(self) -> Output | None:
+        """Best scored sample if scoring finished, else the first finished (or partial) one."""
+        if self._output is not None:
+            return self._output
+        texts: list[str] = []
+        ok: list[int] = []
+        for i, (task, branch) in enumerate(zip(self._samples, self._branches, strict=False)):
+            partial = None if task.ok else best_partial(branch)
+            texts.append(text_of(task) if task.ok else (partial.text if partial else ""))
+            if task.ok or partial is not None:
+                ok.append(i)
+        if not ok:
+            return None
+        output = self._choose(ok, None, texts)
+        output.metadata["fallback"] = "unscored"
+        return output

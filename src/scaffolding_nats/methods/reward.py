@@ -1,0 +1,148 @@
+"""Reward controllers: score many candidates in one batched ``RewardTask`` (worker tag
+"reward"). Outcome mode scores whole answers; process mode scores every reasoning step."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..proto.tasks import RewardTask, Task
+from ..runtime.controller import Controller, ControllerGen
+from ._common import prompt_of, require, text_of
+
+StepSplitter = Callable[[str], list[str]]
+
+_STEP_LINE = re.compile(r"^\s*(?:\*\*)?step\s*\d+\s*[:.)]", re.IGNORECASE)
+
+
+def split_steps(text: str) -> list[str]:
+    """Reasoning steps: paragraphs separated by blank lines, and a new step at each
+    "Step N:" line."""
+    steps: list[str] = []
+    current: list[str] = []
+    for line in text.splitlines():
+        if not line.strip() or _STEP_LINE.match(line):
+            if current:
+                steps.append("\n".join(current).strip())
+                current = []
+            if not line.strip():
+                continue
+        current.append(line)
+    if current:
+        steps.append("\n".join(current).strip())
+    return [s for s in steps if s]
+
+
+AGGREGATES: dict[str, Callable[[Sequence[float]], float]] = {
+    "min": min,
+    "last": lambda s: s[-1],
+    "mean": lambda s: sum(s) / len(s),
+    "prod": lambda s: _prod(s),
+}
+
+
+def _prod(scores: Sequence[float]) -> float:
+    out = 1.0
+    for s in scores:
+        out *= s
+    return out
+
+
+class _RewardBase(Controller):
+    """Common shape: ``process(tasks)`` scores the texts of ``tasks`` (generation results) and
+    leaves ``self.scores`` (one per task, ``None`` if scoring failed) and ``self.task``."""
+
+    name = "reward"
+
+    def __init__(
+        self, *, model: str | None = None, worker_tag: str = "reward", name: str | None = None
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.worker_tag = worker_tag
+        self.scores: list[float] | None = None
+        self.task: RewardTask | None = None
+        if name is not None:
+            self.name = name
+
+    def _finish(self, tasks: list[Task], scores: list[float] | None) -> None:
+        self.scores = scores
+        if scores is not None:
+            for task, score in zip(tasks, scores, strict=False):
+                task.metadata["reward"] = score
+
+
+class OutcomeRewardController(_RewardBase):
+    """One reward task for all candidates; one score each."""
+
+    def process(self, tasks: list[Task], prompt: str | None = None, **kwargs: Any) -> ControllerGen:
+        self.scores = None
+        if not tasks:
+            self.scores = []
+            return
+        reward = RewardTask(
+            mode="outcome",
+            prompt=prompt if prompt is not None else prompt_of(tasks[0]),
+            candidates=[text_of(t) for t in tasks],
+            model=self.model,
+            worker_tag=self.worker_tag,
+        )
+        self.task = reward
+        yield [reward]
+        ok = reward.ok and reward.scores is not None and len(reward.scores) == len(tasks)
+        self._finish(tasks, [float(s) for s in reward.scores or []] if ok else None)
+
+
+class ProcessRewardController(_RewardBase):
+    """One reward task for all candidates, each split into steps; a candidate's score is an
+    aggregate of its step scores (``min`` by default: a chain is as good as its worst step)."""
+
+    def __init__(
+        self,
+        *,
+        step_splitter: StepSplitter = split_steps,
+        aggregate: str = "min",
+        model: str | None = None,
+        worker_tag: str = "reward",
+        name: str | None = None,
+    ) -> None:
+        super().__init__(model=model, worker_tag=worker_tag, name=name)
+        require(aggregate in AGGREGATES, "aggregate", f"one of {sorted(AGGREGATES)}")
+        self.step_splitter = step_splitter
+        self.aggregate = aggregate
+        self.step_scores: list[list[float]] | None = None
+
+    def process(
+        self,
+        tasks: list[Task],
+        prompt: str | None = None,
+        steps: list[list[str]] | None = None,
+        **kwargs: Any,
+    ) -> ControllerGen:
+        self.scores = self.step_scores = None
+        if not tasks:
+            self.scores = []
+            return
+        all_steps = steps if steps is not None else [self.step_splitter(text_of(t)) for t in tasks]
+        reward = RewardTask(
+            mode="process",
+            prompt=prompt if prompt is not None else prompt_of(tasks[0]),
+            candidates=[text_of(t) for t in tasks],
+            steps=all_steps,
+            model=self.model,
+            worker_tag=self.worker_tag,
+        )
+        self.task = reward
+        yield [reward]
+        per_step = reward.step_scores
+        if not reward.ok or per_step is None or len(per_step) != len(tasks):
+            self._finish(tasks, None)
+            return
+        self.step_scores = [[float(s) for s in row] for row in per_step]
+        agg = AGGREGATES[self.aggregate]
+        scores = []
+        for i, row in enumerate(self.step_scores):
+            fallback = reward.scores[i] if reward.scores and i < len(reward.scores) else 0.0
+            scores.append(agg(row) if row else float(fallback))
+        self._finish(tasks, scores)
