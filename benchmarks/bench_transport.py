@@ -13,15 +13,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 
 import nats
 
 from scaffolding_nats import Controller, GenerationTask, ParallelProcess, ScaffoldingLlm
 from scaffolding_nats.devstack import NatsServer
 from scaffolding_nats.proto import Subjects
-from scaffolding_nats.runtime import Worker
 from scaffolding_nats.transport import RemoteWorker, WorkerHost
 from scaffolding_nats.workers.synthetic import SyntheticWorker
 
@@ -49,19 +50,34 @@ def _pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
 
 
-async def p1(url: str, *, total: int, concurrency: int, rounds: int) -> dict[str, float]:
-    nc = await nats.connect(url)
-    host_nc = await nats.connect(url)
+async def p1(url: str, *, total: int, concurrency: int, rounds: int, separate: bool) -> dict[str, float]:
+    """The serving side runs in its own process (``separate``) or in this one."""
     subjects = Subjects("bench")
-
-    async def echo(msg: nats.aio.msg.Msg) -> None:
-        await msg.respond(msg.data)
-
-    raw_sub = await host_nc.subscribe("bench.raw", queue="raw", cb=echo)
+    nc = await nats.connect(url)
     payload = b"x" * 200
     results: dict[str, list[tuple[float, list[float]]]] = {"raw": [], "scaffolding": [], "in-process": []}
     worker = SyntheticWorker()
-    async with WorkerHost(host_nc, worker, tags=["generation"], subjects=subjects, max_concurrency=1024):
+    async with AsyncExitStack() as stack:
+        if separate:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "benchmarks.bench_host", "--url", url, "--prefix", "bench",
+                stdout=asyncio.subprocess.PIPE,
+            )
+            stack.push_async_callback(proc.wait)
+            stack.callback(proc.terminate)
+            assert proc.stdout is not None
+            await asyncio.wait_for(proc.stdout.readline(), 30)
+        else:
+            host_nc = await nats.connect(url)
+            stack.push_async_callback(host_nc.close)
+
+            async def echo(msg: nats.aio.msg.Msg) -> None:
+                await msg.respond(msg.data)
+
+            await host_nc.subscribe("bench.raw", queue="raw", cb=echo)
+            await stack.enter_async_context(
+                WorkerHost(host_nc, SyntheticWorker(), tags=["generation"], subjects=subjects, max_concurrency=1024)
+            )
         remote = RemoteWorker(nc, subjects=subjects)
         await remote.start()
 
@@ -71,7 +87,7 @@ async def p1(url: str, *, total: int, concurrency: int, rounds: int) -> dict[str
         async def scaf_call() -> None:
             task = GenerationTask(input_str="noop")
             await remote.run_task(task)
-            assert task.ok
+            assert task.ok, task.error
 
         async def local_call() -> None:
             task = GenerationTask(input_str="noop")
@@ -84,9 +100,7 @@ async def p1(url: str, *, total: int, concurrency: int, rounds: int) -> dict[str
             results["scaffolding"].append(await _load(scaf_call, total=total, concurrency=concurrency))
             results["in-process"].append(await _load(local_call, total=total, concurrency=concurrency))
         await remote.stop()
-    await raw_sub.unsubscribe()
     await nc.close()
-    await host_nc.close()
 
     def summary(name: str) -> tuple[float, float, float]:
         rates = [r for r, _ in results[name]]
@@ -94,7 +108,8 @@ async def p1(url: str, *, total: int, concurrency: int, rounds: int) -> dict[str
         return statistics.median(rates), _pct(lats, 50), _pct(lats, 99)
 
     raw, scaf, local = summary("raw"), summary("scaffolding"), summary("in-process")
-    print(f"\nP1  no-op tasks, concurrency {concurrency}, {rounds} x {total} each")
+    where = "serving process separate" if separate else "all in one process"
+    print(f"\nP1  no-op tasks, concurrency {concurrency}, {rounds} x {total} each, {where}")
     print(f"    {'path':<34}{'tasks/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
     for name, (rate, p50, p99) in (
         ("raw nats-py request/reply", raw),
@@ -161,11 +176,12 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 64])
     args = parser.parse_args()
     async with NatsServer(jetstream=False) as server:
-        for c in args.concurrency:
-            await p1(server.url, total=args.total if c > 1 else args.total // 3, concurrency=c, rounds=args.rounds)
+        for separate in (True, False):
+            for c in args.concurrency:
+                total = args.total if c > 1 else args.total // 3
+                await p1(server.url, total=total, concurrency=c, rounds=args.rounds, separate=separate)
         await p2(server.url, fan=32, latency=0.2, rounds=5)
 
 
 if __name__ == "__main__":
-    _ = Worker  # re-exported for readers: the worker seam the benchmark crosses
     asyncio.run(main())

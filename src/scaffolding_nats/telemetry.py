@@ -12,7 +12,15 @@ from opentelemetry import propagate, trace
 tracer = trace.get_tracer("scaffolding_nats")
 
 
+def enabled() -> bool:
+    """Whether an SDK tracer provider is installed (else spans and propagation are skipped
+    on the hot path: they would be no-ops that still cost microseconds per task)."""
+    return type(trace.get_tracer_provider()).__name__ not in {"ProxyTracerProvider", "NoOpTracerProvider"}
+
+
 def inject_headers(headers: dict[str, str] | None = None) -> dict[str, str] | None:
+    if not enabled() and not headers:
+        return None
     carrier: dict[str, str] = dict(headers or {})
     propagate.inject(carrier)
     return carrier or None

@@ -7,17 +7,18 @@ merged into the same object.
 
 from __future__ import annotations
 
-import uuid
+import os
 from enum import Enum
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from .errors import ErrorInfo
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """128 random bits as hex: unique like a UUID4, at a third of the cost."""
+    return os.urandom(16).hex()
 
 
 class TaskStatus(str, Enum):
@@ -75,26 +76,15 @@ class Task(BaseModel):
     id: str = Field(default_factory=new_id)
     worker_tag: str = "generation"
     metadata: dict[str, Any] = Field(default_factory=dict)
-    # Outcome of the last run. Private (not on the wire as task fields: replies carry them),
-    # and set without validation because the runtime sets them on every task it runs.
-    _status: TaskStatus = PrivateAttr(default=TaskStatus.PENDING)
-    _error: ErrorInfo | None = PrivateAttr(default=None)
+    # Outcome of the last run: not task fields on the wire (replies carry them separately).
+    status: TaskStatus = Field(default=TaskStatus.PENDING, exclude=True)
+    error: ErrorInfo | None = Field(default=None, exclude=True)
 
-    @property
-    def status(self) -> TaskStatus:
-        return self._status
-
-    @status.setter
-    def status(self, value: TaskStatus) -> None:
-        self._status = TaskStatus(value)
-
-    @property
-    def error(self) -> ErrorInfo | None:
-        return self._error
-
-    @error.setter
-    def error(self, value: ErrorInfo | None) -> None:
-        self._error = value
+    def set_outcome(self, status: TaskStatus, error: ErrorInfo | None = None) -> None:
+        """Set status and error without re-validating values the runtime built itself (this
+        runs for every task; user assignments to ``status`` are still validated)."""
+        self.__dict__["status"] = status
+        self.__dict__["error"] = error
 
     @property
     def ok(self) -> bool:
@@ -120,7 +110,7 @@ class Task(BaseModel):
     def copy_results_from(self, other: Task) -> None:
         """Adopt another task's results and status (a method answering with a sub-task's output)."""
         self.merge_results(other.results())
-        self.status, self.error = other.status, other.error
+        self.set_outcome(other.status, other.error)
 
     def raise_for_status(self) -> None:
         """Raise ``TaskFailed`` unless the task succeeded: failures never pass as empty output."""

@@ -41,8 +41,7 @@ class TaskRunner:
         if isinstance(task, StreamingGenerationTask):
             await self._step_stream(worker, task, ctx)
             return
-        task.status = TaskStatus.PENDING
-        task.error = None
+        task.set_outcome(TaskStatus.PENDING)
         if worker is None:
             fail(task, self._no_worker(task))
             return
@@ -86,7 +85,7 @@ class TaskRunner:
             ctx.open_streams.pop(task.id, None)
             await _close(handle)
             if task.status is TaskStatus.PENDING:
-                task.status = TaskStatus.SUCCESS
+                task.set_outcome(TaskStatus.SUCCESS)
 
 
 async def _close(handle: Any) -> None:

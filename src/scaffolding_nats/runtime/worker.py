@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from ..errors import ScaffoldingError
 from ..proto.errors import ErrorCode, ErrorInfo
-from ..proto.tasks import GenerationTask, Task, TaskStatus
+from ..proto.tasks import GenerationTask, StreamingGenerationTask, Task, TaskStatus
 
 T = TypeVar("T", bound=Task)
 Handler = Callable[[Any], Awaitable[None]]
@@ -44,8 +44,7 @@ def status_for(code: ErrorCode) -> TaskStatus:
 
 def fail(task: Task, error: ErrorInfo) -> None:
     """Mark a task failed with a typed error."""
-    task.error = error
-    task.status = status_for(error.code)
+    task.set_outcome(status_for(error.code), error)
 
 
 def error_info(exc: BaseException) -> ErrorInfo:
@@ -172,14 +171,14 @@ def _not_supported(worker: Worker, task: Task) -> ErrorInfo:
 
 def _finish(task: Task, started: float) -> None:
     if task.status is TaskStatus.PENDING:
-        task.status = TaskStatus.SUCCESS
-    if getattr(task, "latency_s", 1) is None:
-        task.latency_s = time.perf_counter() - started  # type: ignore[attr-defined]
+        task.set_outcome(TaskStatus.SUCCESS)
+    if isinstance(task, GenerationTask) and task.latency_s is None:
+        task.latency_s = time.perf_counter() - started
 
 
 def _mark_end(task: Task) -> None:
-    if hasattr(task, "end_flag"):
-        task.end_flag = True  # type: ignore[attr-defined]
+    if isinstance(task, StreamingGenerationTask):
+        task.end_flag = True
 
 
 def _completion_tokens(task: Task) -> int:

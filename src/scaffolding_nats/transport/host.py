@@ -30,7 +30,7 @@ from ..proto.subjects import HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE, Su
 from ..proto.tasks import StreamingGenerationTask, Task, TaskStatus
 from ..proto.version import DEFAULT_MAX_TASK_BYTES, PROTOCOL_VERSION
 from ..runtime.worker import Worker, fail
-from ..telemetry import extract_context, tracer
+from .. import telemetry
 
 log = logging.getLogger(__name__)
 
@@ -173,9 +173,12 @@ class WorkerHost:
                 await self._reply_error(req, _peek_id(req.data), exc.to_info())
                 return
             task_id = task.id
-            with tracer.start_as_current_span(
-                f"worker {task.kind}", context=extract_context(req.headers)
-            ):
+            if telemetry.enabled():
+                with telemetry.tracer.start_as_current_span(
+                    f"worker {task.kind}", context=telemetry.extract_context(req.headers)
+                ):
+                    await self._execute(req, request, task)
+            else:
                 await self._execute(req, request, task)
             if task.status is TaskStatus.SUCCESS:
                 self.stats.completed += 1

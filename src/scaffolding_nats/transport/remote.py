@@ -25,7 +25,7 @@ from ..proto.tasks import GenerationTask, StreamingGenerationTask, Task, TaskSta
 from ..proto.version import PROTOCOL_VERSION
 from ..runtime.worker import Worker, fail
 from ..telemetry import inject_headers
-from .inbox import ReplyMux
+from .inbox import FrameQueue, ReplyMux
 
 _RETRY_CODES = frozenset({ErrorCode.NO_WORKER, ErrorCode.AT_CAPACITY, ErrorCode.TIMEOUT})
 
@@ -77,114 +77,22 @@ class RemoteWorker(Worker):
     def supports(self, task: Task) -> bool:
         return True
 
-    # -- one-shot tasks --------------------------------------------------------------------
+    # -- sending and receiving -------------------------------------------------------------
 
     async def run_task(self, task: Task) -> TaskStatus:
-        async for _ in self._exchange(task, streaming=False):
+        call = _Call(self, task, streaming=False)
+        while await call.next():
             pass
         return task.status
 
     async def stream_task(self, task: Task) -> AsyncIterator[int]:
-        async for new_tokens in self._exchange(task, streaming=True):
-            yield new_tokens
-
-    async def _exchange(self, task: Task, *, streaming: bool) -> AsyncIterator[int]:
-        """Send the task and merge its frames; retry while nothing has streamed yet."""
-        deadline = time.monotonic() + self.timeout
-        attempt = 0
-        while True:
-            attempt += 1
-            streamed = False
-            try:
-                async for new_tokens in self._attempt(task, deadline, streaming):
-                    streamed = True
-                    yield new_tokens
-                return
-            except ScaffoldingError as exc:
-                fail(task, exc.to_info())
-                _end(task)
-                if streaming:
-                    yield 0
-                return
-            except _Retry as retry:
-                left = deadline - time.monotonic()
-                if streamed or attempt >= self.max_attempts or left <= 0:
-                    retry.error.details.setdefault("attempts", attempt)
-                    fail(task, retry.error)
-                    _end(task)
-                    if streaming:
-                        yield 0
-                    return
-                pause = min(self.max_backoff, self.backoff * 2 ** (attempt - 1)) * (0.5 + random.random())
-                await asyncio.sleep(min(pause, left))
-
-    async def _attempt(self, task: Task, deadline: float, streaming: bool) -> AsyncIterator[int]:
-        subject = self.subjects.tasks(task.worker_tag)
-        timeout_ms = max(1, int((deadline - time.monotonic()) * 1000))
-        # Built as a plain map on the hot path; its shape is TaskRequest (see proto/).
-        payload = codec.pack({
-            "v": PROTOCOL_VERSION,
-            "kind": task.kind,
-            "task": task.inputs(),
-            "timeout_ms": timeout_ms,
-            "heartbeat_ms": self._heartbeat_ms,
-        })
-        limit = self.nc.max_payload
-        if limit and len(payload) > limit:
-            fail(task, ErrorInfo(
-                code=ErrorCode.PAYLOAD_TOO_LARGE,
-                message=f"task of {len(payload)} bytes exceeds the server's max_payload of {limit}",
-                details={"size": len(payload), "limit": limit},
-            ))
-            _end(task)
-            yield 0
-            return
-        inbox, frames = self._mux.open()
-        finished = False
+        call = _Call(self, task, streaming=True)
         try:
-            await self.nc.publish(subject, payload, reply=inbox, headers=_trace_headers())
-            tokens_seen = _tokens(task)
-            while True:
-                idle = min(self.idle_timeout, deadline - time.monotonic())
-                if idle <= 0:
-                    raise _Retry(_timeout(task, self.timeout))
-                try:
-                    msg = await frames.get(idle)
-                except TimeoutError:
-                    if deadline - time.monotonic() <= 0:
-                        raise _Retry(_timeout(task, self.timeout)) from None
-                    raise _Retry(ErrorInfo(
-                        code=ErrorCode.TIMEOUT,
-                        message=f"worker for tag {task.worker_tag!r} went silent for {self.idle_timeout:.1f}s",
-                        retryable=True,
-                        details={"worker_tag": task.worker_tag, "reason": "worker_silent"},
-                    )) from None
-                reply = self._decode(msg, task)
-                if reply.frame is FrameType.HEARTBEAT:
-                    continue
-                try:
-                    task.merge_results(reply.result)
-                except ValidationError as exc:
-                    raise codec.invalid(exc) from None
-                if reply.frame is FrameType.PARTIAL:
-                    now = _tokens(task)
-                    new, tokens_seen = now - tokens_seen, now
-                    if streaming:
-                        yield new
-                    continue
-                finished = True
-                if reply.error is not None and reply.error.code in _RETRY_CODES:
-                    raise _Retry(reply.error)
-                task.status = reply.status or TaskStatus.WORKER_ERROR
-                task.error = reply.error
-                _end(task)
-                if streaming:
-                    yield _tokens(task) - tokens_seen
-                return
+            while await call.next():
+                yield call.new_tokens
+            yield call.new_tokens
         finally:
-            self._mux.close(inbox)
-            if not finished:
-                await self._cancel_remote(task)
+            await call.abandon()
 
     async def _cancel_remote(self, task: Task) -> None:
         """Tell the worker to stop: the caller gave up (cancel, early exit, or deadline)."""
@@ -211,6 +119,124 @@ class RemoteWorker(Worker):
             ) from None
 
 
+class _Call:
+    """One task's exchange over the bus, across retries. ``next()`` returns True after a
+    partial frame (streaming) and False once the task has its final status."""
+
+    def __init__(self, worker: RemoteWorker, task: Task, *, streaming: bool) -> None:
+        self.w, self.task, self.streaming = worker, task, streaming
+        self.deadline = time.monotonic() + worker.timeout
+        self.attempt = 0
+        self.inbox: str | None = None
+        self.frames: FrameQueue | None = None
+        self.streamed = False
+        self.tokens_seen = _tokens(task)
+        self.new_tokens = 0
+
+    async def next(self) -> bool:
+        while True:
+            try:
+                if self.frames is None:
+                    if not await self._send():
+                        return False
+                return await self._receive()
+            except _Retry as retry:
+                self._close()
+                left = self.deadline - time.monotonic()
+                if self.streamed or self.attempt >= self.w.max_attempts or left <= 0:
+                    retry.error.details.setdefault("attempts", self.attempt)
+                    self._finish(retry.error)
+                    return False
+                pause = min(self.w.max_backoff, self.w.backoff * 2 ** (self.attempt - 1))
+                await asyncio.sleep(min(pause * (0.5 + random.random()), left))
+            except ScaffoldingError as exc:
+                await self.abandon()
+                self._finish(exc.to_info())
+                return False
+            except BaseException:
+                await self.abandon()
+                raise
+
+    async def _send(self) -> bool:
+        self.attempt += 1
+        task, w = self.task, self.w
+        timeout_ms = max(1, int((self.deadline - time.monotonic()) * 1000))
+        # Built as a plain map on the hot path; its shape is TaskRequest (see proto/).
+        payload = codec.pack({
+            "v": PROTOCOL_VERSION,
+            "kind": task.kind,
+            "task": task.inputs(),
+            "timeout_ms": timeout_ms,
+            "heartbeat_ms": w._heartbeat_ms,
+        })
+        limit = w.nc.max_payload
+        if limit and len(payload) > limit:
+            self._finish(ErrorInfo(
+                code=ErrorCode.PAYLOAD_TOO_LARGE,
+                message=f"task of {len(payload)} bytes exceeds the server's max_payload of {limit}",
+                details={"size": len(payload), "limit": limit},
+            ))
+            return False
+        self.inbox, self.frames = w._mux.open()
+        await w.nc.publish(w.subjects.tasks(task.worker_tag), payload, reply=self.inbox, headers=inject_headers())
+        return True
+
+    async def _receive(self) -> bool:
+        task, w, frames = self.task, self.w, self.frames
+        assert frames is not None
+        while True:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise _Retry(_timeout(task, w.timeout))
+            try:
+                msg = await frames.get(min(w.idle_timeout, left))
+            except TimeoutError:
+                if self.deadline - time.monotonic() <= 0:
+                    raise _Retry(_timeout(task, w.timeout)) from None
+                raise _Retry(ErrorInfo(
+                    code=ErrorCode.TIMEOUT,
+                    message=f"worker for tag {task.worker_tag!r} went silent for {w.idle_timeout:.1f}s",
+                    retryable=True,
+                    details={"worker_tag": task.worker_tag, "reason": "worker_silent"},
+                )) from None
+            reply = w._decode(msg, task)
+            if reply.frame is FrameType.HEARTBEAT:
+                continue
+            try:
+                task.merge_results(reply.result)
+            except ValidationError as exc:
+                raise codec.invalid(exc) from None
+            now = _tokens(task)
+            self.new_tokens, self.tokens_seen = now - self.tokens_seen, now
+            if reply.frame is FrameType.PARTIAL:
+                self.streamed = True
+                if self.streaming:
+                    return True
+                continue
+            self._close()
+            if reply.error is not None and reply.error.code in _RETRY_CODES:
+                raise _Retry(reply.error)
+            task.set_outcome(reply.status or TaskStatus.WORKER_ERROR, reply.error)
+            _end(task)
+            return False
+
+    def _finish(self, error: ErrorInfo) -> None:
+        fail(self.task, error)
+        _end(self.task)
+        self.new_tokens = 0
+
+    def _close(self) -> None:
+        if self.inbox is not None:
+            self.w._mux.close(self.inbox)
+        self.inbox, self.frames = None, None
+
+    async def abandon(self) -> None:
+        """The caller stops listening before the final frame: tell the worker to stop too."""
+        if self.frames is not None:
+            self._close()
+            await self.w._cancel_remote(self.task)
+
+
 def _timeout(task: Task, timeout: float) -> ErrorInfo:
     return ErrorInfo(
         code=ErrorCode.TIMEOUT,
@@ -234,5 +260,3 @@ def _tokens(task: Task) -> int:
     return 0
 
 
-def _trace_headers() -> dict[str, str] | None:
-    return inject_headers()
