@@ -79,11 +79,17 @@ def derive_generation(task: Task, cls: type[GenerationTask] = GenerationTask, **
 
 
 def branch_seed(task: Task, index: int, base_seed: int | None) -> int | None:
-    """Distinct seeds per branch, so deterministic backends still give different samples."""
+    """Distinct seeds per branch, so deterministic backends still give different samples.
+
+    A seed on the caller's task (set by an enclosing method) wins and is mixed with the
+    index, so nested methods never repeat each other's samples; otherwise ``base_seed + i``;
+    otherwise ``None`` (the backend's own randomness)."""
     seed = getattr(task, "seed", None)
+    if seed is not None:
+        return (seed * 1_000_003 + index + 1) % 2_147_483_647
     if base_seed is not None:
         return base_seed + index
-    return None if seed is None else seed + index
+    return None
 
 
 def succeed(task: Task, text: str, **results: Any) -> None:

@@ -42,7 +42,7 @@ def extract_answer_line(text: str) -> str | None:
         matches = list(pattern.finditer(text))
         if matches:
             value = matches[-1].group(1).splitlines()[0] if matches[-1].group(1) else ""
-            value = value.strip().strip("*").strip().rstrip(".").strip()
+            value = re.sub(r"^[\s*]+|[\s*.]+$", "", value)
             boxed = extract_boxed(value)
             if boxed:
                 return boxed

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import pytest
+
+from scaffolding_nats.methods.answers import (
+    answers_equal,
+    extract_answer_line,
+    extract_boxed,
+    extract_default,
+    extract_exact,
+    extract_last_number,
+    get_extractor,
+    normalize_answer,
+)
+from scaffolding_nats.methods.voting import vote
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (r"so \boxed{42}.", "42"),
+        (r"\boxed{\frac{1}{2}}", r"\frac{1}{2}"),
+        (r"first \boxed{1} then \boxed{-3}", "-3"),
+        (r"\boxed{ {a}{b} }", "{a}{b}"),
+        (r"\boxed{unclosed", None),
+        ("no box", None),
+    ],
+)
+def test_boxed(text: str, expected: str | None) -> None:
+    assert extract_boxed(text) == expected
+
+
+def test_other_extractors() -> None:
+    assert extract_answer_line("work\nAnswer: **12**.\nmore") == "12"
+    assert extract_answer_line("Thus the answer is 7.") == "7"
+    assert extract_answer_line("Final answer: \\boxed{9}") == "9"
+    assert extract_answer_line("nothing") is None
+    assert extract_last_number("x = -3.5 then 1,000 apples") == "1,000"
+    assert extract_last_number("it was -3") == "-3"
+    assert extract_last_number("half is 1/2") == "1/2"
+    assert extract_last_number("none") is None
+    assert extract_exact("  Paris \n") == "Paris"
+    assert extract_exact("   ") is None
+    assert extract_default("steps 3 and 4 \\boxed{5} and 6") == "5"
+    assert extract_default("Answer: 8 apples, 9") == "8 apples, 9"
+    assert extract_default("got 3 then 11") == "11"
+
+
+def test_get_extractor() -> None:
+    assert get_extractor("boxed") is extract_boxed
+    assert get_extractor(None) is extract_default
+    assert get_extractor(str.strip) is str.strip
+    with pytest.raises(ValueError, match="unknown extractor"):
+        get_extractor("nope")
+
+
+@pytest.mark.parametrize("same", ["1,000", "1000.0", "1e3", "1000", "$1000$", " 1000. "])
+def test_numeric_normalisation(same: str) -> None:
+    assert normalize_answer(same) == "1000"
+
+
+def test_normalisation_keeps_sign_and_fractions() -> None:
+    assert normalize_answer("-3") == "-3"
+    assert normalize_answer("\u22123") == "-3"
+    assert not answers_equal("-3", "3")
+    assert answers_equal("1/2", "0.5")
+    assert answers_equal("\\frac{1}{2}", "0.5")
+    assert answers_equal("-\\frac{3}{4}", "-0.75")
+    assert answers_equal("Paris", " paris. ")
+    assert answers_equal("\\text{Paris}", "Paris")
+    assert not answers_equal(None, "1")
+    assert normalize_answer("1,2") == "1,2"  # a list, not a thousands separator
+
+
+def test_vote_plain_weighted_and_ties() -> None:
+    r = vote(["1,000", None, "1000", "7"])
+    assert (r.index, r.answer, r.key, r.tally) == (0, "1,000", "1000", {"1000": 2.0, "7": 1.0})
+    assert vote(["7", "8"]).answer == "7"  # tie goes to the earliest
+    assert vote(["7", "8", "8"], weights=[5.0, 1.0, 1.0]).answer == "7"
+    assert vote([None, None]).index is None
