@@ -78,6 +78,7 @@ async def test_streaming_yields_tokens_and_early_close_cancels(worker: OpenAIWor
         if seen >= 5:
             break
     await stream.aclose()
+    assert worker.backend.in_flight == 0, "closing the stream released its request at once"
     assert seen >= 5 and task.output_str
     assert task.status is TaskStatus.CANCELLED
     assert task.ttft_s is not None

@@ -140,26 +140,3 @@ class ModelServer:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         await asyncio.to_thread(self.stop)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m scaffolding_nats.devstack.model_server [MODEL] [--port P]``: serve until Ctrl-C."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("model", nargs="?", default=SMOLLM2)
-    parser.add_argument("--port", type=int, default=None)
-    parser.add_argument("--n_ctx", type=int, default=4096)
-    parser.add_argument("--n_threads", type=int, default=2)
-    ns = parser.parse_args(argv)
-    with ModelServer(ns.model, port=ns.port, n_ctx=ns.n_ctx, n_threads=ns.n_threads) as server:
-        print(f"serving {server.model} at {server.base_url}", flush=True)
-        try:
-            while server.proc is not None and server.proc.poll() is None:
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
-
-
-if __name__ == "__main__":
-    main()

@@ -46,6 +46,7 @@ class OpenAIBackend:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sem = asyncio.Semaphore(max_concurrency)
         self._model_lock = asyncio.Lock()
+        self._in_flight = 0
 
     def client(self) -> openai.AsyncOpenAI:
         loop = asyncio.get_running_loop()
@@ -63,12 +64,21 @@ class OpenAIBackend:
         assert self._client is not None
         return self._client
 
+    @property
+    def in_flight(self) -> int:
+        """Requests holding a slot now (for metrics and tests)."""
+        return self._in_flight
+
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[openai.AsyncOpenAI]:
         """Hold one of ``max_concurrency`` request slots; yields the loop's client."""
         client = self.client()
         async with self._sem:
-            yield client
+            self._in_flight += 1
+            try:
+                yield client
+            finally:
+                self._in_flight -= 1
 
     def error(self, exc: BaseException, *, after_retries: bool = True) -> BackendError:
         return backend_error(exc, self.base_url, attempts=self.max_retries + 1 if after_retries else None)
