@@ -183,11 +183,12 @@ async def run(
     budget: Budget | None = None,
     tags: tuple[str, ...] = ("generation", "reward", "tool_call"),
     events: list[tuple[str, dict[str, Any]]] | None = None,
+    clone: bool = True,
     **kwargs: Any,
 ) -> Outcome:
     """Run one request in-process, the way ScaffoldingLlm does (a fresh clone)."""
     runner = TaskRunner({tag: worker for tag in tags})
     sink = (lambda kind, payload: events.append((kind, payload))) if events is not None else None
     return await run_request(
-        controller.clone(), runner, prompt=prompt, kwargs=kwargs, budget=budget, on_event=sink
+        controller.clone() if clone else controller, runner, prompt=prompt, kwargs=kwargs, budget=budget, on_event=sink
     )
