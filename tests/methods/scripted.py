@@ -50,7 +50,9 @@ def tokens(text: str) -> list[str]:
 def _logprob(tok: str, conf: float) -> TokenLogprob:
     # Two alternatives whose mean log-probability is -conf: token confidence == conf.
     return TokenLogprob(
-        token=tok, logprob=-0.01, top=[TopLogprob(token=tok, logprob=-0.01), TopLogprob(token="~", logprob=0.01 - 2 * conf)]
+        token=tok,
+        logprob=-0.01,
+        top=[TopLogprob(token=tok, logprob=-0.01), TopLogprob(token="~", logprob=0.01 - 2 * conf)],
     )
 
 
@@ -190,5 +192,10 @@ async def run(
     runner = TaskRunner({tag: worker for tag in tags})
     sink = (lambda kind, payload: events.append((kind, payload))) if events is not None else None
     return await run_request(
-        controller.clone() if clone else controller, runner, prompt=prompt, kwargs=kwargs, budget=budget, on_event=sink
+        controller.clone() if clone else controller,
+        runner,
+        prompt=prompt,
+        kwargs=kwargs,
+        budget=budget,
+        on_event=sink,
     )

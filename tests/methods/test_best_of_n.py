@@ -70,10 +70,14 @@ async def test_process_reward_variant() -> None:
         return [[0.9, 0.2 if "think 1" in c else 0.8] for c in task.candidates]
 
     worker = ScriptedWorker(sample, reward=prm)
-    out = await run(BestOfNController(reward_controller=ProcessRewardController(), sample_num=2, base_seed=0),
-                    worker, "Q")
+    out = await run(
+        BestOfNController(reward_controller=ProcessRewardController(), sample_num=2, base_seed=0), worker, "Q"
+    )
     (reward,) = worker.of(RewardTask)
-    assert reward.steps == [["Step 1: think 0", "Step 2: \\boxed{0}"], ["Step 1: think 1", "Step 2: \\boxed{10}"]]
+    assert reward.steps == [
+        ["Step 1: think 0", "Step 2: \\boxed{0}"],
+        ["Step 1: think 1", "Step 2: \\boxed{10}"],
+    ]
     assert out.output.answer == "0"
 
 

@@ -42,8 +42,15 @@ async def test_early_exit_cancels_stream_and_accounts_probes_apart() -> None:
     (stream,) = worker.of(StreamingGenerationTask)
     assert stream.streaming_step == 4 and stream.input_str == "Q"
     probes = [t for t in worker.seen if type(t) is GenerationTask]
-    assert [len(tokens(p.input_str.removeprefix("Q").removesuffix(PROBE_SUFFIX))) for p in probes] == [4, 8, 12, 16]
-    assert all(p.max_tokens == 20 and p.input_str.endswith(PROBE_SUFFIX) for p in probes)
+    assert [
+        len(tokens((p.input_str or "").removeprefix("Q").removesuffix(PROBE_SUFFIX))) for p in probes
+    ] == [
+        4,
+        8,
+        12,
+        16,
+    ]
+    assert all(p.max_tokens == 20 and (p.input_str or "").endswith(PROBE_SUFFIX) for p in probes)
     assert worker.closed == [worker.opened[0]] and not worker.finished  # cancelled at the backend
     assert out.output.answer == "42"
     assert out.output.text.startswith("w0 w1") and out.output.text.endswith("\\boxed{42}")

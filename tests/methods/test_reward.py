@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from scaffolding_nats.methods import OutcomeRewardController, ProcessRewardController, split_steps
-from scaffolding_nats.proto import GenerationTask, RewardTask
+from scaffolding_nats.proto import GenerationTask, RewardTask, Task
 from scaffolding_nats.runtime import Controller, ControllerGen, Output, ParallelProcess
 
 from .scripted import ScriptedWorker, run
@@ -22,7 +22,9 @@ class _Score(Controller):
         self.reward = reward
 
     def generate(self, prompt: str, **kwargs: Any) -> ControllerGen:
-        tasks = [GenerationTask(input_str=prompt, output_str=t) for t in ("a\n\nb", "c", "d\n\ne\n\nf")]
+        tasks: list[Task] = [
+            GenerationTask(input_str=prompt, output_str=t) for t in ("a\n\nb", "c", "d\n\ne\n\nf")
+        ]
         yield ParallelProcess([self.reward], [tasks], [{"prompt": "PROMPT"}])
         scores = getattr(self.reward, "scores", None)
         return Output(text=repr(scores), metadata={"meta": [t.metadata.get("reward") for t in tasks]})
@@ -33,7 +35,10 @@ async def test_outcome_reward_is_one_batched_task() -> None:
     out = await run(_Score(OutcomeRewardController()), worker, "p")
     (task,) = worker.of(RewardTask)
     assert (task.mode, task.prompt, task.candidates, task.worker_tag) == (
-        "outcome", "PROMPT", ["a\n\nb", "c", "d\n\ne\n\nf"], "reward"
+        "outcome",
+        "PROMPT",
+        ["a\n\nb", "c", "d\n\ne\n\nf"],
+        "reward",
     )
     assert out.output.text == "[4.0, 1.0, 7.0]"
     assert out.output.metadata["meta"] == [4.0, 1.0, 7.0]

@@ -51,10 +51,10 @@ class GenerationTokenCounter(TaskCollection):
 
     def after_yield(self, tasks: list[Task]) -> None:
         for task in tasks:
-            if isinstance(task, GenerationTask) and task.usage is not None:
-                if getattr(task, "end_flag", True):
-                    self.generation_tokens += task.usage.completion_tokens
-                    self.tasks += 1
+            finished = getattr(task, "end_flag", True)
+            if isinstance(task, GenerationTask) and task.usage is not None and finished:
+                self.generation_tokens += task.usage.completion_tokens
+                self.tasks += 1
 
 
 class TaskTimer(TaskCollection):

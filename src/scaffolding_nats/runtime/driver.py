@@ -83,7 +83,8 @@ async def _run_parallel(
         obs.on_parallel_start(group)
     try:
         async with TaskGroup() as tg:
-            for ctl, tasks, kwargs in zip(group.controllers, group.tasks_lists, group.kwargs_lists):
+            branches = zip(group.controllers, group.tasks_lists, group.kwargs_lists, strict=True)
+            for ctl, tasks, kwargs in branches:
                 tg.create_task(drive(ctl, ctl.process(tasks, **kwargs), runner, ctx, observers))
     except BaseExceptionGroup as eg:
         raise _first_cause(eg) from eg
