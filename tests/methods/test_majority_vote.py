@@ -93,3 +93,12 @@ async def test_vote_over_any_sampler_nests() -> None:
     assert sorted(seed_of(t) for t in worker.of(GenerationTask)) == sorted(s for s in seeds if s is not None)
     assert len(set(seeds)) == 6
     assert out.output.answer == "0"  # 2 of 3 in the first inner vote, then the tie goes first
+
+
+async def test_time_budget_with_nothing_finished_is_typed() -> None:
+    from scaffolding_nats.errors import BudgetExhausted
+
+    worker = ScriptedWorker(by_seed, delay=0.5)
+    with pytest.raises(BudgetExhausted) as err:
+        await run(MajorityVoteController(sample_num=3), worker, "Q", budget=Budget(max_seconds=0.05))
+    assert err.value.details["budget"] == "time"
