@@ -91,6 +91,8 @@ class NativeChatController(Controller):
     """Runs chat tasks; results (assistant message, text, usage) land on the caller's tasks,
     which upstream forgot to do."""
 
+    accepts_messages = True  # the controller service passes chat messages through unrendered
+
     name = "chat"
 
     def __init__(self, *, worker_tag: str | None = None, name: str | None = None, **sampling: Any) -> None:

@@ -48,6 +48,20 @@ def unpack_map(data: bytes, *, max_bytes: int | None = None) -> dict[str, Any]:
     return obj
 
 
+def peek_id(data: bytes, *path: str) -> str | None:
+    """Best effort, for error replies: the id inside a message that failed to decode or
+    validate (any version), so the error can still reach whoever sent it."""
+    try:
+        obj: Any = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        for key in path:
+            obj = obj.get(key) if isinstance(obj, dict) else None
+    except Exception:
+        return None
+    if isinstance(obj, str) and 0 < len(obj) <= 128 and obj.replace("-", "").replace("_", "").isalnum():
+        return obj
+    return None
+
+
 def validate(model: type[M], obj: dict[str, Any]) -> M:
     """Validate a decoded map; field errors become one ``invalid`` error naming each path."""
     try:

@@ -53,6 +53,10 @@ class Subjects:
     def events(self, job_id: str) -> str:
         return f"{self.prefix}.events.{job_id}"
 
+    @property
+    def events_all(self) -> str:
+        return f"{self.prefix}.events.*"
+
     def cancel_job(self, job_id: str) -> str:
         return f"{self.prefix}.cancel.job.{job_id}"
 
@@ -61,8 +65,14 @@ class Subjects:
         return f"{self.prefix}.cancel.job.*"
 
     @property
-    def controller_ping(self) -> str:
-        return f"{self.prefix}.controllers.ping"
+    def controller_methods(self) -> str:
+        """Request-reply: a controller answers with the names of the methods it serves."""
+        return f"{self.prefix}.controllers.methods"
+
+    @property
+    def controller_service(self) -> str:
+        """The NATS micro service name of controllers (``$SRV.PING.<name>`` finds them)."""
+        return f"{self._name.lower()}-controller"
 
     @property
     def _name(self) -> str:
@@ -75,6 +85,10 @@ class Subjects:
     @property
     def jobs_consumer(self) -> str:
         return f"{self._name}_CONTROLLERS"
+
+    @property
+    def events_stream(self) -> str:
+        return f"{self._name}_EVENTS"
 
     @property
     def results_bucket(self) -> str:

@@ -18,7 +18,7 @@ from .worker import Worker, fail
 
 class TaskRunner:
     def __init__(self, workers: Mapping[str, Worker]) -> None:
-        self.workers = dict(workers)
+        self.workers = workers
 
     async def start(self) -> None:
         for worker in _unique(self.workers.values()):

@@ -170,7 +170,7 @@ class WorkerHost:
                 task: Task = codec.task_from_request(request)
             except ProtocolError as exc:
                 self.stats.bad_requests += 1
-                await self._reply_error(req, _peek_id(req.data), exc.to_info())
+                await self._reply_error(req, codec.peek_id(req.data, "task", "id") or "", exc.to_info())
                 return
             task_id = task.id
             if telemetry.enabled():
@@ -281,15 +281,3 @@ class _Live:
         self.seq += 1
         self.last_sent = asyncio.get_running_loop().time()
         await self.req.respond(codec.pack(body))
-
-
-def _peek_id(data: bytes) -> str:
-    """Best effort: the task id of a request that failed validation, for the error reply."""
-    try:
-        obj = codec.unpack_map(data)
-        task = obj.get("task")
-        if isinstance(task, dict) and isinstance(task.get("id"), str):
-            return str(task["id"])
-    except ProtocolError:
-        pass
-    return ""

@@ -11,12 +11,12 @@ import importlib
 import json
 import logging
 import os
-import signal
 from typing import Any
 
 from ...proto.subjects import Subjects
 from ...runtime.worker import Worker
 from ...transport import WorkerHost, connect
+from .._cli import base_parser, run_service
 
 BUILTIN = {
     "synthetic": "scaffolding_nats.workers.synthetic:SyntheticWorker",
@@ -37,9 +37,7 @@ def load_worker(spec: str, kwargs: dict[str, Any]) -> Worker:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     env = os.environ.get
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--nats", default=env("SCAF_NATS_URL", "nats://127.0.0.1:4222"))
-    p.add_argument("--prefix", default=env("SCAF_PREFIX", "scaf"))
+    p = base_parser(__doc__)
     p.add_argument("--worker", default=env("SCAF_WORKER", "synthetic"), help="builtin name or MODULE:CLASS")
     p.add_argument("--worker-args", default=env("SCAF_WORKER_ARGS", "{}"), help="JSON constructor kwargs")
     p.add_argument("--tags", default=env("SCAF_TAGS", "generation"), help="comma-separated worker tags")
@@ -50,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
     worker = load_worker(args.worker, json.loads(args.worker_args))
-    nc = await connect(args.nats, name=args.name)
+    nc = await connect(args.nats.split(","), name=args.name)
     try:
         async with WorkerHost(
             nc,
@@ -68,17 +66,8 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=os.environ.get("SCAF_LOG_LEVEL", "INFO"))
     args = parse_args(argv)
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(args, stop)
-
-    asyncio.run(run())
+    run_service(args, lambda stop: serve(args, stop))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,15 @@
+"""Prometheus metrics shared by the services (module-level: registered once per process)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+JOBS = Counter("scaffolding_jobs_total", "Jobs finished, by method and outcome", ["method", "outcome"])
+JOB_SECONDS = Histogram(
+    "scaffolding_job_seconds", "Job wall time", ["method"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+)
+JOB_TOKENS = Counter("scaffolding_job_tokens_total", "Tokens spent by jobs", ["method", "kind"])
+JOBS_RUNNING = Gauge("scaffolding_jobs_running", "Jobs running in this controller")
+HTTP_REQUESTS = Counter("scaffolding_gateway_requests_total", "Gateway requests", ["route", "status"])
+HTTP_SECONDS = Histogram("scaffolding_gateway_request_seconds", "Gateway request time", ["route"])

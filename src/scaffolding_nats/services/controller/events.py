@@ -1,0 +1,66 @@
+"""A job's event stream: numbered without gaps, published in order, partial text coalesced.
+
+The runtime reports events synchronously (from inside controller generators); this buffer
+takes them at once and one coroutine publishes them in order, so no publish is ever left
+running unowned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from nats.aio.client import Client
+
+from ...proto import codec
+from ...proto.errors import ErrorInfo
+from ...proto.messages import JobEvent, JobEventType, JobResult
+
+
+class EventStream:
+    def __init__(self, nc: Client, subject: str, job_id: str) -> None:
+        self.nc, self.subject, self.job_id = nc, subject, job_id
+        self.seq = 0
+        self._pending: list[tuple[JobEventType, dict[str, Any]]] = []
+        self._wake = asyncio.Event()
+        self._closed = False
+
+    def add(self, kind: JobEventType, **fields: Any) -> None:
+        if self._pending and kind is JobEventType.PARTIAL and self._pending[-1][0] is JobEventType.PARTIAL:
+            self._pending[-1][1]["text"] += fields.get("text", "")
+        else:
+            self._pending.append((kind, fields))
+        self._wake.set()
+
+    def from_runtime(self, event_type: str, payload: dict[str, Any]) -> None:
+        """The runtime's event sink: partial text and method progress."""
+        if event_type == "partial":
+            self.add(JobEventType.PARTIAL, text=str(payload.get("text", "")))
+        elif event_type == "progress":
+            self.add(JobEventType.PROGRESS, progress=dict(payload))
+
+    async def pump(self) -> None:
+        """Publish events as they come until ``close()``, then flush what is left."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._flush()
+            if self._closed:
+                return
+
+    async def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        for kind, fields in batch:
+            event = JobEvent(job_id=self.job_id, seq=self.seq, type=kind, **fields)
+            self.seq += 1
+            await self.nc.publish(self.subject, codec.encode(event))
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+
+    def result(self, result: JobResult) -> None:
+        self.add(JobEventType.RESULT, result=result)
+
+    def error(self, error: ErrorInfo) -> None:
+        self.add(JobEventType.ERROR, error=error)

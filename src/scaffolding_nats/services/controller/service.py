@@ -1,0 +1,264 @@
+"""ControllerService: a durable job consumer that runs methods and publishes their events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import AsyncExitStack
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.micro import add_service
+from nats.micro.request import Request
+
+from ... import metrics
+from ..._compat import TaskGroup, timeout
+from ...errors import ProtocolError, ScaffoldingError, UnknownMethod
+from ...methods.registry import MethodRegistry
+from ...proto import codec
+from ...proto.errors import ErrorCode, ErrorInfo
+from ...proto.messages import Job, JobEventType, JobRecord, JobResult, JobState
+from ...proto.subjects import Subjects
+from ...runtime.request import run_request
+from ...runtime.runner import TaskRunner
+from ...runtime.worker import Worker
+from ...transport import RemoteWorker
+from ...transport.jetstream import Durability, ensure_streams, jobs_consumer_config, results_bucket
+from .events import EventStream
+from .prompting import prompt_for
+
+log = logging.getLogger(__name__)
+
+
+class AnyTag(Mapping[str, Worker]):
+    """Every worker tag maps to the bus: whether anyone serves it is the bus's to answer."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    def __getitem__(self, tag: str) -> Worker:
+        return self.worker
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+class ControllerService:
+    """Consume jobs, at most ``max_jobs`` at once (a pull consumer: a full controller fetches
+    nothing, so other replicas take the work), and run each to a result or a typed error."""
+
+    def __init__(
+        self,
+        nc: Client,
+        registry: MethodRegistry,
+        *,
+        subjects: Subjects | None = None,
+        max_jobs: int = 32,
+        max_job_seconds: float = 900.0,
+        task_timeout: float = 600.0,
+        prompt_template: str = "chatml",
+        durability: Durability | None = None,
+        version: str = "0.1.0",
+    ) -> None:
+        self.nc = nc
+        self.registry = registry
+        self.subjects = subjects or Subjects()
+        self.max_jobs = max_jobs
+        self.max_job_seconds = max_job_seconds
+        self.prompt_template = prompt_template
+        self.durability = durability or Durability()
+        self.version = version
+        self.remote = RemoteWorker(nc, subjects=self.subjects, timeout=task_timeout)
+        self.runner = TaskRunner(AnyTag(self.remote))
+        self._slots = asyncio.Semaphore(max_jobs)
+        self._running: dict[str, tuple[asyncio.Task[Any], Msg]] = {}
+        self._cancel_requested: set[str] = set()
+        self._stack: AsyncExitStack | None = None
+        self._tg: TaskGroup | None = None
+        self.jobs_done = 0
+
+    async def __aenter__(self) -> ControllerService:
+        js = self.nc.jetstream()
+        await ensure_streams(js, self.subjects, self.durability)
+        self.kv = await results_bucket(js, self.subjects, self.durability)
+        async with AsyncExitStack() as stack:
+            await self.remote.start()
+            stack.push_async_callback(self.remote.stop)
+            self._tg = await stack.enter_async_context(TaskGroup())
+            cancel_sub = await self.nc.subscribe(self.subjects.cancel_job_all, cb=self._on_cancel)
+            stack.push_async_callback(cancel_sub.unsubscribe)
+            service = await add_service(
+                self.nc,
+                name=self.subjects.controller_service,
+                version=self.version,
+                description="runs inference-time-compute methods",
+                metadata={"methods": ",".join(self.registry.names())},
+                stats_handler=lambda _: {"running": len(self._running), "capacity": self.max_jobs,
+                                         "done": self.jobs_done},
+            )
+            stack.push_async_callback(service.stop)
+            await service.add_endpoint(
+                name="methods", subject=self.subjects.controller_methods, handler=self._on_methods
+            )
+            psub = await js.pull_subscribe(
+                self.subjects.jobs_all,
+                durable=self.subjects.jobs_consumer,
+                stream=self.subjects.jobs_stream,
+                config=jobs_consumer_config(self.subjects, self.durability),
+            )
+            stack.push_async_callback(psub.unsubscribe)
+            for loop in (self._pull(psub), self._keep_alive()):
+                t = self._tg.create_task(loop)
+                stack.callback(t.cancel)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
+
+    # -- intake ----------------------------------------------------------------------------
+
+    async def _pull(self, psub: Any) -> None:
+        assert self._tg is not None
+        while True:
+            await self._slots.acquire()
+            try:
+                msgs = await psub.fetch(1, timeout=1.0)
+            except asyncio.TimeoutError:
+                self._slots.release()
+                continue
+            except Exception as exc:  # a reconnect in progress; try again shortly
+                self._slots.release()
+                log.warning("fetching jobs failed: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            for i, msg in enumerate(msgs):
+                if i:
+                    await self._slots.acquire()
+                self._tg.create_task(self._handle(msg))
+
+    async def _keep_alive(self) -> None:
+        """Running jobs tell JetStream they are alive, so long jobs are not redelivered."""
+        while True:
+            await asyncio.sleep(self.durability.job_ack_wait / 3)
+            for _, msg in list(self._running.values()):
+                try:
+                    await msg.in_progress()
+                except Exception as exc:
+                    log.warning("in_progress failed: %s", exc)
+
+    async def _on_methods(self, req: Request) -> None:
+        await req.respond(json.dumps({"methods": self.registry.names()}).encode())
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        job_id = msg.subject.rsplit(".", 1)[-1]
+        running = self._running.get(job_id)
+        if running is not None and job_id not in self._cancel_requested:
+            self._cancel_requested.add(job_id)
+            running[0].cancel()
+
+    # -- one job ---------------------------------------------------------------------------
+
+    async def _handle(self, msg: Msg) -> None:
+        metrics.JOBS_RUNNING.inc()
+        try:
+            await self._run_job(msg)
+        except Exception:
+            log.exception("job handling failed")
+        finally:
+            metrics.JOBS_RUNNING.dec()
+            self._slots.release()
+            self.jobs_done += 1
+
+    async def _run_job(self, msg: Msg) -> None:
+        try:
+            job = codec.decode(Job, msg.data, max_bytes=self.durability.max_job_bytes)
+        except ProtocolError as exc:
+            await self._reject(msg, exc)
+            return
+        events = EventStream(self.nc, self.subjects.events(job.id), job.id)
+        started = time.monotonic()
+        outcome = "failed"
+        async with TaskGroup() as tg:
+            pump = tg.create_task(events.pump())
+            try:
+                deliveries = msg.metadata.num_delivered if msg.metadata else 1
+                events.add(JobEventType.ACCEPTED, progress={"method": job.method, "delivery": deliveries})
+                await self._record(JobRecord(job_id=job.id, method=job.method, state=JobState.RUNNING))
+                result = await self._execute(job, events, msg)
+                await self._record(JobRecord(job_id=job.id, method=job.method, state=JobState.SUCCEEDED,
+                                             result=result))
+                events.result(result)
+                outcome = "succeeded"
+                metrics.JOB_TOKENS.labels(job.method, "completion").inc(result.usage.completion_tokens)
+                metrics.JOB_TOKENS.labels(job.method, "prompt").inc(result.usage.prompt_tokens)
+            except ScaffoldingError as exc:
+                outcome = exc.code.value
+                await self._fail(job, events, exc.to_info())
+            finally:
+                events.close()
+                await pump
+        await msg.ack()
+        metrics.JOBS.labels(job.method, outcome).inc()
+        metrics.JOB_SECONDS.labels(job.method).observe(time.monotonic() - started)
+
+    async def _execute(self, job: Job, events: EventStream, msg: Msg) -> JobResult:
+        if job.method not in self.registry:
+            raise UnknownMethod(
+                f"unknown method {job.method!r}", details={"method": job.method, "known": self.registry.names()}
+            )
+        controller = self.registry.build(job.method, job.params)
+        prompt = prompt_for(job, controller, self.prompt_template)
+        run = asyncio.current_task()
+        assert run is not None
+        self._running[job.id] = (run, msg)
+        try:
+            async with timeout(self.max_job_seconds):
+                done = await run_request(
+                    controller, self.runner, prompt=prompt, budget=job.budget, on_event=events.from_runtime
+                )
+            return done.to_result()
+        except asyncio.CancelledError:
+            if job.id not in self._cancel_requested:
+                raise
+            run.uncancel()
+            raise ScaffoldingError("job cancelled by the client", code=ErrorCode.CANCELLED) from None
+        except TimeoutError:
+            raise ScaffoldingError(
+                f"job exceeded the controller's limit of {self.max_job_seconds}s", code=ErrorCode.TIMEOUT
+            ) from None
+        finally:
+            self._running.pop(job.id, None)
+            self._cancel_requested.discard(job.id)
+
+    async def _fail(self, job: Job, events: EventStream, error: ErrorInfo) -> None:
+        await self._record(JobRecord(job_id=job.id, method=job.method, state=JobState.FAILED, error=error))
+        events.error(error)
+
+    async def _record(self, record: JobRecord) -> None:
+        try:
+            await self.kv.put(record.job_id, codec.encode(record))
+        except Exception as exc:  # the events still tell the client; the record is a convenience
+            log.warning("could not store job %s: %s", record.job_id, exc)
+
+    async def _reject(self, msg: Msg, exc: ProtocolError) -> None:
+        """A job that breaks the contract is not retried; its sender hears why if it has an id."""
+        job_id = codec.peek_id(msg.data, "id")
+        log.warning("rejected job %s: %s", job_id or "<no id>", exc.message)
+        if job_id:
+            events = EventStream(self.nc, self.subjects.events(job_id), job_id)
+            events.error(exc.to_info())
+            events.close()
+            await events.pump()
+            await self._record(JobRecord(job_id=job_id, method="?", state=JobState.FAILED, error=exc.to_info()))
+        metrics.JOBS.labels("?", exc.code.value).inc()
+        await msg.term()

@@ -1,0 +1,79 @@
+"""The durable parts of the bus, declared in one place and created idempotently by whichever
+service starts first: the jobs work queue, the events log and the results bucket."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.kv import KeyValue
+
+from ..proto.subjects import Subjects
+
+
+@dataclass(frozen=True)
+class Durability:
+    job_ack_wait: float = 30.0  # seconds; running jobs report progress to extend it
+    job_max_deliver: int = 3  # a job whose controller died is retried this many times in all
+    events_max_age: float = 3600.0  # replayable events are kept this long
+    results_ttl: float = 3600.0  # finished jobs stay retrievable this long
+    max_job_bytes: int = 1024 * 1024
+
+
+async def ensure_streams(js: JetStreamContext, subjects: Subjects, durability: Durability | None = None) -> None:
+    d = durability or Durability()
+    jobs = StreamConfig(
+        name=subjects.jobs_stream,
+        subjects=[subjects.jobs_all],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        max_msg_size=d.max_job_bytes,
+        duplicate_window=120.0,
+        discard=DiscardPolicy.OLD,
+    )
+    events = StreamConfig(
+        name=subjects.events_stream,
+        subjects=[subjects.events_all],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=d.events_max_age,
+        max_bytes=1024**3,
+    )
+    for config in (jobs, events):
+        try:
+            await js.stream_info(config.name)  # type: ignore[arg-type]
+            await js.update_stream(config)
+        except NotFoundError:
+            await js.add_stream(config)
+
+
+async def results_bucket(js: JetStreamContext, subjects: Subjects, durability: Durability | None = None) -> KeyValue:
+    d = durability or Durability()
+    try:
+        return await js.key_value(subjects.results_bucket)
+    except (NotFoundError, BadRequestError):
+        return await js.create_key_value(KeyValueConfig(bucket=subjects.results_bucket, ttl=d.results_ttl))
+
+
+def jobs_consumer_config(subjects: Subjects, durability: Durability | None = None) -> ConsumerConfig:
+    d = durability or Durability()
+    return ConsumerConfig(
+        durable_name=subjects.jobs_consumer,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=d.job_ack_wait,
+        max_deliver=d.job_max_deliver,
+        max_ack_pending=10_000,
+        deliver_policy=DeliverPolicy.ALL,
+        filter_subject=subjects.jobs_all,
+    )

@@ -1,0 +1,164 @@
+"""The controller service against a real nats-server: durable jobs, events, results, errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from scaffolding_nats.client import JobClient, NoController
+from scaffolding_nats.errors import ScaffoldingError
+from scaffolding_nats.methods.registry import load_registry
+from scaffolding_nats.proto import ErrorCode, Job, JobEventType, JobState, Subjects, pack
+from scaffolding_nats.services.controller import ControllerService
+from scaffolding_nats.transport import WorkerHost
+from scaffolding_nats.workers.synthetic import SyntheticWorker
+
+
+@pytest.fixture
+def subjects(prefix: str) -> Subjects:
+    return Subjects(prefix)
+
+
+async def test_job_runs_with_events_and_a_retrievable_result(nc, subjects):
+    client = JobClient(nc, subjects=subjects)
+    async with (
+        WorkerHost(nc, SyntheticWorker(), tags=["generation"], subjects=subjects),
+        ControllerService(nc, load_registry(), subjects=subjects),
+    ):
+        assert "majority_vote" in await client.methods()
+        job = Job(method="majority_vote", prompt="one two 7", params={"sample_num": 3})
+        events = [e async for e in client.events(job, timeout=20)]
+    assert [e.seq for e in events] == list(range(len(events)))
+    assert events[0].type is JobEventType.ACCEPTED and events[-1].type is JobEventType.RESULT
+    result = events[-1].result
+    assert result is not None and result.text == "7 two one" and result.answer == "7"
+    assert result.num_tasks == 3 and result.usage.completion_tokens == 9
+    record = await client.record(job.id)
+    assert record is not None and record.state is JobState.SUCCEEDED and record.result == result
+
+
+async def test_job_published_before_any_controller_runs_when_one_starts(nc, subjects):
+    client = JobClient(nc, subjects=subjects)
+    queue: asyncio.Queue = asyncio.Queue()
+    job = Job(method="native", prompt="a b c")
+    sub = await nc.subscribe(subjects.events(job.id), cb=queue.put)
+    async with ControllerService(nc, load_registry(), subjects=subjects):
+        pass  # creates the durable stream and consumer, then goes away
+    await client.submit(job)
+    await asyncio.sleep(0.3)
+    assert queue.empty()  # nobody ran it
+    async with (
+        WorkerHost(nc, SyntheticWorker(), tags=["generation"], subjects=subjects),
+        ControllerService(nc, load_registry(), subjects=subjects),
+    ):
+        events = []
+        while not events or events[-1].type is not JobEventType.RESULT:
+            from scaffolding_nats.proto import JobEvent, decode
+
+            events.append(decode(JobEvent, (await asyncio.wait_for(queue.get(), 10)).data))
+    await sub.unsubscribe()
+    assert events[-1].result is not None and events[-1].result.text == "c b a"
+
+
+@pytest.mark.parametrize(
+    ("job", "code"),
+    [
+        (Job(method="teleport", prompt="x"), ErrorCode.UNKNOWN_METHOD),
+        (Job(method="majority_vote", prompt="x", params={"sample_num": "many"}), ErrorCode.INVALID),
+    ],
+)
+async def test_job_errors_reach_the_client_typed(nc, subjects, job, code):
+    client = JobClient(nc, subjects=subjects)
+    async with (
+        WorkerHost(nc, SyntheticWorker(), tags=["generation"], subjects=subjects),
+        ControllerService(nc, load_registry(), subjects=subjects),
+    ):
+        with pytest.raises(ScaffoldingError) as info:
+            await client.run(job, timeout=20)
+        assert info.value.code is code, info.value
+        record = await client.record(job.id)
+        assert record is not None and record.state is JobState.FAILED
+        # the controller keeps serving
+        assert (await client.run(Job(method="native", prompt="x y"), timeout=10)).text == "y x"
+
+
+async def test_job_whose_tag_has_no_worker_fails_with_no_worker(nc, subjects):
+    client = JobClient(nc, subjects=subjects)
+    async with ControllerService(nc, load_registry(), subjects=subjects):
+        with pytest.raises(ScaffoldingError) as info:
+            await client.run(Job(method="native", prompt="x"), timeout=20)
+    assert info.value.code is ErrorCode.NO_WORKER and "generation" in info.value.message
+
+
+async def test_best_of_n_without_a_reward_worker_says_it_fell_back(nc, subjects):
+    client = JobClient(nc, subjects=subjects)
+    async with (
+        WorkerHost(nc, SyntheticWorker(), tags=["generation"], subjects=subjects),
+        ControllerService(nc, load_registry(), subjects=subjects),
+    ):
+        result = await client.run(Job(method="best_of_n", prompt="x y", params={"sample_num": 2}), timeout=20)
+    assert result.text == "y x" and result.metadata["fallback"] == "reward_failed"
+
+
+async def test_malformed_jobs_are_rejected_and_the_service_keeps_serving(nc, subjects):
+    client = JobClient(nc, subjects=subjects)
+    queue: asyncio.Queue = asyncio.Queue()
+    await nc.subscribe(subjects.events("badjob1"), cb=queue.put)
+    async with (
+        WorkerHost(nc, SyntheticWorker(), tags=["generation"], subjects=subjects),
+        ControllerService(nc, load_registry(), subjects=subjects),
+    ):
+        js = nc.jetstream()
+        await js.publish(subjects.jobs("native"), b"\xc1garbage")
+        await js.publish(subjects.jobs("native"), pack({"v": 1, "id": "badjob1", "method": "native", "budget": 5}))
+        await js.publish(subjects.jobs("native"), pack({"v": 42, "id": "badjob2", "method": "native"}))
+        from scaffolding_nats.proto import JobEvent, decode
+
+        event = decode(JobEvent, (await asyncio.wait_for(queue.get(), 10)).data)
+        assert event.type is JobEventType.ERROR and event.error is not None
+        assert event.error.code is ErrorCode.INVALID and "budget" in event.error.message
+        record = await client.record("badjob2")
+        assert record is not None and record.error is not None
+        assert record.error.code is ErrorCode.UNSUPPORTED_VERSION
+        assert (await client.run(Job(method="native", prompt="p q"), timeout=10)).text == "q p"
+
+
+async def test_cancelling_a_job_stops_it_and_its_tasks(nc, subjects):
+    client = JobClient(nc, subjects=subjects)
+    worker = SyntheticWorker(latency_s=30)
+    async with (
+        WorkerHost(nc, worker, tags=["generation"], subjects=subjects) as host,
+        ControllerService(nc, load_registry(), subjects=subjects),
+    ):
+        job = Job(method="native", prompt="slow")
+        seen = []
+        async for event in client.events(job, timeout=20):
+            seen.append(event)
+            if event.type is JobEventType.ACCEPTED:
+                await asyncio.sleep(0.3)
+                await client.cancel(job.id)
+        assert seen[-1].type is JobEventType.ERROR and seen[-1].error is not None
+        assert seen[-1].error.code is ErrorCode.CANCELLED
+        for _ in range(50):
+            if host.stats.in_flight == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert host.stats.in_flight == 0 and host.stats.cancelled == 1
+
+
+async def test_replay_gives_a_late_subscriber_every_event(nc, subjects):
+    client = JobClient(nc, subjects=subjects)
+    async with (
+        WorkerHost(nc, SyntheticWorker(), tags=["generation"], subjects=subjects),
+        ControllerService(nc, load_registry(), subjects=subjects),
+    ):
+        job = Job(method="native", prompt="late comer")
+        await client.run(job, timeout=10)
+        replayed = [e async for e in client.replay(job.id, timeout=5)]
+    assert [e.type for e in replayed] == [JobEventType.ACCEPTED, JobEventType.RESULT]
+
+
+async def test_no_controller_is_reported(nc, subjects):
+    with pytest.raises(NoController):
+        await JobClient(nc, subjects=subjects).methods(timeout=0.3)
