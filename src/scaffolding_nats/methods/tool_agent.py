@@ -35,7 +35,11 @@ def tool_message(call: ToolCallTask) -> ChatMessage:
 
 
 class ToolAgentController(Controller):
+    """Chat with tools: assistant tool calls become tool-call tasks, run concurrently, whose
+    results go back as tool messages, until the model answers or ``max_iterations``."""
+
     name = "tool_agent"
+    accepts_messages = True  # the controller service passes chat messages through unrendered
 
     def __init__(
         self,
