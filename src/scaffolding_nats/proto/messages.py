@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import ErrorInfo
-from .tasks import ChatMessage, TaskStatus, Usage, new_id
+from .tasks import ChatMessage, SamplingParams, TaskStatus, Usage, new_id
 from .version import PROTOCOL_VERSION
 
 
@@ -62,7 +62,11 @@ class Budget(BaseModel):
 
 
 class Job(_Message):
-    """A request to run a method, published to ``<prefix>.jobs.<method>``."""
+    """A request to run a method, published to ``<prefix>.jobs.<method>``.
+
+    ``sampling`` (and ``model``) fill every generation the method runs wherever the method
+    itself left a field unset: that is how an OpenAI request's temperature reaches a vote's
+    samplers without the client knowing the method's structure."""
 
     id: str = Field(default_factory=new_id)
     method: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
@@ -70,6 +74,7 @@ class Job(_Message):
     prompt: str | None = None
     messages: list[ChatMessage] | None = None
     model: str | None = None
+    sampling: SamplingParams | None = None
     budget: Budget | None = None
     stream: bool = True
     metadata: dict[str, Any] = Field(default_factory=dict)

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import BudgetExhausted
 from ..proto.messages import Budget
-from ..proto.tasks import GenerationTask, Task, Usage
+from ..proto.tasks import GenerationTask, SamplingParams, Task, Usage
 
 EventSink = Callable[[str, dict[str, Any]], None]
 
@@ -23,6 +23,7 @@ EventSink = Callable[[str, dict[str, Any]], None]
 class RequestContext:
     budget: Budget = field(default_factory=Budget)
     on_event: EventSink | None = None
+    sampling_defaults: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     usage: Usage = field(default_factory=Usage)
     usage_by_controller: dict[str, Usage] = field(default_factory=dict)
@@ -41,6 +42,12 @@ class RequestContext:
         """Raise before work that would break a budget; clamp generations to tokens left."""
         b = self.budget
         fresh = [t for t in new_tasks if t.id not in self._counted]
+        if self.sampling_defaults:
+            for task in fresh:
+                if isinstance(task, SamplingParams):
+                    for name, value in self.sampling_defaults.items():
+                        if getattr(task, name) is None:
+                            setattr(task, name, value)
         if b.max_tasks is not None and self.num_tasks + len(fresh) > b.max_tasks:
             raise BudgetExhausted(
                 f"task budget of {b.max_tasks} reached",

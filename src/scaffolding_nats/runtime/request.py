@@ -48,13 +48,15 @@ async def run_request(
     kwargs: dict[str, Any] | None = None,
     budget: Budget | None = None,
     on_event: EventSink | None = None,
+    sampling_defaults: dict[str, Any] | None = None,
 ) -> Outcome:
     """Drive ``controller.generate(prompt, **kwargs)``.
 
+    ``sampling_defaults`` fill unset sampling fields of every generation the method yields.
     A budget that runs out ends the request with the controller's best answer so far when it
     offers one (``best_so_far()``); any other controller error becomes ``ControllerError``.
     """
-    ctx = RequestContext(budget=budget or Budget(), on_event=on_event)
+    ctx = RequestContext(budget=budget or Budget(), on_event=on_event, sampling_defaults=sampling_defaults or {})
     token = _current.set(ctx)
     stop_reason = "completed"
     try:

@@ -224,7 +224,8 @@ class ControllerService:
         try:
             async with timeout(self.max_job_seconds):
                 done = await run_request(
-                    controller, self.runner, prompt=prompt, budget=job.budget, on_event=events.from_runtime
+                    controller, self.runner, prompt=prompt, budget=job.budget, on_event=events.from_runtime,
+                    sampling_defaults=_sampling_defaults(job),
                 )
             return done.to_result()
         except asyncio.CancelledError:
@@ -262,3 +263,10 @@ class ControllerService:
             await self._record(JobRecord(job_id=job_id, method="?", state=JobState.FAILED, error=exc.to_info()))
         metrics.JOBS.labels("?", exc.code.value).inc()
         await msg.term()
+
+
+def _sampling_defaults(job: Job) -> dict[str, Any]:
+    defaults = job.sampling.model_dump(exclude_none=True) if job.sampling is not None else {}
+    if job.model is not None:
+        defaults.setdefault("model", job.model)
+    return defaults
