@@ -116,6 +116,8 @@ def test_chat_request_maps_messages_tools_and_logprobs() -> None:
             "function": {"name": "calculator", "arguments": '{"expression": "2+2"}'},
         }
     ]
+    # llama.cpp's server rejects a null content: a tools-only assistant turn sends "".
+    assert params["messages"][2]["content"] == ""
     assert params["messages"][3] == {
         "role": "tool",
         "content": "4",

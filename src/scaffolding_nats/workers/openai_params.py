@@ -62,7 +62,10 @@ def completion_params(
 
 
 def message_param(message: ChatMessage) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    """One message in the OpenAI shape. A missing ``content`` (an assistant turn that only
+    calls tools) is sent as ``""``: OpenAI accepts both, llama.cpp's server rejects ``null``."""
+    content = message.content if message.content is not None else ""
+    out: dict[str, Any] = {"role": message.role, "content": content}
     if message.name is not None:
         out["name"] = message.name
     if message.tool_calls:
