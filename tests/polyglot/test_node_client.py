@@ -1,0 +1,239 @@
+"""The contract from another language: the Node.js examples in proto/examples talk to the Python
+services through nothing but NATS and MessagePack, against a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from scaffolding_nats.client import JobClient
+from scaffolding_nats.methods.registry import load_registry
+from scaffolding_nats.proto import ErrorCode, GenerationTask, Job, JobEventType, JobState, Subjects, TaskStatus
+from scaffolding_nats.services.controller import ControllerService
+from scaffolding_nats.transport import RemoteWorker, WorkerHost
+from scaffolding_nats.workers.synthetic import SyntheticWorker
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "proto" / "examples"
+NODE = shutil.which("node")
+
+pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed: the Node.js examples cannot run")
+
+
+@pytest.fixture(scope="session")
+def node_examples() -> Path:
+    """proto/examples with its npm packages, installed from the lock file only when missing."""
+    needed = [EXAMPLES / "node_modules" / "nats", EXAMPLES / "node_modules" / "@msgpack" / "msgpack"]
+    if not all(p.is_dir() for p in needed):
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.skip("npm is not installed: cannot install the Node.js examples' packages")
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"], cwd=EXAMPLES, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, f"npm ci failed in {EXAMPLES}:\n{done.stdout}\n{done.stderr}"
+    return EXAMPLES
+
+
+@pytest.fixture
+def subjects(prefix: str) -> Subjects:
+    return Subjects(prefix)
+
+
+async def run_node(script: Path, *args: str, timeout: float = 60) -> tuple[int, list[dict], str]:
+    """Run a Node script to its end (bounded): exit status, stdout JSON lines, stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        NODE, str(script), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"{script.name} {' '.join(args)} did not exit within {timeout}s") from None
+    assert proc.returncode is not None
+    lines = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
+    return proc.returncode, lines, err.decode()
+
+
+def publish_job(examples: Path, url: str, prefix: str, method: str, prompt: str, params: dict | None = None,
+                *extra: str, timeout: float = 60):
+    return run_node(examples / "publish_job.mjs", url, prefix, method, prompt, json.dumps(params or {}),
+                    *extra, timeout=timeout)
+
+
+def assert_well_ordered(events: list[dict]) -> None:
+    """The contract's event order: seq from 0 without gaps, accepted first, one terminal last."""
+    assert [e["seq"] for e in events] == list(range(len(events)))
+    assert events[0]["type"] == "accepted"
+    assert events[-1]["type"] in ("result", "error")
+    assert all(e["type"] in ("partial", "progress") for e in events[1:-1])
+    assert all(e["v"] == 1 and e["job_id"] == events[0]["job_id"] for e in events)
+
+
+# -- the Node client against the Python controller and worker ---------------------------------
+
+
+async def test_node_client_publishes_a_job_and_prints_its_events(node_examples, nats_server, nc, subjects):
+    async with (
+        WorkerHost(nc, SyntheticWorker(), tags=["generation"], subjects=subjects),
+        ControllerService(nc, load_registry(), subjects=subjects),
+    ):
+        rc, events, err = await publish_job(
+            node_examples, nats_server.url, subjects.prefix, "majority_vote", "one two 7", {"sample_num": 3}
+        )
+        assert rc == 0, err
+        assert_well_ordered(events)
+        assert [e["type"] for e in events] == ["accepted", "progress", "result"]
+        assert events[0]["progress"]["method"] == "majority_vote"
+        result = events[-1]["result"]
+        assert result["text"] == "7 two one" and result["answer"] == "7" and result["num_tasks"] == 3
+        # The job went through JetStream: the controller kept its record in the results bucket.
+        record = await JobClient(nc, subjects=subjects).record(events[0]["job_id"])
+        assert record is not None and record.state is JobState.SUCCEEDED and record.result is not None
+        assert record.result.text == "7 two one"
+
+
+async def test_node_client_job_id_deduplicates_a_repeated_publish(node_examples, nats_server, nc, subjects):
+    async with (
+        WorkerHost(nc, SyntheticWorker(), tags=["generation"], subjects=subjects),
+        ControllerService(nc, load_registry(), subjects=subjects),
+    ):
+        args = (node_examples, nats_server.url, subjects.prefix, "native", "a b", {})
+        rc, events, err = await publish_job(*args, "--id", "dedup-job-1")
+        assert rc == 0 and events[-1]["result"]["text"] == "b a", err
+        # Same Nats-Msg-Id within the duplicate window: stored once, so it never runs again.
+        rc, events, err = await publish_job(*args, "--id", "dedup-job-1", "--timeout", "1.5")
+        assert rc == 2 and events == [], err
+        assert "duplicate" in err
+
+
+async def test_node_client_prints_streamed_partial_text(node_examples, nats_server, nc, subjects):
+    words = " ".join(f"w{i}" for i in range(12))
+    async with (
+        WorkerHost(nc, SyntheticWorker(token_latency_s=0.02), tags=["generation"], subjects=subjects),
+        ControllerService(nc, load_registry(), subjects=subjects),
+    ):
+        rc, events, err = await publish_job(
+            node_examples, nats_server.url, subjects.prefix, "stream", words, {"streaming_step": 2}
+        )
+    assert rc == 0, err
+    assert_well_ordered(events)
+    partials = [e["text"] for e in events if e["type"] == "partial"]
+    assert len(partials) >= 2  # it really streamed
+    assert "".join(partials) == events[-1]["result"]["text"] == " ".join(reversed(words.split()))
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "code"),
+    [("teleport", {}, "unknown_method"), ("native", {"temperature": -1}, "invalid")],
+)
+async def test_node_client_exits_non_zero_on_an_error_event(
+    node_examples, nats_server, nc, subjects, method, params, code
+):
+    async with (
+        WorkerHost(nc, SyntheticWorker(), tags=["generation"], subjects=subjects),
+        ControllerService(nc, load_registry(), subjects=subjects),
+    ):
+        rc, events, err = await publish_job(node_examples, nats_server.url, subjects.prefix, method, "x", params)
+    assert rc == 1, err
+    assert_well_ordered(events)
+    assert events[-1]["type"] == "error" and events[-1]["error"]["code"] == code
+    assert code in err
+
+
+async def test_node_client_gives_up_at_its_deadline(node_examples, nats_server, nc, subjects):
+    async with ControllerService(nc, load_registry(), subjects=subjects):
+        pass  # leaves the durable jobs stream behind, with no controller consuming it
+    rc, events, err = await publish_job(
+        node_examples, nats_server.url, subjects.prefix, "native", "x", {}, "--timeout", "1"
+    )
+    assert rc == 2 and events == [] and "timeout" in err
+
+
+async def test_node_client_without_a_jobs_stream_fails_fast(node_examples, nats_server, subjects):
+    rc, events, err = await publish_job(node_examples, nats_server.url, subjects.prefix, "native", "x", timeout=30)
+    assert rc == 4 and events == [] and "not stored" in err
+
+
+async def test_node_client_rejects_bad_arguments(node_examples):
+    rc, _, err = await run_node(node_examples / "publish_job.mjs", "nats://127.0.0.1:1", "scaf", "native", "x", "[1]")
+    assert rc == 3 and "JSON object" in err
+
+
+# -- the Node worker serving the Python controller --------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def node_worker(examples: Path, url: str, prefix: str, *extra: str):
+    proc = await asyncio.create_subprocess_exec(
+        NODE, str(examples / "worker.mjs"), url, prefix, "generation", *extra,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 20)
+        assert line.strip() == b"ready", (line, await proc.stderr.read())
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except asyncio.TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+async def test_node_worker_serves_the_python_controller(node_examples, nats_server, nc, subjects):
+    client = JobClient(nc, subjects=subjects)
+    async with (
+        node_worker(node_examples, nats_server.url, subjects.prefix, "--latency", "0.01"),
+        ControllerService(nc, load_registry(), subjects=subjects),
+    ):
+        result = await client.run(Job(method="majority_vote", prompt="one two 7", params={"sample_num": 3}),
+                                  timeout=20)
+        assert result.text == "7 two one" and result.answer == "7" and result.num_tasks == 3
+        job = Job(method="stream", prompt="a b c d e f", params={"streaming_step": 2})
+        events = [e async for e in client.events(job, timeout=20)]
+        partials = [e.text for e in events if e.type is JobEventType.PARTIAL]
+        assert len(partials) >= 2 and "".join(partials) == events[-1].result.text == "f e d c b a"
+        # A task kind the Node worker does not handle comes back as a typed failure.
+        with pytest.raises(Exception) as info:
+            await client.run(Job(method="chat", prompt="hi"), timeout=20)
+        assert getattr(info.value, "code", None) is ErrorCode.NOT_SUPPORTED, info.value
+
+
+async def test_node_worker_heartbeats_keep_a_long_task_alive(node_examples, nats_server, nc, subjects):
+    # 8 words at 0.25 s each take 2 s, far past the caller's idle timeout of 3 * 0.2 + 0.5 s.
+    remote = RemoteWorker(nc, subjects=subjects, heartbeat=0.2, timeout=20)
+    await remote.start()
+    try:
+        async with node_worker(node_examples, nats_server.url, subjects.prefix, "--latency", "0.25"):
+            task = GenerationTask(input_str="1 2 3 4 5 6 7 8")
+            assert await remote.run_task(task) is TaskStatus.SUCCESS, task.error
+            assert task.output_str == "8 7 6 5 4 3 2 1" and task.usage and task.usage.completion_tokens == 8
+    finally:
+        await remote.stop()
+
+
+async def test_node_worker_answers_bad_requests_with_typed_errors(node_examples, nats_server, nc, subjects):
+    async with node_worker(node_examples, nats_server.url, subjects.prefix):
+        cases = [
+            (b"\xc1", "malformed", "400"),
+            (msgpack.packb({"v": 9, "kind": "generation", "task": {"id": "t1"}}), "unsupported_version", "400"),
+            (msgpack.packb({"v": 1, "kind": "teleport", "task": {"id": "t2"}}), "unknown_task_type", "400"),
+            (msgpack.packb({"v": 1, "kind": "reward", "task": {"id": "t3"}}), "not_supported", None),
+        ]
+        for payload, code, http in cases:
+            msg = await nc.request(subjects.tasks("generation"), payload, timeout=5)
+            reply = msgpack.unpackb(msg.data)
+            assert reply["frame"] == "final" and reply["error"]["code"] == code, reply
+            if http is not None:
+                assert msg.headers and msg.headers["Nats-Service-Error-Code"] == http
