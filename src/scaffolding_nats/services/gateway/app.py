@@ -1,0 +1,86 @@
+"""The gateway application: FastAPI over one NATS connection, started and stopped by its
+lifespan. ``create_app(settings)`` is all a test or a server needs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ... import metrics
+from ...client import JobClient, NoController
+from ...errors import ScaffoldingError
+from ...proto.subjects import Subjects
+from ...transport import connect
+from . import jobs_api, openai_api
+from .errors import on_http_error, on_scaffolding_error, on_validation_error
+from .state import GatewayState
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    nats_url: str = "nats://127.0.0.1:4222"
+    prefix: str = "scaf"
+    request_timeout: float = 600.0
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        nc = await connect(settings.nats_url.split(","), name="scaffolding-gateway")
+        app.state.gateway = GatewayState(nc=nc, jobs=JobClient(nc, subjects=Subjects(settings.prefix)),
+                                         request_timeout=settings.request_timeout)
+        try:
+            yield
+        finally:
+            await nc.drain()
+
+    app = FastAPI(title="Scaffolding over NATS", version="0.1.0", lifespan=lifespan,
+                  description="OpenAI-compatible inference-time-compute methods, run as services on NATS.")
+    app.include_router(openai_api.router)
+    app.include_router(jobs_api.router)
+    app.add_exception_handler(ScaffoldingError, on_scaffolding_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+
+    @app.middleware("http")
+    async def count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        metrics.HTTP_REQUESTS.labels(route, str(response.status_code)).inc()
+        metrics.HTTP_SECONDS.labels(route).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz(request: Request) -> JSONResponse:
+        """Ready when NATS is connected and at least one controller answers."""
+        state: GatewayState = request.app.state.gateway
+        checks: dict[str, object] = {"nats": state.nc.is_connected}
+        try:
+            checks["methods"] = await state.methods()
+            checks["controllers"] = True
+        except NoController as exc:
+            checks["controllers"] = False
+            checks["reason"] = exc.message
+        ready = bool(checks["nats"]) and bool(checks["controllers"])
+        return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["ops"])
+    async def prometheus() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

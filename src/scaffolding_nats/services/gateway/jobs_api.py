@@ -1,0 +1,68 @@
+"""The native jobs API: submit a job, read its state, stream its events, cancel it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from ...proto.messages import Job
+from ...proto.tasks import SamplingParams
+from .errors import error_body, error_response
+from .schemas import JobSubmission
+from .state import GatewayState
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def _state(request: Request) -> GatewayState:
+    state: GatewayState = request.app.state.gateway
+    return state
+
+
+@router.post("", status_code=202)
+async def submit(body: JobSubmission, request: Request) -> Any:
+    """Accepted durably even when no controller runs yet: it runs when one starts."""
+    state = _state(request)
+    fields: dict[str, Any] = body.model_dump(exclude_none=True, exclude={"sampling"})
+    if body.sampling is not None:
+        fields["sampling"] = SamplingParams(**body.sampling)
+    job = Job(**fields)
+    await state.jobs.submit(job)
+    return JSONResponse({"id": job.id, "status_url": f"/v1/jobs/{job.id}",
+                         "events_url": f"/v1/jobs/{job.id}/events"}, status_code=202)
+
+
+@router.get("/{job_id}")
+async def status(job_id: str, request: Request) -> Any:
+    record = await _state(request).jobs.record(job_id)
+    if record is None:
+        return error_response(f"no job {job_id!r} (unknown, not started yet, or expired)",
+                              code="job_not_found", status=404)
+    return JSONResponse(record.model_dump(mode="json"))
+
+
+@router.get("/{job_id}/events")
+async def events(job_id: str, request: Request) -> StreamingResponse:
+    """Server-sent events: every event of the job from the first, then live ones."""
+    state = _state(request)
+
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            async for event in state.jobs.replay(job_id, timeout=state.request_timeout):
+                data = event.model_dump_json(exclude_none=True)
+                yield f"event: {event.type.value}\nid: {event.seq}\ndata: {data}\n\n".encode()
+        except Exception as exc:
+            code = getattr(getattr(exc, "code", None), "value", "internal")
+            yield f"event: error\ndata: {json.dumps(error_body(str(exc), code=code, status=500))}\n\n".encode()
+
+    return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+@router.delete("/{job_id}", status_code=202)
+async def cancel(job_id: str, request: Request) -> Any:
+    await _state(request).jobs.cancel(job_id)
+    return JSONResponse({"id": job_id, "cancel_requested": True}, status_code=202)

@@ -1,0 +1,222 @@
+"""OpenAI-compatible endpoints. ``model`` names the method (``method`` or
+``method/backend-model``); every token the method spends is counted in ``usage``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from ..._compat import TaskGroup
+from ...errors import DeadlineExceeded, ScaffoldingError, UnknownMethod
+from ...proto.errors import ErrorCode
+from ...proto.messages import Job, JobEvent, JobEventType, JobResult
+from ...proto.tasks import ChatMessage, SamplingParams
+from .errors import error_body, from_info
+from .schemas import ChatCompletionRequest, CompletionRequest, _OpenAIRequest
+from .state import GatewayState
+
+router = APIRouter()
+
+
+def _state(request: Request) -> GatewayState:
+    state: GatewayState = request.app.state.gateway
+    return state
+
+
+async def _job_for(state: GatewayState, body: _OpenAIRequest, *, prompt: str | None = None,
+                   messages: list[ChatMessage] | None = None) -> Job:
+    method, _, backend_model = body.model.partition("/")
+    known = await state.methods()  # NoController -> 503
+    if method not in known:
+        raise UnknownMethod(f"The model `{body.model}` does not exist: {method!r} is not a served method",
+                            details={"method": method, "available": known})
+    sampling = SamplingParams(**body.sampling())
+    params = dict(body.method_params)
+    if isinstance(body, ChatCompletionRequest) and body.tools:
+        params.setdefault("tools", [t.model_dump() for t in body.tool_definitions() or []])
+    return Job(method=method, prompt=prompt, messages=messages, params=params, model=backend_model or None,
+               sampling=sampling, budget=body.budget, stream=body.stream,
+               metadata={"source": "gateway", "user": body.user} if body.user else {"source": "gateway"})
+
+
+def _finish_reason(result: JobResult) -> str:
+    if result.stop_reason.startswith("budget") or result.finish_reason == "length":
+        return "length"
+    if result.finish_reason == "tool_calls":
+        return "tool_calls"
+    return "stop"
+
+
+def _usage(result: JobResult) -> dict[str, int]:
+    u = result.usage
+    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
+
+
+def _extension(job: Job, result: JobResult) -> dict[str, Any]:
+    return {
+        "job_id": job.id,
+        "method": job.method,
+        "answer": result.answer,
+        "stop_reason": result.stop_reason,
+        "num_tasks": result.num_tasks,
+        "elapsed_s": result.elapsed_s,
+        "usage_by_controller": {k: v.model_dump() for k, v in result.usage_by_controller.items()},
+        "metadata": result.metadata,
+    }
+
+
+class _Run:
+    """Follows one job's events for an HTTP request, and cancels the job if the client leaves."""
+
+    def __init__(self, state: GatewayState, job: Job, request: Request, timeout: float | None) -> None:
+        self.state, self.job, self.request = state, job, request
+        self.timeout = timeout or state.request_timeout
+        self.finished = False
+
+    async def events(self) -> AsyncIterator[JobEvent]:
+        try:
+            async for event in self.state.jobs.events(self.job, timeout=self.timeout):
+                if event.type in (JobEventType.RESULT, JobEventType.ERROR):
+                    self.finished = True
+                yield event
+        finally:
+            if not self.finished:  # client gone, or the gateway gave up: stop the work
+                await self.state.jobs.cancel(self.job.id)
+
+    async def result(self) -> JobResult:
+        """Wait for the result; if the client disconnects meanwhile, cancel the job."""
+
+        async def watch() -> None:
+            while not await self.request.is_disconnected():
+                await asyncio.sleep(0.25)
+
+        async def collect() -> JobResult | ScaffoldingError:
+            """Returns the error rather than raising it, so the task group stays out of it."""
+            try:
+                async for event in self.events():
+                    if event.type is JobEventType.RESULT and event.result is not None:
+                        return event.result
+                    if event.type is JobEventType.ERROR and event.error is not None:
+                        return ScaffoldingError.from_info(event.error)
+            except ScaffoldingError as exc:
+                return exc
+            return DeadlineExceeded(f"job {self.job.id} ended without a result")
+
+        async with TaskGroup() as tg:
+            watcher = tg.create_task(watch())
+            collector = tg.create_task(collect())
+            done, _ = await asyncio.wait({watcher, collector}, return_when=asyncio.FIRST_COMPLETED)
+            watcher.cancel()
+            if collector not in done:
+                collector.cancel()
+        if collector.cancelled():
+            raise ScaffoldingError("the client disconnected; job cancelled", code=ErrorCode.CANCELLED)
+        outcome = collector.result()
+        if isinstance(outcome, ScaffoldingError):
+            raise outcome
+        return outcome
+
+
+def _sse(data: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def _stream(run: _Run, *, chat: bool, model: str) -> AsyncIterator[bytes]:
+    """OpenAI chunk stream: token deltas as they come (single-path methods), else the final
+    answer as one delta; usage and the scaffolding extension ride on the last chunk."""
+    created = int(time.time())
+    obj = "chat.completion.chunk" if chat else "text_completion"
+    cid = ("chatcmpl-" if chat else "cmpl-") + run.job.id
+
+    def chunk(delta: str | None, finish: str | None = None, **extra: Any) -> bytes:
+        if chat:
+            d: dict[str, Any] = {} if delta is None else {"content": delta}
+            choice: dict[str, Any] = {"index": 0, "delta": d, "finish_reason": finish}
+        else:
+            choice = {"index": 0, "text": delta or "", "finish_reason": finish, "logprobs": None}
+        return _sse({"id": cid, "object": obj, "created": created, "model": model, "choices": [choice], **extra})
+
+    if chat:
+        yield _sse({"id": cid, "object": obj, "created": created, "model": model,
+                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
+    streamed = ""
+    try:
+        async for event in run.events():
+            if event.type is JobEventType.PARTIAL and event.text:
+                streamed += event.text
+                yield chunk(event.text)
+            elif event.type is JobEventType.RESULT and event.result is not None:
+                result = event.result
+                if not streamed:
+                    yield chunk(result.text)
+                elif result.text.startswith(streamed) and len(result.text) > len(streamed):
+                    yield chunk(result.text[len(streamed):])
+                yield chunk(None, _finish_reason(result), usage=_usage(result), scaffolding=_extension(run.job, result))
+            elif event.type is JobEventType.ERROR and event.error is not None:
+                response = from_info(event.error)
+                yield _sse(error_body(event.error.message, code=event.error.code.value,
+                                      status=response.status_code, details=event.error.details or None))
+    except ScaffoldingError as exc:
+        yield _sse(error_body(exc.message, code=exc.code.value, status=500))
+    yield b"data: [DONE]\n\n"
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
+    state = _state(request)
+    job = await _job_for(state, body, messages=body.messages)
+    run = _Run(state, job, request, body.timeout)
+    if body.stream:
+        return StreamingResponse(_stream(run, chat=True, model=body.model), media_type="text/event-stream")
+    result = await run.result()
+    return JSONResponse({
+        "id": "chatcmpl-" + job.id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
+                     "finish_reason": _finish_reason(result), "logprobs": None}],
+        "usage": _usage(result),
+        "scaffolding": _extension(job, result),
+    })
+
+
+@router.post("/v1/completions")
+async def completions(body: CompletionRequest, request: Request) -> Any:
+    state = _state(request)
+    if isinstance(body.prompt, list):
+        if len(body.prompt) != 1:
+            from .errors import error_response
+
+            return error_response("one prompt per request (send a batch as concurrent requests)",
+                                  code="invalid_request", status=400, param="prompt")
+        prompt = body.prompt[0]
+    else:
+        prompt = body.prompt
+    job = await _job_for(state, body, prompt=prompt)
+    run = _Run(state, job, request, body.timeout)
+    if body.stream:
+        return StreamingResponse(_stream(run, chat=False, model=body.model), media_type="text/event-stream")
+    result = await run.result()
+    return JSONResponse({
+        "id": "cmpl-" + job.id,
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": body.model,
+        "choices": [{"index": 0, "text": result.text, "finish_reason": _finish_reason(result), "logprobs": None}],
+        "usage": _usage(result),
+        "scaffolding": _extension(job, result),
+    })
+
+
+@router.get("/v1/models")
+async def models(request: Request) -> Any:
+    names = await _state(request).methods()
+    return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "scaffolding"}
+                                       for n in names]}
