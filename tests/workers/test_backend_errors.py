@@ -110,3 +110,39 @@ async def test_judge_failures_are_typed(stub: StubServer) -> None:
     assert task.error is not None and task.error.code is ErrorCode.BACKEND_ERROR
     assert task.scores is None
     await worker.stop()
+
+
+async def test_a_stream_cut_short_without_finish_reason_is_a_typed_failure() -> None:
+    """llama.cpp's server ends a stream with [DONE] when another request waits (unless told
+    not to): a one-token "success" would silently truncate every concurrent sample."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        length = next((int(h.split(":", 1)[1]) for h in lines if h.lower().startswith("content-length:")), 0)
+        await reader.readexactly(length)
+        chunk = {
+            "id": "x", "object": "text_completion", "created": 0, "model": "m",
+            "choices": [{"index": 0, "text": "1", "logprobs": None, "finish_reason": None}],
+        }  # fmt: skip
+        body = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    worker = OpenAIWorker(f"http://127.0.0.1:{port}/v1", model="m", max_retries=0)
+    try:
+        task = GenerationTask(input_str="hi", max_tokens=8)
+        assert await asyncio.wait_for(worker.run_task(task), 10) is TaskStatus.WORKER_ERROR
+        assert task.error is not None and task.error.code is ErrorCode.BACKEND_ERROR
+        assert task.error.retryable is True and "finish_reason" in task.error.message
+    finally:
+        await worker.stop()
+        server.close()
+        await server.wait_closed()

@@ -38,6 +38,7 @@ def test_server_command_line() -> None:
         ("--port", "12345"),
         ("--n_ctx", "1024"),
         ("--n_threads", "1"),
+        ("--interrupt_requests", "False"),
     ]:
         assert args[args.index(flag) + 1] == value
     assert args[args.index("--host") + 1] == "127.0.0.1"

@@ -74,6 +74,9 @@ class ModelServer:
             "--port", str(self.port),
             "--n_ctx", str(self.n_ctx),
             "--n_threads", str(self.n_threads),
+            # By default the server ends a running stream (with [DONE], no finish_reason) as
+            # soon as another request waits: concurrent samples would come back cut short.
+            "--interrupt_requests", "False",
             *self.extra_args,
         ]  # fmt: skip
 

@@ -91,6 +91,15 @@ class OpenAIWorker(Worker):
             finally:
                 await stream.close()
             acc.finish()
+            if any(c.finish_reason is None for c in acc.choices.values()):
+                # llama.cpp's server (by default) ends a stream early with [DONE] and no
+                # finish_reason when another request waits: a cut output, not a result.
+                raise BackendError(
+                    f"backend {self.base_url} ended the stream without a finish_reason "
+                    "(interrupted; llama.cpp's server needs --interrupt_requests False)",
+                    retryable=True,
+                    details={"backend": self.base_url, "tokens": sum(c.tokens for c in acc.choices.values())},
+                )
             yield acc, 0
 
     async def _collect(
