@@ -166,3 +166,22 @@ async def test_replay_gives_a_late_subscriber_every_event(nc, subjects):
 async def test_no_controller_is_reported(nc, subjects):
     with pytest.raises(NoController):
         await JobClient(nc, subjects=subjects).methods(timeout=0.3)
+
+
+async def test_controller_replicas_share_the_jobs(nc, nats_server, subjects):
+    import nats as nats_client
+
+    other = await nats_client.connect(nats_server.url)
+    client = JobClient(nc, subjects=subjects)
+    try:
+        async with (
+            WorkerHost(nc, SyntheticWorker(latency_s=0.2), tags=["generation"], subjects=subjects),
+            ControllerService(nc, load_registry(), subjects=subjects, max_jobs=2) as a,
+            ControllerService(other, load_registry(), subjects=subjects, max_jobs=2) as b,
+        ):
+            jobs = [Job(method="native", prompt=f"job {i}") for i in range(8)]
+            results = await asyncio.gather(*(client.run(j, timeout=20) for j in jobs))
+            assert [r.text for r in results] == [f"{i} job" for i in range(8)]
+            assert a.jobs_done > 0 and b.jobs_done > 0 and a.jobs_done + b.jobs_done == 8
+    finally:
+        await other.close()

@@ -13,8 +13,8 @@ from scaffolding_nats.workers.synthetic import SyntheticWorker
 
 
 async def test_openai_client_chat_and_streamed_chat(make_stack):
-    async with make_stack({"generation": SyntheticWorker(token_latency_s=0.001)}) as s:
-        client = openai.AsyncOpenAI(base_url=s.url + "/v1", api_key="unused")
+    async with (make_stack({"generation": SyntheticWorker(token_latency_s=0.001)}) as s,
+                openai.AsyncOpenAI(base_url=s.url + "/v1", api_key="unused") as client):
         reply = await client.chat.completions.create(
             model="native", messages=[{"role": "user", "content": "alpha beta"}], max_tokens=50)
         assert reply.choices[0].message.content and reply.usage and reply.usage.completion_tokens > 0
@@ -29,8 +29,8 @@ async def test_openai_client_chat_and_streamed_chat(make_stack):
 
 
 async def test_completions_and_multi_path_usage_counts_every_task(make_stack):
-    async with make_stack({"generation": SyntheticWorker()}) as s:
-        client = openai.AsyncOpenAI(base_url=s.url + "/v1", api_key="unused")
+    async with (make_stack({"generation": SyntheticWorker()}) as s,
+                openai.AsyncOpenAI(base_url=s.url + "/v1", api_key="unused") as client):
         reply = await client.completions.create(model="majority_vote", prompt="x 5 y",
                                                 extra_body={"method_params": {"sample_num": 4}})
         assert reply.choices[0].text == "y 5 x"
