@@ -166,9 +166,7 @@ async def test_node_client_exits_non_zero_on_an_error_event(
         WorkerHost(nc, SyntheticWorker(), tags=["generation"], subjects=subjects),
         ControllerService(nc, load_registry(), subjects=subjects),
     ):
-        rc, events, err = await publish_job(
-            node_examples, nats_server.url, subjects.prefix, method, "x", params
-        )
+        rc, events, err = await publish_job(node_examples, nats_server.url, subjects.prefix, method, "x", params)
     assert rc == 1, err
     assert_well_ordered(events)
     assert events[-1]["type"] == "error" and events[-1]["error"]["code"] == code
@@ -185,16 +183,12 @@ async def test_node_client_gives_up_at_its_deadline(node_examples, nats_server, 
 
 
 async def test_node_client_without_a_jobs_stream_fails_fast(node_examples, nats_server, subjects):
-    rc, events, err = await publish_job(
-        node_examples, nats_server.url, subjects.prefix, "native", "x", timeout=30
-    )
+    rc, events, err = await publish_job(node_examples, nats_server.url, subjects.prefix, "native", "x", timeout=30)
     assert rc == 4 and events == [] and "not stored" in err
 
 
 async def test_node_client_rejects_bad_arguments(node_examples):
-    rc, _, err = await run_node(
-        node_examples / "publish_job.mjs", "nats://127.0.0.1:1", "scaf", "native", "x", "[1]"
-    )
+    rc, _, err = await run_node(node_examples / "publish_job.mjs", "nats://127.0.0.1:1", "scaf", "native", "x", "[1]")
     assert rc == 3 and "JSON object" in err
 
 
@@ -227,9 +221,7 @@ async def test_node_worker_serves_the_python_controller(node_examples, nats_serv
         node_worker(node_examples, nats_server.url, subjects.prefix, "--latency", "0.01"),
         ControllerService(nc, load_registry(), subjects=subjects),
     ):
-        result = await client.run(
-            Job(method="majority_vote", prompt="one two 7", params={"sample_num": 3}), timeout=20
-        )
+        result = await client.run(Job(method="majority_vote", prompt="one two 7", params={"sample_num": 3}), timeout=20)
         assert result.text == "7 two one" and result.answer == "7" and result.num_tasks == 3
         job = Job(method="stream", prompt="a b c d e f", params={"streaming_step": 2})
         events = [e async for e in client.events(job, timeout=20)]
