@@ -24,8 +24,9 @@ from scaffolding_nats.devstack import ModelServer, NatsServer, free_port
 from scaffolding_nats.devstack.run import Service, _wait_ready
 
 
-async def _load(client: httpx.AsyncClient, url: str, model: str, *, requests: int, concurrency: int,
-                max_tokens: int) -> tuple[float, list[float], int]:
+async def _load(
+    client: httpx.AsyncClient, url: str, model: str, *, requests: int, concurrency: int, max_tokens: int
+) -> tuple[float, list[float], int]:
     latencies: list[float] = []
     tokens = 0
     todo = list(range(requests))
@@ -34,8 +35,13 @@ async def _load(client: httpx.AsyncClient, url: str, model: str, *, requests: in
         nonlocal tokens
         while todo:
             i = todo.pop()
-            body = {"model": model, "max_tokens": max_tokens, "temperature": 0, "seed": i,
-                    "messages": [{"role": "user", "content": f"Write one sentence about the number {i}."}]}
+            body = {
+                "model": model,
+                "max_tokens": max_tokens,
+                "temperature": 0,
+                "seed": i,
+                "messages": [{"role": "user", "content": f"Write one sentence about the number {i}."}],
+            }
             t = time.perf_counter()
             r = await client.post(url, json=body)
             r.raise_for_status()
@@ -52,24 +58,38 @@ async def measure(direct: str, gateway: str, model: str, args: argparse.Namespac
     lats: dict[str, list[float]] = {"direct": [], "gateway": []}
     toks: dict[str, int] = {"direct": 0, "gateway": 0}
     async with httpx.AsyncClient(timeout=300) as client:
-        await _load(client, direct, model, requests=args.concurrency, concurrency=args.concurrency, max_tokens=8)
-        await _load(client, gateway, "chat", requests=args.concurrency, concurrency=args.concurrency, max_tokens=8)
+        await _load(
+            client, direct, model, requests=args.concurrency, concurrency=args.concurrency, max_tokens=8
+        )
+        await _load(
+            client, gateway, "chat", requests=args.concurrency, concurrency=args.concurrency, max_tokens=8
+        )
         for _ in range(args.rounds):
             for name, url, m in (("direct", direct, model), ("gateway", gateway, "chat")):
-                rate, lat, tok = await _load(client, url, m, requests=args.requests, concurrency=args.concurrency,
-                                             max_tokens=args.max_tokens)
+                rate, lat, tok = await _load(
+                    client,
+                    url,
+                    m,
+                    requests=args.requests,
+                    concurrency=args.concurrency,
+                    max_tokens=args.max_tokens,
+                )
                 rates[name].append(rate)
                 lats[name] += lat
                 toks[name] += tok
     d_rate, g_rate = statistics.median(rates["direct"]), statistics.median(rates["gateway"])
     d_p50, g_p50 = statistics.median(lats["direct"]), statistics.median(lats["gateway"])
-    print(f"\nP4  chat requests, {args.requests} per round x {args.rounds} rounds, concurrency {args.concurrency}, "
-          f"max_tokens {args.max_tokens}, model {model}")
+    print(
+        f"\nP4  chat requests, {args.requests} per round x {args.rounds} rounds, concurrency {args.concurrency}, "
+        f"max_tokens {args.max_tokens}, model {model}"
+    )
     print(f"    {'path':<36}{'req/s':>8}{'p50 s':>8}{'tokens':>8}")
     print(f"    {'straight to the model server':<36}{d_rate:>8.2f}{d_p50:>8.3f}{toks['direct']:>8}")
     print(f"    {'through gateway + NATS + controller':<36}{g_rate:>8.2f}{g_p50:>8.3f}{toks['gateway']:>8}")
-    print(f"    throughput ratio gateway/direct = {g_rate / d_rate:.3f}x (goal >= 0.95x); "
-          f"added latency per request (p50) = {(g_p50 - d_p50) * 1000:+.1f} ms")
+    print(
+        f"    throughput ratio gateway/direct = {g_rate / d_rate:.3f}x (goal >= 0.95x); "
+        f"added latency per request (p50) = {(g_p50 - d_p50) * 1000:+.1f} ms"
+    )
 
 
 def main() -> None:
@@ -84,12 +104,26 @@ def main() -> None:
         nats = stack.enter_context(NatsServer())
         model = stack.enter_context(ModelServer(args.model))
         env = {**os.environ, "SCAF_NATS_URL": nats.url, "SCAF_PREFIX": "p4", "SCAF_LOG_LEVEL": "WARNING"}
-        backend = json.dumps({"base_url": model.base_url, "model": model.model, "max_concurrency": args.concurrency})
+        backend = json.dumps(
+            {"base_url": model.base_url, "model": model.model, "max_concurrency": args.concurrency}
+        )
         logs = Path(tmp)
         port = free_port()
         services = [
-            Service("worker", ["scaffolding_nats.services.worker", "--worker", "openai", "--tags", "generation",
-                               "--worker-args", backend], logs, env),
+            Service(
+                "worker",
+                [
+                    "scaffolding_nats.services.worker",
+                    "--worker",
+                    "openai",
+                    "--tags",
+                    "generation",
+                    "--worker-args",
+                    backend,
+                ],
+                logs,
+                env,
+            ),
             Service("controller", ["scaffolding_nats.services.controller"], logs, env),
             Service("gateway", ["scaffolding_nats.services.gateway", "--port", str(port)], logs, env),
         ]
@@ -98,8 +132,14 @@ def main() -> None:
         for s in services[:2]:
             s.wait_ready(60)
         _wait_ready(f"http://127.0.0.1:{port}", 60)
-        asyncio.run(measure(f"{model.base_url}/chat/completions", f"http://127.0.0.1:{port}/v1/chat/completions",
-                            model.model, args))
+        asyncio.run(
+            measure(
+                f"{model.base_url}/chat/completions",
+                f"http://127.0.0.1:{port}/v1/chat/completions",
+                model.model,
+                args,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -28,8 +28,9 @@ async def main() -> None:
         await msg.respond(msg.data)
 
     await raw_nc.subscribe(f"{args.prefix}.raw", queue="raw", cb=echo)
-    async with WorkerHost(host_nc, SyntheticWorker(), tags=["generation"], subjects=Subjects(args.prefix),
-                          max_concurrency=1024):
+    async with WorkerHost(
+        host_nc, SyntheticWorker(), tags=["generation"], subjects=Subjects(args.prefix), max_concurrency=1024
+    ):
         print("ready", flush=True)
         await asyncio.wait_for(stop.wait(), 3600)
     await raw_nc.close()

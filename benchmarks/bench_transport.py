@@ -27,7 +27,9 @@ from scaffolding_nats.transport import RemoteWorker, WorkerHost
 from scaffolding_nats.workers.synthetic import SyntheticWorker
 
 
-async def _load(call: Callable[[], Awaitable[None]], *, total: int, concurrency: int) -> tuple[float, list[float]]:
+async def _load(
+    call: Callable[[], Awaitable[None]], *, total: int, concurrency: int
+) -> tuple[float, list[float]]:
     """Run ``total`` calls with ``concurrency`` in flight; return (calls/s, latencies)."""
     latencies: list[float] = []
     remaining = total
@@ -60,7 +62,13 @@ async def p1(url: str, *, total: int, concurrency: int, rounds: int, separate: b
     async with AsyncExitStack() as stack:
         if separate:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "benchmarks.bench_host", "--url", url, "--prefix", "bench",
+                sys.executable,
+                "-m",
+                "benchmarks.bench_host",
+                "--url",
+                url,
+                "--prefix",
+                "bench",
                 stdout=asyncio.subprocess.PIPE,
             )
             stack.push_async_callback(proc.wait)
@@ -76,7 +84,9 @@ async def p1(url: str, *, total: int, concurrency: int, rounds: int, separate: b
 
             await host_nc.subscribe("bench.raw", queue="raw", cb=echo)
             await stack.enter_async_context(
-                WorkerHost(host_nc, SyntheticWorker(), tags=["generation"], subjects=subjects, max_concurrency=1024)
+                WorkerHost(
+                    host_nc, SyntheticWorker(), tags=["generation"], subjects=subjects, max_concurrency=1024
+                )
             )
         remote = RemoteWorker(nc, subjects=subjects)
         await remote.start()
@@ -118,8 +128,10 @@ async def p1(url: str, *, total: int, concurrency: int, rounds: int, separate: b
     ):
         print(f"    {name:<34}{rate:>10.0f}{p50:>9.3f}{p99:>9.3f}")
     ratio, lat_ratio = scaf[0] / raw[0], scaf[1] / raw[1]
-    print(f"    rate ratio scaffolding/raw = {ratio:.2f}x (goal >= 0.6x); "
-          f"p50 ratio = {lat_ratio:.2f}x (goal <= 1.5x)")
+    print(
+        f"    rate ratio scaffolding/raw = {ratio:.2f}x (goal >= 0.6x); "
+        f"p50 ratio = {lat_ratio:.2f}x (goal <= 1.5x)"
+    )
     return {"rate_ratio": ratio, "p50_ratio": lat_ratio}
 
 

@@ -1,6 +1,7 @@
 """Scaffolding over NATS: inference-time-compute methods as generator controllers whose tasks
 run on workers in-process or across a NATS bus."""
 
+from .errors import ScaffoldingError
 from .proto import (
     ChatMessage,
     ChatTask,
@@ -11,7 +12,6 @@ from .proto import (
     TaskStatus,
     ToolCallTask,
 )
-from .errors import ScaffoldingError  # after .proto: errors builds on proto.errors
 from .runtime import (
     Controller,
     Output,

@@ -39,9 +39,13 @@ class JobClient:
 
     async def submit(self, job: Job) -> None:
         """Store the job durably (de-duplicated by its id for two minutes)."""
-        await self.js.publish(self.subjects.jobs(job.method), codec.encode(job), headers={HEADER_MSG_ID: job.id})
+        await self.js.publish(
+            self.subjects.jobs(job.method), codec.encode(job), headers={HEADER_MSG_ID: job.id}
+        )
 
-    async def events(self, job: Job, *, timeout: float = 600.0, idle_timeout: float | None = None) -> AsyncIterator[JobEvent]:
+    async def events(
+        self, job: Job, *, timeout: float = 600.0, idle_timeout: float | None = None
+    ) -> AsyncIterator[JobEvent]:
         """Submit ``job`` and yield its events until the result or error (or a deadline)."""
         queue: asyncio.Queue[Msg] = asyncio.Queue()
         sub = await self.nc.subscribe(self.subjects.events(job.id), cb=queue.put)
@@ -65,8 +69,11 @@ class JobClient:
         """Every event of a job from the first, then live ones, until it ends."""
         queue: asyncio.Queue[Msg] = asyncio.Queue()
         sub = await self.js.subscribe(
-            self.subjects.events(job_id), cb=queue.put, ordered_consumer=True,
-            deliver_policy=DeliverPolicy.ALL, stream=self.subjects.events_stream,
+            self.subjects.events(job_id),
+            cb=queue.put,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL,
+            stream=self.subjects.events_stream,
         )
         try:
             async for event in _read(queue, timeout, None, job_id):
@@ -96,13 +103,17 @@ class JobClient:
         return list(json.loads(msg.data)["methods"])
 
 
-async def _read(queue: asyncio.Queue[Msg], timeout: float, idle_timeout: float | None, job_id: str) -> AsyncIterator[JobEvent]:
+async def _read(
+    queue: asyncio.Queue[Msg], timeout: float, idle_timeout: float | None, job_id: str
+) -> AsyncIterator[JobEvent]:
     deadline = time.monotonic() + timeout
     while True:
         left = deadline - time.monotonic()
         wait = left if idle_timeout is None else min(left, idle_timeout)
         if wait <= 0:
-            raise DeadlineExceeded(f"job {job_id} gave no result within {timeout}s", details={"job_id": job_id})
+            raise DeadlineExceeded(
+                f"job {job_id} gave no result within {timeout}s", details={"job_id": job_id}
+            )
         try:
             msg = await asyncio.wait_for(queue.get(), wait)
         except asyncio.TimeoutError:

@@ -6,7 +6,9 @@ from prometheus_client import Counter, Gauge, Histogram
 
 JOBS = Counter("scaffolding_jobs_total", "Jobs finished, by method and outcome", ["method", "outcome"])
 JOB_SECONDS = Histogram(
-    "scaffolding_job_seconds", "Job wall time", ["method"],
+    "scaffolding_job_seconds",
+    "Job wall time",
+    ["method"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
 )
 JOB_TOKENS = Counter("scaffolding_job_tokens_total", "Tokens spent by jobs", ["method", "kind"])

@@ -34,7 +34,13 @@ def test_task_request_round_trip_keeps_inputs_and_drops_results():
     request = decode(TaskRequest, encode(TaskRequest(kind=task.kind, task=task.inputs())))
     copy = task_from_request(request)
     assert isinstance(copy, GenerationTask)
-    assert (copy.id, copy.input_str, copy.max_tokens, copy.top_k, copy.stop) == (task.id, "2+2=", 5, 3, ["\n"])
+    assert (copy.id, copy.input_str, copy.max_tokens, copy.top_k, copy.stop) == (
+        task.id,
+        "2+2=",
+        5,
+        3,
+        ["\n"],
+    )
     assert copy.output_str is None
 
 

@@ -85,9 +85,7 @@ async def test_two_level_nested_parallel_groups_run_concurrently(bind):
     worker = Rendezvous(expect=3 * 4)
     async with ScaffoldingLlm(Nested(3, 4, leaf=Native()), await bind({"generation": worker})) as llm:
         result = await llm.generate_async("x")
-    assert result.outputs[0].text == "|".join(
-        "+".join(f"B{i}.{j}" for j in range(4)) for i in range(3)
-    )
+    assert result.outputs[0].text == "|".join("+".join(f"B{i}.{j}" for j in range(4)) for i in range(3))
     assert worker.peak == 12
 
 
@@ -157,7 +155,9 @@ async def test_request_cap_queues_in_fifo_order():
             order.append(tasks[0].input_str)
             yield tasks
 
-    async with ScaffoldingLlm(Recording(), {"generation": SyntheticWorker(0.01)}, max_parallel_requests=1) as llm:
+    async with ScaffoldingLlm(
+        Recording(), {"generation": SyntheticWorker(0.01)}, max_parallel_requests=1
+    ) as llm:
         results = [llm.generate_async(f"r{i}") for i in range(5)]
         await asyncio.gather(*results)
     assert order == [f"r{i}" for i in range(5)]
@@ -183,7 +183,9 @@ async def test_task_collections_see_nested_branches(bind):
         return seen[-1]
 
     Observed = with_task_collection("count", factory)(type("Observed", (Nested,), {}))
-    async with ScaffoldingLlm(Observed(2, 3, leaf=Native()), await bind({"generation": SyntheticWorker()})) as llm:
+    async with ScaffoldingLlm(
+        Observed(2, 3, leaf=Native()), await bind({"generation": SyntheticWorker()})
+    ) as llm:
         await llm.generate_async("x")
     used = [c for c in seen if c.tasks]
     assert len(used) == 1  # the request's clone got its own collection
@@ -202,6 +204,9 @@ def test_yielding_something_else_is_a_type_error():
             yield "not a task"
             return Output(text="")
 
-    with ScaffoldingLlm(Wrong(), {"generation": SyntheticWorker()}) as llm, pytest.raises(ControllerError) as info:
+    with (
+        ScaffoldingLlm(Wrong(), {"generation": SyntheticWorker()}) as llm,
+        pytest.raises(ControllerError) as info,
+    ):
         llm.generate("x")
     assert "yielded str" in info.value.message

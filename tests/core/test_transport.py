@@ -61,8 +61,11 @@ async def test_bad_input_gets_typed_errors_and_the_host_keeps_serving(nc, prefix
 async def test_invalid_task_error_keeps_the_task_id(nc, prefix):
     subjects = Subjects(prefix)
     async with WorkerHost(nc, SyntheticWorker(), tags=["generation"], subjects=subjects):
-        reply = await _ask(nc, subjects.tasks("generation"),
-                           pack({"v": 1, "kind": "generation", "task": {"id": "abc", "top_p": 7}}))
+        reply = await _ask(
+            nc,
+            subjects.tasks("generation"),
+            pack({"v": 1, "kind": "generation", "task": {"id": "abc", "top_p": 7}}),
+        )
     assert reply.task_id == "abc" and reply.error is not None and "top_p" in reply.error.message
 
 
@@ -111,10 +114,23 @@ async def test_deadline_at_the_worker_becomes_timeout(nc, prefix):
 async def test_worker_killed_mid_task_is_retried_on_another_replica(nc, nats_server, prefix):
     """A replica dies with the task; heartbeats stop, the caller retries, a live one answers."""
     subjects = Subjects(prefix)
-    doomed = subprocess.Popen(
-        [sys.executable, "-m", "scaffolding_nats.services.worker", "--nats", nats_server.url,
-         "--prefix", prefix, "--worker", "synthetic", "--worker-args", json.dumps({"latency_s": 30})],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env={**os.environ, "SCAF_LOG_LEVEL": "WARNING"},
+    doomed = subprocess.Popen(  # noqa: ASYNC220 - killed by signal, never awaited
+        [
+            sys.executable,
+            "-m",
+            "scaffolding_nats.services.worker",
+            "--nats",
+            nats_server.url,
+            "--prefix",
+            prefix,
+            "--worker",
+            "synthetic",
+            "--worker-args",
+            json.dumps({"latency_s": 30}),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "SCAF_LOG_LEVEL": "WARNING"},
     )
     try:
         assert doomed.stdout is not None
@@ -183,11 +199,17 @@ async def test_streamed_reply_frames_and_cancel_reach_the_backend(nc, prefix):
 
 async def test_micro_service_discovery_sees_every_worker(nc, prefix):
     subjects = Subjects(prefix)
-    async with WorkerHost(nc, SyntheticWorker(), tags=["generation", "reward"], subjects=subjects,
-                          name=f"w-{prefix}"):
+    async with WorkerHost(
+        nc, SyntheticWorker(), tags=["generation", "reward"], subjects=subjects, name=f"w-{prefix}"
+    ):
         info = json.loads((await nc.request(f"$SRV.INFO.w-{prefix}", b"", timeout=2)).data)
-        assert {e["subject"] for e in info["endpoints"]} == {subjects.tasks("generation"), subjects.tasks("reward")}
-        await _ask(nc, subjects.tasks("generation"), encode(TaskRequest(kind="generation", task={"input_str": "x"})))
+        assert {e["subject"] for e in info["endpoints"]} == {
+            subjects.tasks("generation"),
+            subjects.tasks("reward"),
+        }
+        await _ask(
+            nc, subjects.tasks("generation"), encode(TaskRequest(kind="generation", task={"input_str": "x"}))
+        )
         stats = json.loads((await nc.request(f"$SRV.STATS.w-{prefix}", b"", timeout=2)).data)
         gen = next(e for e in stats["endpoints"] if e["name"] == "generation")
         assert gen["num_requests"] == 1 and gen["data"]["completed"] == 1 and gen["data"]["capacity"] == 64

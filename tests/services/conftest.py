@@ -31,8 +31,15 @@ class Stack:
 @asynccontextmanager
 async def http_server(app: object) -> AsyncIterator[str]:
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",  # type: ignore[arg-type]
-                                           lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",  # type: ignore[arg-type]
+            lifespan="on",
+        )
+    )
     task = asyncio.create_task(server.serve())
     for _ in range(200):
         if server.started:
@@ -48,8 +55,9 @@ async def http_server(app: object) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def stack(nats_server: NatsServer, prefix: str, workers: dict[str, Worker], *,
-                controller: bool = True) -> AsyncIterator[Stack]:
+async def stack(
+    nats_server: NatsServer, prefix: str, workers: dict[str, Worker], *, controller: bool = True
+) -> AsyncIterator[Stack]:
     subjects = Subjects(prefix)
     nc = await nats.connect(nats_server.url)
     async with AsyncExitStack() as es:

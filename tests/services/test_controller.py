@@ -111,7 +111,9 @@ async def test_malformed_jobs_are_rejected_and_the_service_keeps_serving(nc, sub
     ):
         js = nc.jetstream()
         await js.publish(subjects.jobs("native"), b"\xc1garbage")
-        await js.publish(subjects.jobs("native"), pack({"v": 1, "id": "badjob1", "method": "native", "budget": 5}))
+        await js.publish(
+            subjects.jobs("native"), pack({"v": 1, "id": "badjob1", "method": "native", "budget": 5})
+        )
         await js.publish(subjects.jobs("native"), pack({"v": 42, "id": "badjob2", "method": "native"}))
         from scaffolding_nats.proto import JobEvent, decode
 

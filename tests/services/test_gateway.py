@@ -13,14 +13,22 @@ from scaffolding_nats.workers.synthetic import SyntheticWorker
 
 
 async def test_openai_client_chat_and_streamed_chat(make_stack):
-    async with (make_stack({"generation": SyntheticWorker(token_latency_s=0.001)}) as s,
-                openai.AsyncOpenAI(base_url=s.url + "/v1", api_key="unused") as client):
+    async with (
+        make_stack({"generation": SyntheticWorker(token_latency_s=0.001)}) as s,
+        openai.AsyncOpenAI(base_url=s.url + "/v1", api_key="unused") as client,
+    ):
         reply = await client.chat.completions.create(
-            model="native", messages=[{"role": "user", "content": "alpha beta"}], max_tokens=50)
+            model="native", messages=[{"role": "user", "content": "alpha beta"}], max_tokens=50
+        )
         assert reply.choices[0].message.content and reply.usage and reply.usage.completion_tokens > 0
-        chunks = [c async for c in await client.chat.completions.create(
-            model="stream", messages=[{"role": "user", "content": " ".join(f"w{i}" for i in range(40))}],
-            stream=True)]
+        chunks = [
+            c
+            async for c in await client.chat.completions.create(
+                model="stream",
+                messages=[{"role": "user", "content": " ".join(f"w{i}" for i in range(40))}],
+                stream=True,
+            )
+        ]
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 1  # real deltas
         assert "w39" in text and chunks[-1].choices[0].finish_reason == "stop"
@@ -29,16 +37,23 @@ async def test_openai_client_chat_and_streamed_chat(make_stack):
 
 
 async def test_completions_and_multi_path_usage_counts_every_task(make_stack):
-    async with (make_stack({"generation": SyntheticWorker()}) as s,
-                openai.AsyncOpenAI(base_url=s.url + "/v1", api_key="unused") as client):
-        reply = await client.completions.create(model="majority_vote", prompt="x 5 y",
-                                                extra_body={"method_params": {"sample_num": 4}})
+    async with (
+        make_stack({"generation": SyntheticWorker()}) as s,
+        openai.AsyncOpenAI(base_url=s.url + "/v1", api_key="unused") as client,
+    ):
+        reply = await client.completions.create(
+            model="majority_vote", prompt="x 5 y", extra_body={"method_params": {"sample_num": 4}}
+        )
         assert reply.choices[0].text == "y 5 x"
         assert reply.usage is not None and reply.usage.completion_tokens == 12  # 4 samples x 3 tokens
         ext = reply.model_extra["scaffolding"]  # type: ignore[index]
         assert ext["answer"] == "5" and ext["num_tasks"] == 4
-        stream = await client.completions.create(model="majority_vote", prompt="x 5 y", stream=True,
-                                                 extra_body={"method_params": {"sample_num": 2}})
+        stream = await client.completions.create(
+            model="majority_vote",
+            prompt="x 5 y",
+            stream=True,
+            extra_body={"method_params": {"sample_num": 2}},
+        )
         chunks = [c async for c in stream]
         assert "".join(c.choices[0].text for c in chunks if c.choices) == "y 5 x"
 
@@ -49,10 +64,14 @@ async def test_bad_requests_get_openai_style_errors(make_stack):
         assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
         r = await http.post("/v1/chat/completions", json={"model": "native", "messages": "hi"})
         assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
-        r = await http.post("/v1/chat/completions", json={"model": "teleport", "messages": [{"role": "user", "content": "x"}]})
+        r = await http.post(
+            "/v1/chat/completions", json={"model": "teleport", "messages": [{"role": "user", "content": "x"}]}
+        )
         assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
-        r = await http.post("/v1/completions", json={"model": "majority_vote", "prompt": "x",
-                                                      "method_params": {"sample_num": "lots"}})
+        r = await http.post(
+            "/v1/completions",
+            json={"model": "majority_vote", "prompt": "x", "method_params": {"sample_num": "lots"}},
+        )
         assert r.status_code == 400 and "sample_num" in r.json()["error"]["message"]
         r = await http.post("/v1/completions", json={"model": "native", "prompt": "still fine"})
         assert r.status_code == 200 and r.json()["choices"][0]["text"] == "fine still"
@@ -73,7 +92,9 @@ async def test_no_controller_and_no_worker_give_503_saying_which(make_stack):
 
 async def test_jobs_api_submit_status_events_and_cancel(make_stack):
     async with make_stack({"generation": SyntheticWorker()}) as s, httpx.AsyncClient(base_url=s.url) as http:
-        r = await http.post("/v1/jobs", json={"method": "majority_vote", "prompt": "a 1 b", "params": {"sample_num": 2}})
+        r = await http.post(
+            "/v1/jobs", json={"method": "majority_vote", "prompt": "a 1 b", "params": {"sample_num": 2}}
+        )
         assert r.status_code == 202
         job_id = r.json()["id"]
         events = []
@@ -93,8 +114,9 @@ async def test_client_disconnect_mid_stream_cancels_the_job(make_stack):
     worker = SyntheticWorker(token_latency_s=0.05)
     async with make_stack({"generation": worker}) as s, httpx.AsyncClient(base_url=s.url) as http:
         words = " ".join(f"w{i}" for i in range(400))
-        async with http.stream("POST", "/v1/completions",
-                               json={"model": "stream", "prompt": words, "stream": True}) as resp:
+        async with http.stream(
+            "POST", "/v1/completions", json={"model": "stream", "prompt": words, "stream": True}
+        ) as resp:
             async for line in resp.aiter_lines():
                 if line.startswith("data: ") and '"text":"w' in line:
                     break  # got a token: now walk away
@@ -119,6 +141,10 @@ async def test_health_metrics_and_openapi(make_stack):
 async def test_sampling_fields_reach_the_tasks(make_stack, path):
     async with make_stack({"generation": SyntheticWorker()}) as s, httpx.AsyncClient(base_url=s.url) as http:
         body = {"model": "native", "max_tokens": 2}
-        body |= {"messages": [{"role": "user", "content": "a b c d"}]} if "chat" in path else {"prompt": "a b c d"}
+        body |= (
+            {"messages": [{"role": "user", "content": "a b c d"}]}
+            if "chat" in path
+            else {"prompt": "a b c d"}
+        )
         r = await http.post(path, json=body)
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2

@@ -21,28 +21,48 @@ def model() -> Iterator[ModelServer]:
 
 
 async def test_chat_and_streamed_chat_from_the_real_model(make_stack, model):
-    workers = {"generation": OpenAIWorker(model.base_url, model=model.model),
-               "reward": LogprobJudgeRewardWorker(model.base_url, model=model.model)}
-    async with make_stack(workers) as s, openai.AsyncOpenAI(base_url=s.url + "/v1", api_key="unused") as client:
+    workers = {
+        "generation": OpenAIWorker(model.base_url, model=model.model),
+        "reward": LogprobJudgeRewardWorker(model.base_url, model=model.model),
+    }
+    async with (
+        make_stack(workers) as s,
+        openai.AsyncOpenAI(base_url=s.url + "/v1", api_key="unused") as client,
+    ):
         reply = await client.chat.completions.create(
-            model="chat", messages=[{"role": "user", "content": "Say hello in three words."}],
-            max_tokens=16, temperature=0, seed=1)
+            model="chat",
+            messages=[{"role": "user", "content": "Say hello in three words."}],
+            max_tokens=16,
+            temperature=0,
+            seed=1,
+        )
         text = reply.choices[0].message.content
         assert text and text.strip()
         assert reply.usage is not None and 0 < reply.usage.completion_tokens <= 16
 
         stream = await client.chat.completions.create(
-            model="stream", messages=[{"role": "user", "content": "Count from one to ten in words."}],
-            max_tokens=24, temperature=0, stream=True)
+            model="stream",
+            messages=[{"role": "user", "content": "Count from one to ten in words."}],
+            max_tokens=24,
+            temperature=0,
+            stream=True,
+        )
         chunks = [c async for c in stream]
         deltas = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
         assert len(deltas) > 1 and "".join(deltas).strip()
         assert chunks[-1].choices[0].finish_reason in {"stop", "length"}
 
         voted = await client.chat.completions.create(
-            model="best_of_n", messages=[{"role": "user", "content": "What is 2 + 2?"}], max_tokens=24,
-            extra_body={"method_params": {"sample_num": 2}})
+            model="best_of_n",
+            messages=[{"role": "user", "content": "What is 2 + 2?"}],
+            max_tokens=24,
+            extra_body={"method_params": {"sample_num": 2}},
+        )
         ext = voted.model_extra["scaffolding"]  # type: ignore[index]
         assert set(ext["usage_by_controller"]) >= {"generation", "reward"}
-        assert voted.usage is not None and voted.usage.completion_tokens == ext["usage_by_controller"]["generation"][
-            "completion_tokens"] + ext["usage_by_controller"]["reward"]["completion_tokens"]
+        assert (
+            voted.usage is not None
+            and voted.usage.completion_tokens
+            == ext["usage_by_controller"]["generation"]["completion_tokens"]
+            + ext["usage_by_controller"]["reward"]["completion_tokens"]
+        )

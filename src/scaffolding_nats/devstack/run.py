@@ -35,7 +35,10 @@ class Service:
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", *args], stdout=subprocess.PIPE, stderr=self._log, env=env,
+            [sys.executable, "-m", *args],
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=env,
         )
         self._ready = threading.Event()
         threading.Thread(target=self._pump, daemon=True).start()
@@ -52,8 +55,10 @@ class Service:
         deadline = time.monotonic() + timeout
         while not self._ready.wait(0.1):
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log_path}:\n"
-                                   + _tail(self.log_path))
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode}; see {self.log_path}:\n"
+                    + _tail(self.log_path)
+                )
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.name} not ready after {timeout}s; see {self.log_path}")
 
@@ -98,13 +103,21 @@ def _wait_ready(gateway: str, timeout: float) -> None:
     raise TimeoutError(f"gateway not ready after {timeout}s")
 
 
-EXAMPLE = {"model": "majority_vote", "messages": [{"role": "user", "content": "What is 12 + 30? Answer with a number."}],
-           "max_tokens": 48, "method_params": {"sample_num": 3}}
+EXAMPLE = {
+    "model": "majority_vote",
+    "messages": [{"role": "user", "content": "What is 12 + 30? Answer with a number."}],
+    "max_tokens": 48,
+    "method_params": {"sample_num": 3},
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=os.environ.get("SCAF_MODEL", "smollm2"), help="smollm2 (default), qwen-0.5b, or a .gguf path")
+    p.add_argument(
+        "--model",
+        default=os.environ.get("SCAF_MODEL", "smollm2"),
+        help="smollm2 (default), qwen-0.5b, or a .gguf path",
+    )
     p.add_argument("--nats-port", type=int, default=4222)
     p.add_argument("--gateway-port", type=int, default=8000)
     p.add_argument("--model-port", type=int, default=8081)
@@ -120,19 +133,56 @@ def main(argv: list[str] | None = None) -> int:
     (state / "logs").mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with ExitStack() as stack:
-        print(f"starting nats-server on 127.0.0.1:{args.nats_port} (JetStream in {state / 'nats'}) ...", flush=True)
+        print(
+            f"starting nats-server on 127.0.0.1:{args.nats_port} (JetStream in {state / 'nats'}) ...",
+            flush=True,
+        )
         nats = stack.enter_context(NatsServer(port=args.nats_port, store_dir=state / "nats"))
         print(f"starting the model server ({args.model}) on 127.0.0.1:{args.model_port} ...", flush=True)
         model = stack.enter_context(ModelServer(args.model, port=args.model_port))
         env = {**os.environ, "SCAF_NATS_URL": nats.url, "SCAF_PREFIX": args.prefix, "PYTHONUNBUFFERED": "1"}
         backend = {"base_url": model.base_url, "model": model.model}
         specs = [
-            ("worker-openai", ["scaffolding_nats.services.worker", "--worker", "openai", "--tags", "generation",
-                               "--worker-args", json.dumps({**backend, "max_concurrency": 4}), "--name", "worker-openai"]),
-            ("worker-reward", ["scaffolding_nats.services.worker", "--worker", "judge", "--tags", "reward",
-                               "--worker-args", json.dumps(backend), "--name", "worker-reward"]),
-            ("worker-tools", ["scaffolding_nats.services.worker", "--worker", "tools", "--tags", "tool_call",
-                              "--name", "worker-tools"]),
+            (
+                "worker-openai",
+                [
+                    "scaffolding_nats.services.worker",
+                    "--worker",
+                    "openai",
+                    "--tags",
+                    "generation",
+                    "--worker-args",
+                    json.dumps({**backend, "max_concurrency": 4}),
+                    "--name",
+                    "worker-openai",
+                ],
+            ),
+            (
+                "worker-reward",
+                [
+                    "scaffolding_nats.services.worker",
+                    "--worker",
+                    "judge",
+                    "--tags",
+                    "reward",
+                    "--worker-args",
+                    json.dumps(backend),
+                    "--name",
+                    "worker-reward",
+                ],
+            ),
+            (
+                "worker-tools",
+                [
+                    "scaffolding_nats.services.worker",
+                    "--worker",
+                    "tools",
+                    "--tags",
+                    "tool_call",
+                    "--name",
+                    "worker-tools",
+                ],
+            ),
             ("controller", ["scaffolding_nats.services.controller"]),
         ]
         services = []
@@ -142,12 +192,18 @@ def main(argv: list[str] | None = None) -> int:
             services.append(service)
         for service in services:
             service.wait_ready(60)
-        gateway = Service("gateway", ["scaffolding_nats.services.gateway", "--port", str(args.gateway_port)],
-                          state / "logs", env)
+        gateway = Service(
+            "gateway",
+            ["scaffolding_nats.services.gateway", "--port", str(args.gateway_port)],
+            state / "logs",
+            env,
+        )
         stack.callback(gateway.stop)
         url = f"http://127.0.0.1:{args.gateway_port}"
         _wait_ready(url, 60)
-        print(f"all services healthy in {time.monotonic() - started:.1f}s; logs in {state / 'logs'}", flush=True)
+        print(
+            f"all services healthy in {time.monotonic() - started:.1f}s; logs in {state / 'logs'}", flush=True
+        )
 
         print("\nanswering a first request through the gateway ...", flush=True)
         t = time.monotonic()
@@ -157,26 +213,33 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         answer = reply["choices"][0]["message"]["content"]
         ext = reply.get("scaffolding", {})
-        print(f"  model={EXAMPLE['model']} answer={ext.get('answer')!r} tokens={reply['usage']['total_tokens']} "
-              f"tasks={ext.get('num_tasks')} in {time.monotonic() - t:.1f}s")
+        print(
+            f"  model={EXAMPLE['model']} answer={ext.get('answer')!r} tokens={reply['usage']['total_tokens']} "
+            f"tasks={ext.get('num_tasks')} in {time.monotonic() - t:.1f}s"
+        )
         print(f"  text: {answer.strip()[:300]}")
         if args.exit_after_request:
             return 0
-        print(f"""
+        print(
+            f"""
 Gateway: {url}   (OpenAPI docs: {url}/docs, methods: {url}/v1/models)
 Try it:
 
   curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' \\
     -d '{json.dumps(EXAMPLE)}'
 
-Press Ctrl-C to stop everything.""", flush=True)
+Press Ctrl-C to stop everything.""",
+            flush=True,
+        )
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
             while not stop.wait(1):
                 for service in [*services, gateway]:
                     if service.proc.poll() is not None:
-                        print(f"{service.name} exited ({service.proc.returncode}); stopping. Log: {service.log_path}")
+                        print(
+                            f"{service.name} exited ({service.proc.returncode}); stopping. Log: {service.log_path}"
+                        )
                         return 1
         except KeyboardInterrupt:
             pass

@@ -7,8 +7,7 @@ from typing import Any, TypeVar
 import msgpack
 from pydantic import BaseModel, ValidationError
 
-from ..errors import ProtocolError
-from .errors import ErrorCode
+from .errors import ErrorCode, ProtocolError
 from .version import SUPPORTED_VERSIONS
 
 M = TypeVar("M", bound=BaseModel)
@@ -35,9 +34,7 @@ def unpack_map(data: bytes, *, max_bytes: int | None = None) -> dict[str, Any]:
     except Exception as exc:  # msgpack raises several unrelated types
         raise ProtocolError(f"not valid MessagePack: {exc}", code=ErrorCode.MALFORMED) from None
     if not isinstance(obj, dict):
-        raise ProtocolError(
-            f"expected a MessagePack map, got {type(obj).__name__}", code=ErrorCode.MALFORMED
-        )
+        raise ProtocolError(f"expected a MessagePack map, got {type(obj).__name__}", code=ErrorCode.MALFORMED)
     version = obj.get("v")
     if version not in SUPPORTED_VERSIONS:
         raise ProtocolError(
@@ -71,9 +68,7 @@ def validate(model: type[M], obj: dict[str, Any]) -> M:
 
 
 def invalid(exc: ValidationError) -> ProtocolError:
-    problems = [
-        {"path": ".".join(str(p) for p in err["loc"]), "error": err["msg"]} for err in exc.errors()
-    ]
+    problems = [{"path": ".".join(str(p) for p in err["loc"]), "error": err["msg"]} for err in exc.errors()]
     summary = "; ".join(f"{p['path'] or '<root>'}: {p['error']}" for p in problems[:5])
     return ProtocolError(f"invalid message: {summary}", code=ErrorCode.INVALID, details={"errors": problems})
 

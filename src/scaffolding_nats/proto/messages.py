@@ -89,6 +89,9 @@ class JobEventType(str, Enum):
     ERROR = "error"
 
 
+StopReason = Literal["completed", "budget_tokens", "budget_tasks", "budget_time", "cancelled"]
+
+
 class JobResult(BaseModel):
     """What a finished job returns. ``stop_reason`` says why it ended (e.g. a budget)."""
 
@@ -97,9 +100,7 @@ class JobResult(BaseModel):
     text: str
     answer: str | None = None
     finish_reason: str | None = None
-    stop_reason: Literal[
-        "completed", "budget_tokens", "budget_tasks", "budget_time", "cancelled"
-    ] = "completed"
+    stop_reason: Literal["completed", "budget_tokens", "budget_tasks", "budget_time", "cancelled"] = "completed"
     usage: Usage = Field(default_factory=Usage)
     usage_by_controller: dict[str, Usage] = Field(default_factory=dict)
     num_tasks: int = 0

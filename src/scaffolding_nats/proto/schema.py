@@ -57,7 +57,8 @@ def stale(directory: Path) -> list[str]:
     """Files that are missing, different, or no longer generated."""
     wanted = {name: render(s) for name, s in generate().items()}
     problems = [
-        name for name, text in wanted.items()
+        name
+        for name, text in wanted.items()
         if not (directory / name).exists() or (directory / name).read_text() != text
     ]
     problems += [p.name for p in directory.glob("*.json") if p.name not in wanted]

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from .errors import ErrorInfo
+from .errors import ErrorInfo, TaskFailed
 
 
 def new_id() -> str:
@@ -116,8 +116,6 @@ class Task(BaseModel):
         """Raise ``TaskFailed`` unless the task succeeded: failures never pass as empty output."""
         if self.status is TaskStatus.SUCCESS:
             return
-        from ..errors import TaskFailed
-
         info = self.error
         raise TaskFailed(
             f"{self.kind} task {self.id} on tag {self.worker_tag!r} ended {self.status.value}"
@@ -135,9 +133,7 @@ def _results_model(cls: type[Task]) -> type[BaseModel]:
     """A model of just the result fields of ``cls``, to validate a reply's results at once."""
     model = _RESULT_MODELS.get(cls)
     if model is None:
-        fields: dict[str, Any] = {
-            name: (cls.model_fields[name].annotation, None) for name in sorted(cls.RESULT_FIELDS)
-        }
+        fields: dict[str, Any] = {name: (cls.model_fields[name].annotation, None) for name in sorted(cls.RESULT_FIELDS)}
         model = _RESULT_MODELS[cls] = create_model(f"{cls.__name__}Results", **fields)
     return model
 
@@ -333,7 +329,6 @@ class ToolCallTask(Task):
 
 
 TASK_TYPES: dict[str, type[Task]] = {
-    cls.kind: cls
-    for cls in (GenerationTask, StreamingGenerationTask, ChatTask, RewardTask, ToolCallTask)
+    cls.kind: cls for cls in (GenerationTask, StreamingGenerationTask, ChatTask, RewardTask, ToolCallTask)
 }
 """Every task kind that can cross the bus, by its wire name."""

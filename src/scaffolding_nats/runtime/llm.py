@@ -208,7 +208,11 @@ class ScaffoldingLlm:
             async with self._sem:
                 controller = self.prototype_controller.clone()
                 outcome = await run_request(
-                    controller, self.runner, prompt=prompt, kwargs=kwargs, budget=budget,
+                    controller,
+                    self.runner,
+                    prompt=prompt,
+                    kwargs=kwargs,
+                    budget=budget,
                     on_event=result._on_event,
                 )
         except ScaffoldingError as exc:

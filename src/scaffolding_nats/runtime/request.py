@@ -7,14 +7,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BudgetExhausted, ControllerError, ScaffoldingError
-from ..proto.messages import Budget, JobResult
+from ..proto.messages import Budget, JobResult, StopReason
 from ..proto.tasks import Usage
 from .context import EventSink, RequestContext, _current
 from .controller import Controller, Output
 from .driver import drive
 from .runner import TaskRunner, close_streams
 
-_STOP_REASONS = {"tokens": "budget_tokens", "tasks": "budget_tasks", "time": "budget_time"}
+_STOP_REASONS: dict[str, StopReason] = {"tokens": "budget_tokens", "tasks": "budget_tasks", "time": "budget_time"}
 
 
 @dataclass
@@ -24,14 +24,14 @@ class Outcome:
     usage_by_controller: dict[str, Usage]
     num_tasks: int
     elapsed_s: float
-    stop_reason: str = "completed"
+    stop_reason: StopReason = "completed"
 
     def to_result(self) -> JobResult:
         return JobResult(
             text=self.output.text,
             answer=self.output.answer,
             finish_reason=self.output.finish_reason,
-            stop_reason=self.stop_reason,  # type: ignore[arg-type]
+            stop_reason=self.stop_reason,
             usage=self.usage,
             usage_by_controller=self.usage_by_controller,
             num_tasks=self.num_tasks,
@@ -56,9 +56,11 @@ async def run_request(
     A budget that runs out ends the request with the controller's best answer so far when it
     offers one (``best_so_far()``); any other controller error becomes ``ControllerError``.
     """
-    ctx = RequestContext(budget=budget or Budget(), on_event=on_event, sampling_defaults=sampling_defaults or {})
+    ctx = RequestContext(
+        budget=budget or Budget(), on_event=on_event, sampling_defaults=sampling_defaults or {}
+    )
     token = _current.set(ctx)
-    stop_reason = "completed"
+    stop_reason: StopReason = "completed"
     try:
         try:
             output = await drive(controller, controller.generate(prompt, **(kwargs or {})), runner, ctx)

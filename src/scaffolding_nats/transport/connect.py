@@ -15,7 +15,9 @@ async def _log_error(exc: Exception) -> None:
     log.warning("nats: %s", exc)
 
 
-async def connect(servers: str | list[str] = "nats://127.0.0.1:4222", *, name: str = "scaffolding", **options: Any) -> Client:
+async def connect(
+    servers: str | list[str] = "nats://127.0.0.1:4222", *, name: str = "scaffolding", **options: Any
+) -> Client:
     """Connect with reconnects on, errors logged (a slow consumer is reported, not silent)."""
     options.setdefault("max_reconnect_attempts", -1)
     options.setdefault("reconnect_time_wait", 0.5)

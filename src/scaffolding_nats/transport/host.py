@@ -8,8 +8,8 @@ hands the task to another replica instead of it waiting behind a busy one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -21,6 +21,7 @@ from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import EndpointStats, Service
 
+from .. import telemetry
 from .._compat import TaskGroup, timeout
 from ..errors import ProtocolError
 from ..proto import codec
@@ -30,7 +31,6 @@ from ..proto.subjects import HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE, Su
 from ..proto.tasks import StreamingGenerationTask, Task, TaskStatus
 from ..proto.version import DEFAULT_MAX_TASK_BYTES, PROTOCOL_VERSION
 from ..runtime.worker import Worker, fail
-from .. import telemetry
 
 log = logging.getLogger(__name__)
 
@@ -141,12 +141,16 @@ class WorkerHost:
     async def _on_request(self, req: Request) -> None:
         if self.stats.in_flight >= self.max_concurrency:
             self.stats.rejected += 1
-            await self._reply_error(req, "", ErrorInfo(
-                code=ErrorCode.AT_CAPACITY,
-                message=f"worker replica at capacity ({self.max_concurrency} tasks in flight)",
-                retryable=True,
-                details={"capacity": self.max_concurrency},
-            ))
+            await self._reply_error(
+                req,
+                "",
+                ErrorInfo(
+                    code=ErrorCode.AT_CAPACITY,
+                    message=f"worker replica at capacity ({self.max_concurrency} tasks in flight)",
+                    retryable=True,
+                    details={"capacity": self.max_concurrency},
+                ),
+            )
             return
         assert self._tg is not None
         self.stats.in_flight += 1
@@ -205,11 +209,14 @@ class WorkerHost:
                 else:
                     await self.worker.run_task(task)
         except TimeoutError:
-            fail(task, ErrorInfo(
-                code=ErrorCode.TIMEOUT,
-                message=f"task exceeded its deadline of {budget:.3f}s at the worker",
-                details={"timeout_s": budget},
-            ))
+            fail(
+                task,
+                ErrorInfo(
+                    code=ErrorCode.TIMEOUT,
+                    message=f"task exceeded its deadline of {budget:.3f}s at the worker",
+                    details={"timeout_s": budget},
+                ),
+            )
         except asyncio.CancelledError:
             if task.id not in self._cancel_requested:
                 raise  # the host is shutting down
@@ -228,10 +235,9 @@ class WorkerHost:
             now = loop.time()
             for live in list(self._running.values()):
                 if now - live.last_sent >= live.interval:
-                    try:
+                    # A broken connection is the task's own final send to report.
+                    with contextlib.suppress(Exception):
                         await live.send(FrameType.HEARTBEAT)
-                    except Exception:  # a broken connection is handled by the task's own send
-                        pass
 
     async def _stream(self, task: StreamingGenerationTask, live: _Live) -> None:
         """Forward partial results every ``streaming_step`` tokens (cumulative frames)."""
@@ -243,11 +249,15 @@ class WorkerHost:
                 await live.send(FrameType.PARTIAL, result=task.results())
 
     async def _reply_error(self, req: Request, task_id: str, error: ErrorInfo) -> None:
-        body = codec.encode(TaskReply(
-            task_id=task_id,
-            status=TaskStatus.REJECTED if error.code is not ErrorCode.INTERNAL else TaskStatus.WORKER_ERROR,
-            error=error,
-        ))
+        body = codec.encode(
+            TaskReply(
+                task_id=task_id,
+                status=TaskStatus.REJECTED
+                if error.code is not ErrorCode.INTERNAL
+                else TaskStatus.WORKER_ERROR,
+                error=error,
+            )
+        )
         headers = {
             HEADER_SERVICE_ERROR: error.message[:200],
             HEADER_SERVICE_ERROR_CODE: _HTTP_LIKE.get(error.code, "500"),
@@ -270,7 +280,12 @@ class _Live:
 
     async def send(self, frame: FrameType, **fields: Any) -> None:
         # A plain map on the hot path; its shape is TaskReply (see proto/).
-        body: dict[str, Any] = {"v": PROTOCOL_VERSION, "task_id": self.task_id, "frame": frame.value, "seq": self.seq}
+        body: dict[str, Any] = {
+            "v": PROTOCOL_VERSION,
+            "task_id": self.task_id,
+            "frame": frame.value,
+            "seq": self.seq,
+        }
         status, result, error = fields.get("status"), fields.get("result"), fields.get("error")
         if status is not None:
             body["status"] = status.value

@@ -8,6 +8,7 @@ A queue is a deque plus one waiter future: no task per wait, which matters at 10
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections import deque
 
@@ -73,10 +74,8 @@ class ReplyMux:
     async def stop(self) -> None:
         if self._sub is not None:
             sub, self._sub = self._sub, None
-            try:
+            with contextlib.suppress(Exception):  # the connection may already be closed
                 await sub.unsubscribe()
-            except Exception:  # the connection may already be closed
-                pass
         self._queues.clear()
 
     def open(self) -> tuple[str, FrameQueue]:
@@ -85,9 +84,9 @@ class ReplyMux:
         return f"{self._prefix}.{token}", queue
 
     def close(self, subject: str) -> None:
-        self._queues.pop(subject[self._cut:], None)
+        self._queues.pop(subject[self._cut :], None)
 
     async def _on_msg(self, msg: Msg) -> None:
-        queue = self._queues.get(msg.subject[self._cut:])
+        queue = self._queues.get(msg.subject[self._cut :])
         if queue is not None:  # else: a late frame of a request that already ended
             queue.push(msg)

@@ -8,6 +8,7 @@ it works, so a dead worker is noticed after ``idle_timeout`` even during a long 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import AsyncIterator
@@ -96,19 +97,21 @@ class RemoteWorker(Worker):
 
     async def _cancel_remote(self, task: Task) -> None:
         """Tell the worker to stop: the caller gave up (cancel, early exit, or deadline)."""
-        try:
+        # A closed connection cannot carry the cancel; the worker's deadline ends the task then.
+        with contextlib.suppress(Exception):
             await self.nc.publish(self.subjects.cancel_task(task.id), b"")
-        except Exception:  # a closed connection cannot carry the cancel; the deadline will
-            pass
 
     def _decode(self, msg: Msg, task: Task) -> TaskReply:
         if msg.headers and msg.headers.get("Status") == "503":
-            raise _Retry(ErrorInfo(
-                code=ErrorCode.NO_WORKER,
-                message=f"no worker serves tag {task.worker_tag!r} (subject {msg.subject and self.subjects.tasks(task.worker_tag)})",
-                retryable=True,
-                details={"worker_tag": task.worker_tag},
-            ))
+            raise _Retry(
+                ErrorInfo(
+                    code=ErrorCode.NO_WORKER,
+                    message=f"no worker serves tag {task.worker_tag!r} "
+                    f"(nobody subscribes to {self.subjects.tasks(task.worker_tag)})",
+                    retryable=True,
+                    details={"worker_tag": task.worker_tag},
+                )
+            )
         try:
             return codec.decode(TaskReply, msg.data)
         except ProtocolError as exc:
@@ -136,9 +139,8 @@ class _Call:
     async def next(self) -> bool:
         while True:
             try:
-                if self.frames is None:
-                    if not await self._send():
-                        return False
+                if self.frames is None and not await self._send():
+                    return False
                 return await self._receive()
             except _Retry as retry:
                 self._close()
@@ -162,23 +164,29 @@ class _Call:
         task, w = self.task, self.w
         timeout_ms = max(1, int((self.deadline - time.monotonic()) * 1000))
         # Built as a plain map on the hot path; its shape is TaskRequest (see proto/).
-        payload = codec.pack({
-            "v": PROTOCOL_VERSION,
-            "kind": task.kind,
-            "task": task.inputs(),
-            "timeout_ms": timeout_ms,
-            "heartbeat_ms": w._heartbeat_ms,
-        })
+        payload = codec.pack(
+            {
+                "v": PROTOCOL_VERSION,
+                "kind": task.kind,
+                "task": task.inputs(),
+                "timeout_ms": timeout_ms,
+                "heartbeat_ms": w._heartbeat_ms,
+            }
+        )
         limit = w.nc.max_payload
         if limit and len(payload) > limit:
-            self._finish(ErrorInfo(
-                code=ErrorCode.PAYLOAD_TOO_LARGE,
-                message=f"task of {len(payload)} bytes exceeds the server's max_payload of {limit}",
-                details={"size": len(payload), "limit": limit},
-            ))
+            self._finish(
+                ErrorInfo(
+                    code=ErrorCode.PAYLOAD_TOO_LARGE,
+                    message=f"task of {len(payload)} bytes exceeds the server's max_payload of {limit}",
+                    details={"size": len(payload), "limit": limit},
+                )
+            )
             return False
         self.inbox, self.frames = w._mux.open()
-        await w.nc.publish(w.subjects.tasks(task.worker_tag), payload, reply=self.inbox, headers=inject_headers())
+        await w.nc.publish(
+            w.subjects.tasks(task.worker_tag), payload, reply=self.inbox, headers=inject_headers()
+        )
         return True
 
     async def _receive(self) -> bool:
@@ -193,12 +201,14 @@ class _Call:
             except TimeoutError:
                 if self.deadline - time.monotonic() <= 0:
                     raise _Retry(_timeout(task, w.timeout)) from None
-                raise _Retry(ErrorInfo(
-                    code=ErrorCode.TIMEOUT,
-                    message=f"worker for tag {task.worker_tag!r} went silent for {w.idle_timeout:.1f}s",
-                    retryable=True,
-                    details={"worker_tag": task.worker_tag, "reason": "worker_silent"},
-                )) from None
+                raise _Retry(
+                    ErrorInfo(
+                        code=ErrorCode.TIMEOUT,
+                        message=f"worker for tag {task.worker_tag!r} went silent for {w.idle_timeout:.1f}s",
+                        retryable=True,
+                        details={"worker_tag": task.worker_tag, "reason": "worker_silent"},
+                    )
+                ) from None
             reply = w._decode(msg, task)
             if reply.frame is FrameType.HEARTBEAT:
                 continue
@@ -258,5 +268,3 @@ def _tokens(task: Task) -> int:
         if task.output_tokens is not None:
             return len(task.output_tokens)
     return 0
-
-

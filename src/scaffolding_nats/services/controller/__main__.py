@@ -20,7 +20,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-jobs", type=int, default=int(env("SCAF_MAX_JOBS", "32")))
     p.add_argument("--max-job-seconds", type=float, default=float(env("SCAF_MAX_JOB_SECONDS", "900")))
     p.add_argument("--task-timeout", type=float, default=float(env("SCAF_TASK_TIMEOUT", "600")))
-    p.add_argument("--prompt-template", default=env("SCAF_PROMPT_TEMPLATE", "chatml"), choices=["chatml", "plain"])
+    p.add_argument(
+        "--prompt-template", default=env("SCAF_PROMPT_TEMPLATE", "chatml"), choices=["chatml", "plain"]
+    )
     args = p.parse_args(argv)
     registry = load_registry(args.methods)
 
@@ -28,8 +30,12 @@ def main(argv: list[str] | None = None) -> None:
         nc = await connect(args.nats.split(","), name="scaffolding-controller")
         try:
             async with ControllerService(
-                nc, registry, subjects=Subjects(args.prefix), max_jobs=args.max_jobs,
-                max_job_seconds=args.max_job_seconds, task_timeout=args.task_timeout,
+                nc,
+                registry,
+                subjects=Subjects(args.prefix),
+                max_jobs=args.max_jobs,
+                max_job_seconds=args.max_job_seconds,
+                task_timeout=args.task_timeout,
                 prompt_template=args.prompt_template,
             ):
                 logging.info("controller serving %d methods on %s", len(registry.names()), args.nats)

@@ -100,8 +100,11 @@ class ControllerService:
                 version=self.version,
                 description="runs inference-time-compute methods",
                 metadata={"methods": ",".join(self.registry.names())},
-                stats_handler=lambda _: {"running": len(self._running), "capacity": self.max_jobs,
-                                         "done": self.jobs_done},
+                stats_handler=lambda _: {
+                    "running": len(self._running),
+                    "capacity": self.max_jobs,
+                    "done": self.jobs_done,
+                },
             )
             stack.push_async_callback(service.stop)
             await service.add_endpoint(
@@ -195,8 +198,9 @@ class ControllerService:
                 events.add(JobEventType.ACCEPTED, progress={"method": job.method, "delivery": deliveries})
                 await self._record(JobRecord(job_id=job.id, method=job.method, state=JobState.RUNNING))
                 result = await self._execute(job, events, msg)
-                await self._record(JobRecord(job_id=job.id, method=job.method, state=JobState.SUCCEEDED,
-                                             result=result))
+                await self._record(
+                    JobRecord(job_id=job.id, method=job.method, state=JobState.SUCCEEDED, result=result)
+                )
                 events.result(result)
                 outcome = "succeeded"
                 metrics.JOB_TOKENS.labels(job.method, "completion").inc(result.usage.completion_tokens)
@@ -214,7 +218,8 @@ class ControllerService:
     async def _execute(self, job: Job, events: EventStream, msg: Msg) -> JobResult:
         if job.method not in self.registry:
             raise UnknownMethod(
-                f"unknown method {job.method!r}", details={"method": job.method, "known": self.registry.names()}
+                f"unknown method {job.method!r}",
+                details={"method": job.method, "known": self.registry.names()},
             )
         controller = self.registry.build(job.method, job.params)
         prompt = prompt_for(job, controller, self.prompt_template)
@@ -224,7 +229,11 @@ class ControllerService:
         try:
             async with timeout(self.max_job_seconds):
                 done = await run_request(
-                    controller, self.runner, prompt=prompt, budget=job.budget, on_event=events.from_runtime,
+                    controller,
+                    self.runner,
+                    prompt=prompt,
+                    budget=job.budget,
+                    on_event=events.from_runtime,
                     sampling_defaults=_sampling_defaults(job),
                 )
             return done.to_result()
@@ -260,7 +269,9 @@ class ControllerService:
             events.error(exc.to_info())
             events.close()
             await events.pump()
-            await self._record(JobRecord(job_id=job_id, method="?", state=JobState.FAILED, error=exc.to_info()))
+            await self._record(
+                JobRecord(job_id=job_id, method="?", state=JobState.FAILED, error=exc.to_info())
+            )
         metrics.JOBS.labels("?", exc.code.value).inc()
         await msg.term()
 

@@ -37,15 +37,22 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nc = await connect(settings.nats_url.split(","), name="scaffolding-gateway")
-        app.state.gateway = GatewayState(nc=nc, jobs=JobClient(nc, subjects=Subjects(settings.prefix)),
-                                         request_timeout=settings.request_timeout)
+        app.state.gateway = GatewayState(
+            nc=nc,
+            jobs=JobClient(nc, subjects=Subjects(settings.prefix)),
+            request_timeout=settings.request_timeout,
+        )
         try:
             yield
         finally:
             await nc.drain()
 
-    app = FastAPI(title="Scaffolding over NATS", version="0.1.0", lifespan=lifespan,
-                  description="OpenAI-compatible inference-time-compute methods, run as services on NATS.")
+    app = FastAPI(
+        title="Scaffolding over NATS",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="OpenAI-compatible inference-time-compute methods, run as services on NATS.",
+    )
     app.include_router(openai_api.router)
     app.include_router(jobs_api.router)
     app.add_exception_handler(ScaffoldingError, on_scaffolding_error)

@@ -29,21 +29,36 @@ _STATUS = {
     ErrorCode.WORKER_ERROR: 502,
 }
 
-_TYPE = {400: "invalid_request_error", 404: "invalid_request_error", 413: "invalid_request_error",
-         422: "invalid_request_error", 503: "service_unavailable", 504: "timeout"}
+_TYPE = {
+    400: "invalid_request_error",
+    404: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    503: "service_unavailable",
+    504: "timeout",
+}
 
 
-def error_body(message: str, *, code: str, status: int, param: str | None = None,
-               details: dict[str, Any] | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"message": message, "type": _TYPE.get(status, "server_error"), "param": param, "code": code}
+def error_body(
+    message: str, *, code: str, status: int, param: str | None = None, details: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "message": message,
+        "type": _TYPE.get(status, "server_error"),
+        "param": param,
+        "code": code,
+    }
     if details:
         body["details"] = details
     return {"error": body}
 
 
-def error_response(message: str, *, code: str, status: int, param: str | None = None,
-                   details: dict[str, Any] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(message, code=code, status=status, param=param, details=details), status_code=status)
+def error_response(
+    message: str, *, code: str, status: int, param: str | None = None, details: dict[str, Any] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        error_body(message, code=code, status=status, param=param, details=details), status_code=status
+    )
 
 
 def from_info(info: ErrorInfo) -> JSONResponse:
@@ -63,10 +78,12 @@ async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     summary = "; ".join(
-        f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or '<body>'}: {e.get('msg')}" for e in errors[:5]
+        f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or '<body>'}: {e.get('msg')}"
+        for e in errors[:5]
     )
-    return error_response(f"invalid request: {summary}", code="invalid_request", status=400,
-                          param=".".join(loc) or None)
+    return error_response(
+        f"invalid request: {summary}", code="invalid_request", status=400, param=".".join(loc) or None
+    )
 
 
 async def on_http_error(request: Request, exc: Exception) -> JSONResponse:

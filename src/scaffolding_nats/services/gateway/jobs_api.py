@@ -32,16 +32,19 @@ async def submit(body: JobSubmission, request: Request) -> Any:
         fields["sampling"] = SamplingParams(**body.sampling)
     job = Job(**fields)
     await state.jobs.submit(job)
-    return JSONResponse({"id": job.id, "status_url": f"/v1/jobs/{job.id}",
-                         "events_url": f"/v1/jobs/{job.id}/events"}, status_code=202)
+    return JSONResponse(
+        {"id": job.id, "status_url": f"/v1/jobs/{job.id}", "events_url": f"/v1/jobs/{job.id}/events"},
+        status_code=202,
+    )
 
 
 @router.get("/{job_id}")
 async def status(job_id: str, request: Request) -> Any:
     record = await _state(request).jobs.record(job_id)
     if record is None:
-        return error_response(f"no job {job_id!r} (unknown, not started yet, or expired)",
-                              code="job_not_found", status=404)
+        return error_response(
+            f"no job {job_id!r} (unknown, not started yet, or expired)", code="job_not_found", status=404
+        )
     return JSONResponse(record.model_dump(mode="json"))
 
 

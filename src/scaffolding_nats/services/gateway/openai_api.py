@@ -29,20 +29,35 @@ def _state(request: Request) -> GatewayState:
     return state
 
 
-async def _job_for(state: GatewayState, body: _OpenAIRequest, *, prompt: str | None = None,
-                   messages: list[ChatMessage] | None = None) -> Job:
+async def _job_for(
+    state: GatewayState,
+    body: _OpenAIRequest,
+    *,
+    prompt: str | None = None,
+    messages: list[ChatMessage] | None = None,
+) -> Job:
     method, _, backend_model = body.model.partition("/")
     known = await state.methods()  # NoController -> 503
     if method not in known:
-        raise UnknownMethod(f"The model `{body.model}` does not exist: {method!r} is not a served method",
-                            details={"method": method, "available": known})
+        raise UnknownMethod(
+            f"The model `{body.model}` does not exist: {method!r} is not a served method",
+            details={"method": method, "available": known},
+        )
     sampling = SamplingParams(**body.sampling())
     params = dict(body.method_params)
     if isinstance(body, ChatCompletionRequest) and body.tools:
         params.setdefault("tools", [t.model_dump() for t in body.tool_definitions() or []])
-    return Job(method=method, prompt=prompt, messages=messages, params=params, model=backend_model or None,
-               sampling=sampling, budget=body.budget, stream=body.stream,
-               metadata={"source": "gateway", "user": body.user} if body.user else {"source": "gateway"})
+    return Job(
+        method=method,
+        prompt=prompt,
+        messages=messages,
+        params=params,
+        model=backend_model or None,
+        sampling=sampling,
+        budget=body.budget,
+        stream=body.stream,
+        metadata={"source": "gateway", "user": body.user} if body.user else {"source": "gateway"},
+    )
 
 
 def _finish_reason(result: JobResult) -> str:
@@ -55,7 +70,11 @@ def _finish_reason(result: JobResult) -> str:
 
 def _usage(result: JobResult) -> dict[str, int]:
     u = result.usage
-    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
+    return {
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.total_tokens,
+    }
 
 
 def _extension(job: Job, result: JobResult) -> dict[str, Any]:
@@ -93,7 +112,7 @@ class _Run:
         """Wait for the result; if the client disconnects meanwhile, cancel the job."""
 
         async def watch() -> None:
-            while not await self.request.is_disconnected():
+            while not await self.request.is_disconnected():  # noqa: ASYNC110 - Starlette offers no event
                 await asyncio.sleep(0.25)
 
         async def collect() -> JobResult | ScaffoldingError:
@@ -140,11 +159,22 @@ async def _stream(run: _Run, *, chat: bool, model: str) -> AsyncIterator[bytes]:
             choice: dict[str, Any] = {"index": 0, "delta": d, "finish_reason": finish}
         else:
             choice = {"index": 0, "text": delta or "", "finish_reason": finish, "logprobs": None}
-        return _sse({"id": cid, "object": obj, "created": created, "model": model, "choices": [choice], **extra})
+        return _sse(
+            {"id": cid, "object": obj, "created": created, "model": model, "choices": [choice], **extra}
+        )
 
     if chat:
-        yield _sse({"id": cid, "object": obj, "created": created, "model": model,
-                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
+        yield _sse(
+            {
+                "id": cid,
+                "object": obj,
+                "created": created,
+                "model": model,
+                "choices": [
+                    {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                ],
+            }
+        )
     streamed = ""
     try:
         async for event in run.events():
@@ -156,12 +186,23 @@ async def _stream(run: _Run, *, chat: bool, model: str) -> AsyncIterator[bytes]:
                 if not streamed:
                     yield chunk(result.text)
                 elif result.text.startswith(streamed) and len(result.text) > len(streamed):
-                    yield chunk(result.text[len(streamed):])
-                yield chunk(None, _finish_reason(result), usage=_usage(result), scaffolding=_extension(run.job, result))
+                    yield chunk(result.text[len(streamed) :])
+                yield chunk(
+                    None,
+                    _finish_reason(result),
+                    usage=_usage(result),
+                    scaffolding=_extension(run.job, result),
+                )
             elif event.type is JobEventType.ERROR and event.error is not None:
                 response = from_info(event.error)
-                yield _sse(error_body(event.error.message, code=event.error.code.value,
-                                      status=response.status_code, details=event.error.details or None))
+                yield _sse(
+                    error_body(
+                        event.error.message,
+                        code=event.error.code.value,
+                        status=response.status_code,
+                        details=event.error.details or None,
+                    )
+                )
     except ScaffoldingError as exc:
         yield _sse(error_body(exc.message, code=exc.code.value, status=500))
     yield b"data: [DONE]\n\n"
@@ -175,16 +216,24 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     if body.stream:
         return StreamingResponse(_stream(run, chat=True, model=body.model), media_type="text/event-stream")
     result = await run.result()
-    return JSONResponse({
-        "id": "chatcmpl-" + job.id,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": body.model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
-                     "finish_reason": _finish_reason(result), "logprobs": None}],
-        "usage": _usage(result),
-        "scaffolding": _extension(job, result),
-    })
+    return JSONResponse(
+        {
+            "id": "chatcmpl-" + job.id,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": result.text},
+                    "finish_reason": _finish_reason(result),
+                    "logprobs": None,
+                }
+            ],
+            "usage": _usage(result),
+            "scaffolding": _extension(job, result),
+        }
+    )
 
 
 @router.post("/v1/completions")
@@ -194,8 +243,12 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
         if len(body.prompt) != 1:
             from .errors import error_response
 
-            return error_response("one prompt per request (send a batch as concurrent requests)",
-                                  code="invalid_request", status=400, param="prompt")
+            return error_response(
+                "one prompt per request (send a batch as concurrent requests)",
+                code="invalid_request",
+                status=400,
+                param="prompt",
+            )
         prompt = body.prompt[0]
     else:
         prompt = body.prompt
@@ -204,19 +257,25 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     if body.stream:
         return StreamingResponse(_stream(run, chat=False, model=body.model), media_type="text/event-stream")
     result = await run.result()
-    return JSONResponse({
-        "id": "cmpl-" + job.id,
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": body.model,
-        "choices": [{"index": 0, "text": result.text, "finish_reason": _finish_reason(result), "logprobs": None}],
-        "usage": _usage(result),
-        "scaffolding": _extension(job, result),
-    })
+    return JSONResponse(
+        {
+            "id": "cmpl-" + job.id,
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": body.model,
+            "choices": [
+                {"index": 0, "text": result.text, "finish_reason": _finish_reason(result), "logprobs": None}
+            ],
+            "usage": _usage(result),
+            "scaffolding": _extension(job, result),
+        }
+    )
 
 
 @router.get("/v1/models")
 async def models(request: Request) -> Any:
     names = await _state(request).methods()
-    return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "scaffolding"}
-                                       for n in names]}
+    return {
+        "object": "list",
+        "data": [{"id": n, "object": "model", "created": 0, "owned_by": "scaffolding"} for n in names],
+    }

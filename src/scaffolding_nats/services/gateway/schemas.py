@@ -56,8 +56,13 @@ class ChatCompletionRequest(_OpenAIRequest):
         out = []
         for tool in self.tools:
             fn = tool.get("function", tool)
-            out.append(ToolDefinition(name=fn["name"], description=fn.get("description", ""),
-                                      parameters=fn.get("parameters") or {"type": "object", "properties": {}}))
+            out.append(
+                ToolDefinition(
+                    name=fn["name"],
+                    description=fn.get("description", ""),
+                    parameters=fn.get("parameters") or {"type": "object", "properties": {}},
+                )
+            )
         return out
 
 
