@@ -23,6 +23,7 @@ from .proto import codec
 from .proto.errors import ErrorCode
 from .proto.messages import Job, JobEvent, JobEventType, JobRecord, JobResult
 from .proto.subjects import HEADER_MSG_ID, Subjects
+from .telemetry import inject_headers
 
 _TERMINAL = (JobEventType.RESULT, JobEventType.ERROR)
 
@@ -39,9 +40,8 @@ class JobClient:
 
     async def submit(self, job: Job) -> None:
         """Store the job durably (de-duplicated by its id for two minutes)."""
-        await self.js.publish(
-            self.subjects.jobs(job.method), codec.encode(job), headers={HEADER_MSG_ID: job.id}
-        )
+        headers = inject_headers({HEADER_MSG_ID: job.id}) or {}
+        await self.js.publish(self.subjects.jobs(job.method), codec.encode(job), headers=headers)
 
     async def events(
         self, job: Job, *, timeout: float = 600.0, idle_timeout: float | None = None
@@ -111,9 +111,7 @@ async def _read(
         left = deadline - time.monotonic()
         wait = left if idle_timeout is None else min(left, idle_timeout)
         if wait <= 0:
-            raise DeadlineExceeded(
-                f"job {job_id} gave no result within {timeout}s", details={"job_id": job_id}
-            )
+            raise DeadlineExceeded(f"job {job_id} gave no result within {timeout}s", details={"job_id": job_id})
         try:
             msg = await asyncio.wait_for(queue.get(), wait)
         except asyncio.TimeoutError:

@@ -15,3 +15,12 @@ JOB_TOKENS = Counter("scaffolding_job_tokens_total", "Tokens spent by jobs", ["m
 JOBS_RUNNING = Gauge("scaffolding_jobs_running", "Jobs running in this controller")
 HTTP_REQUESTS = Counter("scaffolding_gateway_requests_total", "Gateway requests", ["route", "status"])
 HTTP_SECONDS = Histogram("scaffolding_gateway_request_seconds", "Gateway request time", ["route"])
+TASKS = Counter("scaffolding_worker_tasks_total", "Tasks a worker host finished, by tag and status", ["tag", "status"])
+TASK_SECONDS = Histogram(
+    "scaffolding_worker_task_seconds",
+    "Task time at the worker host",
+    ["tag"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+TASKS_IN_FLIGHT = Gauge("scaffolding_worker_tasks_in_flight", "Tasks running in this worker host", ["tag"])
+TASKS_REJECTED = Counter("scaffolding_worker_rejected_total", "Tasks refused (capacity or bad input)", ["tag", "code"])

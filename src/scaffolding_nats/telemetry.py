@@ -28,3 +28,28 @@ def inject_headers(headers: dict[str, str] | None = None) -> dict[str, str] | No
 
 def extract_context(headers: Mapping[str, str] | None) -> otel_context.Context:
     return propagate.extract(dict(headers or {}))
+
+
+def configure_from_env(service_name: str) -> None:
+    """``SCAF_OTEL_EXPORTER=console`` prints spans; ``otlp`` sends them to
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` (needs ``opentelemetry-exporter-otlp``). Unset: no tracing,
+    and the hot paths skip span work entirely."""
+    import os
+
+    exporter_name = os.environ.get("SCAF_OTEL_EXPORTER", "").lower()
+    if not exporter_name:
+        return
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+    exporter: SpanExporter
+    if exporter_name == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter()
+    else:
+        exporter = ConsoleSpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)

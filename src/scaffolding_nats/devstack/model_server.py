@@ -97,9 +97,7 @@ class ModelServer:
             time.sleep(0.1)
         log = self.log_tail()
         self.stop()
-        raise TimeoutError(
-            f"llama.cpp server not ready on port {self.port} in {self.startup_timeout}s:\n{log}"
-        )
+        raise TimeoutError(f"llama.cpp server not ready on port {self.port} in {self.startup_timeout}s:\n{log}")
 
     def _ready(self) -> bool:
         try:
@@ -131,9 +129,7 @@ class ModelServer:
     def __enter__(self) -> ModelServer:
         return self.start()
 
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
 
     async def __aenter__(self) -> ModelServer:

@@ -56,8 +56,7 @@ class Service:
         while not self._ready.wait(0.1):
             if self.proc.poll() is not None:
                 raise RuntimeError(
-                    f"{self.name} exited with {self.proc.returncode}; see {self.log_path}:\n"
-                    + _tail(self.log_path)
+                    f"{self.name} exited with {self.proc.returncode}; see {self.log_path}:\n" + _tail(self.log_path)
                 )
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.name} not ready after {timeout}s; see {self.log_path}")
@@ -201,9 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(gateway.stop)
         url = f"http://127.0.0.1:{args.gateway_port}"
         _wait_ready(url, 60)
-        print(
-            f"all services healthy in {time.monotonic() - started:.1f}s; logs in {state / 'logs'}", flush=True
-        )
+        print(f"all services healthy in {time.monotonic() - started:.1f}s; logs in {state / 'logs'}", flush=True)
 
         print("\nanswering a first request through the gateway ...", flush=True)
         t = time.monotonic()
@@ -237,9 +234,7 @@ Press Ctrl-C to stop everything.""",
             while not stop.wait(1):
                 for service in [*services, gateway]:
                     if service.proc.poll() is not None:
-                        print(
-                            f"{service.name} exited ({service.proc.returncode}); stopping. Log: {service.log_path}"
-                        )
+                        print(f"{service.name} exited ({service.proc.returncode}); stopping. Log: {service.log_path}")
                         return 1
         except KeyboardInterrupt:
             pass

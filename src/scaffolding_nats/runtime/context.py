@@ -93,9 +93,7 @@ class RequestContext:
             self.on_event(event_type, payload)
 
 
-_current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(
-    "scaffolding_request", default=None
-)
+_current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar("scaffolding_request", default=None)
 
 
 def current_request() -> RequestContext | None:

@@ -41,8 +41,7 @@ async def drive(
             await _run_tasks(controller, item, runner, ctx, observers)
         else:
             send_exc = TypeError(
-                f"{type(controller).__name__} yielded {type(item).__name__}; "
-                "yield a list of tasks or a ParallelProcess"
+                f"{type(controller).__name__} yielded {type(item).__name__}; yield a list of tasks or a ParallelProcess"
             )
 
 

@@ -200,9 +200,7 @@ class ScaffoldingLlm:
         assert self._tg is not None
         await self._tg.create_task(coro)
 
-    async def _run(
-        self, result: ScaffoldingResult, prompt: Any, budget: Budget | None, kwargs: dict[str, Any]
-    ) -> None:
+    async def _run(self, result: ScaffoldingResult, prompt: Any, budget: Budget | None, kwargs: dict[str, Any]) -> None:
         assert self._sem is not None
         try:
             async with self._sem:

@@ -56,9 +56,7 @@ async def run_request(
     A budget that runs out ends the request with the controller's best answer so far when it
     offers one (``best_so_far()``); any other controller error becomes ``ControllerError``.
     """
-    ctx = RequestContext(
-        budget=budget or Budget(), on_event=on_event, sampling_defaults=sampling_defaults or {}
-    )
+    ctx = RequestContext(budget=budget or Budget(), on_event=on_event, sampling_defaults=sampling_defaults or {})
     token = _current.set(ctx)
     stop_reason: StopReason = "completed"
     try:

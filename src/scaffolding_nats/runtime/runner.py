@@ -54,9 +54,7 @@ class TaskRunner:
             details={"worker_tag": task.worker_tag},
         )
 
-    async def _step_stream(
-        self, worker: Worker | None, task: StreamingGenerationTask, ctx: RequestContext
-    ) -> None:
+    async def _step_stream(self, worker: Worker | None, task: StreamingGenerationTask, ctx: RequestContext) -> None:
         """Advance a streamed generation by at least ``streaming_step`` tokens, or cancel it."""
         if task.end_flag:
             return

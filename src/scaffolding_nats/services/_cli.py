@@ -30,7 +30,10 @@ def base_parser(description: str | None) -> argparse.ArgumentParser:
     return p
 
 
-def run_service(args: argparse.Namespace, serve: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+def run_service(args: argparse.Namespace, serve: Callable[[asyncio.Event], Awaitable[None]], *, name: str) -> None:
+    from ..telemetry import configure_from_env
+
+    configure_from_env(name)
     logging.basicConfig(
         level=os.environ.get("SCAF_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import EndpointStats, Service
 
-from .. import telemetry
+from .. import metrics, telemetry
 from .._compat import TaskGroup, timeout
 from ..errors import ProtocolError
 from ..proto import codec
@@ -141,6 +142,7 @@ class WorkerHost:
     async def _on_request(self, req: Request) -> None:
         if self.stats.in_flight >= self.max_concurrency:
             self.stats.rejected += 1
+            metrics.TASKS_REJECTED.labels(_tag(req.subject), ErrorCode.AT_CAPACITY.value).inc()
             await self._reply_error(
                 req,
                 "",
@@ -174,16 +176,19 @@ class WorkerHost:
                 task: Task = codec.task_from_request(request)
             except ProtocolError as exc:
                 self.stats.bad_requests += 1
+                metrics.TASKS_REJECTED.labels(_tag(req.subject), exc.code.value).inc()
                 await self._reply_error(req, codec.peek_id(req.data, "task", "id") or "", exc.to_info())
                 return
             task_id = task.id
-            if telemetry.enabled():
-                with telemetry.tracer.start_as_current_span(
-                    f"worker {task.kind}", context=telemetry.extract_context(req.headers)
-                ):
-                    await self._execute(req, request, task)
-            else:
-                await self._execute(req, request, task)
+            tag = _tag(req.subject)
+            started = time.perf_counter()
+            metrics.TASKS_IN_FLIGHT.labels(tag).inc()
+            try:
+                await self._traced(req, request, task)
+            finally:
+                metrics.TASKS_IN_FLIGHT.labels(tag).dec()
+            metrics.TASKS.labels(tag, task.status.value).inc()
+            metrics.TASK_SECONDS.labels(tag).observe(time.perf_counter() - started)
             if task.status is TaskStatus.SUCCESS:
                 self.stats.completed += 1
             else:
@@ -194,6 +199,18 @@ class WorkerHost:
             await self._reply_error(req, task_id, ErrorInfo(code=ErrorCode.INTERNAL, message=repr(exc)))
         finally:
             self.stats.in_flight -= 1
+
+    async def _traced(self, req: Request, request: TaskRequest, task: Task) -> None:
+        """A span per task, child of the caller's (only when a tracer SDK is configured)."""
+        if not telemetry.enabled():
+            await self._execute(req, request, task)
+            return
+        with telemetry.tracer.start_as_current_span(
+            f"worker {task.kind}",
+            context=telemetry.extract_context(req.headers),
+            attributes={"scaffolding.task_id": task.id, "scaffolding.worker_tag": task.worker_tag},
+        ):
+            await self._execute(req, request, task)
 
     async def _execute(self, req: Request, request: TaskRequest, task: Task) -> None:
         run = asyncio.current_task()
@@ -252,9 +269,7 @@ class WorkerHost:
         body = codec.encode(
             TaskReply(
                 task_id=task_id,
-                status=TaskStatus.REJECTED
-                if error.code is not ErrorCode.INTERNAL
-                else TaskStatus.WORKER_ERROR,
+                status=TaskStatus.REJECTED if error.code is not ErrorCode.INTERNAL else TaskStatus.WORKER_ERROR,
                 error=error,
             )
         )
@@ -296,3 +311,7 @@ class _Live:
         self.seq += 1
         self.last_sent = asyncio.get_running_loop().time()
         await self.req.respond(codec.pack(body))
+
+
+def _tag(subject: str) -> str:
+    return subject.rsplit(".", 1)[-1]

@@ -31,9 +31,7 @@ class Durability:
     max_job_bytes: int = 1024 * 1024
 
 
-async def ensure_streams(
-    js: JetStreamContext, subjects: Subjects, durability: Durability | None = None
-) -> None:
+async def ensure_streams(js: JetStreamContext, subjects: Subjects, durability: Durability | None = None) -> None:
     d = durability or Durability()
     jobs = StreamConfig(
         name=subjects.jobs_stream,
@@ -60,9 +58,7 @@ async def ensure_streams(
             await js.add_stream(config)
 
 
-async def results_bucket(
-    js: JetStreamContext, subjects: Subjects, durability: Durability | None = None
-) -> KeyValue:
+async def results_bucket(js: JetStreamContext, subjects: Subjects, durability: Durability | None = None) -> KeyValue:
     d = durability or Durability()
     try:
         return await js.key_value(subjects.results_bucket)

@@ -184,9 +184,7 @@ class _Call:
             )
             return False
         self.inbox, self.frames = w._mux.open()
-        await w.nc.publish(
-            w.subjects.tasks(task.worker_tag), payload, reply=self.inbox, headers=inject_headers()
-        )
+        await w.nc.publish(w.subjects.tasks(task.worker_tag), payload, reply=self.inbox, headers=inject_headers())
         return True
 
     async def _receive(self) -> bool:

@@ -20,9 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-jobs", type=int, default=int(env("SCAF_MAX_JOBS", "32")))
     p.add_argument("--max-job-seconds", type=float, default=float(env("SCAF_MAX_JOB_SECONDS", "900")))
     p.add_argument("--task-timeout", type=float, default=float(env("SCAF_TASK_TIMEOUT", "600")))
-    p.add_argument(
-        "--prompt-template", default=env("SCAF_PROMPT_TEMPLATE", "chatml"), choices=["chatml", "plain"]
-    )
+    p.add_argument("--prompt-template", default=env("SCAF_PROMPT_TEMPLATE", "chatml"), choices=["chatml", "plain"])
     args = p.parse_args(argv)
     registry = load_registry(args.methods)
 
@@ -44,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             await nc.drain()
 
-    run_service(args, serve)
+    run_service(args, serve, name="scaffolding-controller")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from nats.aio.msg import Msg
 from nats.micro import add_service
 from nats.micro.request import Request
 
-from ... import metrics
+from ... import metrics, telemetry
 from ..._compat import TaskGroup, timeout
 from ...errors import ProtocolError, ScaffoldingError, UnknownMethod
 from ...methods.registry import MethodRegistry
@@ -198,9 +198,7 @@ class ControllerService:
                 events.add(JobEventType.ACCEPTED, progress={"method": job.method, "delivery": deliveries})
                 await self._record(JobRecord(job_id=job.id, method=job.method, state=JobState.RUNNING))
                 result = await self._execute(job, events, msg)
-                await self._record(
-                    JobRecord(job_id=job.id, method=job.method, state=JobState.SUCCEEDED, result=result)
-                )
+                await self._record(JobRecord(job_id=job.id, method=job.method, state=JobState.SUCCEEDED, result=result))
                 events.result(result)
                 outcome = "succeeded"
                 metrics.JOB_TOKENS.labels(job.method, "completion").inc(result.usage.completion_tokens)
@@ -223,6 +221,16 @@ class ControllerService:
             )
         controller = self.registry.build(job.method, job.params)
         prompt = prompt_for(job, controller, self.prompt_template)
+        if telemetry.enabled():
+            with telemetry.tracer.start_as_current_span(
+                f"job {job.method}",
+                context=telemetry.extract_context(msg.headers),
+                attributes={"scaffolding.job_id": job.id, "scaffolding.method": job.method},
+            ):
+                return await self._run(job, controller, prompt, events, msg)
+        return await self._run(job, controller, prompt, events, msg)
+
+    async def _run(self, job: Job, controller: Any, prompt: Any, events: EventStream, msg: Msg) -> JobResult:
         run = asyncio.current_task()
         assert run is not None
         self._running[job.id] = (run, msg)
@@ -269,9 +277,7 @@ class ControllerService:
             events.error(exc.to_info())
             events.close()
             await events.pump()
-            await self._record(
-                JobRecord(job_id=job_id, method="?", state=JobState.FAILED, error=exc.to_info())
-            )
+            await self._record(JobRecord(job_id=job_id, method="?", state=JobState.FAILED, error=exc.to_info()))
         metrics.JOBS.labels("?", exc.code.value).inc()
         await msg.term()
 

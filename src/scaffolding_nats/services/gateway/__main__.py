@@ -19,9 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--request-timeout", type=float, default=float(env("SCAF_REQUEST_TIMEOUT", "600")))
     args = p.parse_args(argv)
     logging.basicConfig(level=env("SCAF_LOG_LEVEL", "INFO"))
-    app = create_app(
-        GatewaySettings(nats_url=args.nats, prefix=args.prefix, request_timeout=args.request_timeout)
-    )
+    app = create_app(GatewaySettings(nats_url=args.nats, prefix=args.prefix, request_timeout=args.request_timeout))
     uvicorn.run(
         app,
         host=args.host,

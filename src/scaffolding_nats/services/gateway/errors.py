@@ -56,9 +56,7 @@ def error_body(
 def error_response(
     message: str, *, code: str, status: int, param: str | None = None, details: dict[str, Any] | None = None
 ) -> JSONResponse:
-    return JSONResponse(
-        error_body(message, code=code, status=status, param=param, details=details), status_code=status
-    )
+    return JSONResponse(error_body(message, code=code, status=status, param=param, details=details), status_code=status)
 
 
 def from_info(info: ErrorInfo) -> JSONResponse:
@@ -78,8 +76,7 @@ async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     summary = "; ".join(
-        f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or '<body>'}: {e.get('msg')}"
-        for e in errors[:5]
+        f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or '<body>'}: {e.get('msg')}" for e in errors[:5]
     )
     return error_response(
         f"invalid request: {summary}", code="invalid_request", status=400, param=".".join(loc) or None

@@ -159,9 +159,7 @@ async def _stream(run: _Run, *, chat: bool, model: str) -> AsyncIterator[bytes]:
             choice: dict[str, Any] = {"index": 0, "delta": d, "finish_reason": finish}
         else:
             choice = {"index": 0, "text": delta or "", "finish_reason": finish, "logprobs": None}
-        return _sse(
-            {"id": cid, "object": obj, "created": created, "model": model, "choices": [choice], **extra}
-        )
+        return _sse({"id": cid, "object": obj, "created": created, "model": model, "choices": [choice], **extra})
 
     if chat:
         yield _sse(
@@ -170,9 +168,7 @@ async def _stream(run: _Run, *, chat: bool, model: str) -> AsyncIterator[bytes]:
                 "object": obj,
                 "created": created,
                 "model": model,
-                "choices": [
-                    {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
-                ],
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
             }
         )
     streamed = ""
@@ -263,9 +259,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
             "object": "text_completion",
             "created": int(time.time()),
             "model": body.model,
-            "choices": [
-                {"index": 0, "text": result.text, "finish_reason": _finish_reason(result), "logprobs": None}
-            ],
+            "choices": [{"index": 0, "text": result.text, "finish_reason": _finish_reason(result), "logprobs": None}],
             "usage": _usage(result),
             "scaffolding": _extension(job, result),
         }

@@ -67,7 +67,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    run_service(args, lambda stop: serve(args, stop))
+    run_service(args, lambda stop: serve(args, stop), name=args.name)
 
 
 if __name__ == "__main__":
