@@ -228,16 +228,11 @@ Try it:
 Press Ctrl-C to stop everything.""",
             flush=True,
         )
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        try:
-            while not stop.wait(1):
-                for service in [*services, gateway]:
-                    if service.proc.poll() is not None:
-                        print(f"{service.name} exited ({service.proc.returncode}); stopping. Log: {service.log_path}")
-                        return 1
-        except KeyboardInterrupt:
-            pass
+        while not stop.wait(1):
+            for service in [*services, gateway]:
+                if service.proc.poll() is not None:
+                    print(f"{service.name} exited ({service.proc.returncode}); stopping. Log: {service.log_path}")
+                    return 1
         print("\nstopping ...", flush=True)
     print("stopped; nothing left running.")
     return 0
