@@ -258,3 +258,34 @@ async def test_fan_out_of_32_runs_at_once_over_nats(nc, prefix, n):
         await runner.run(tasks, RequestContext())
         await runner.stop()
     assert worker.peak == n and all(t.output_str == f"S{i}" for i, t in enumerate(tasks))
+
+
+async def test_stopping_a_worker_host_drains_in_flight_tasks(nc, prefix):
+    subjects = Subjects(prefix)
+    host = WorkerHost(nc, SyntheticWorker(latency_s=0.5), tags=["generation"], subjects=subjects)
+    await host.__aenter__()
+    remote = RemoteWorker(nc, subjects=subjects, heartbeat=0.1)
+    await remote.start()
+    task = GenerationTask(input_str="x y")
+    running = asyncio.ensure_future(remote.run_task(task))
+    await asyncio.sleep(0.1)
+    await host.__aexit__(None, None, None)  # SIGTERM while the task runs
+    await running
+    await remote.stop()
+    assert task.status is TaskStatus.SUCCESS and task.output_str == "y x"
+
+
+async def test_a_host_that_cannot_drain_in_time_hands_tasks_back(nc, prefix):
+    subjects = Subjects(prefix)
+    slow = WorkerHost(nc, SyntheticWorker(latency_s=30), tags=["generation"], subjects=subjects, drain_seconds=0.2)
+    await slow.__aenter__()
+    remote = RemoteWorker(nc, subjects=subjects, heartbeat=0.1, backoff=0.01)
+    await remote.start()
+    task = GenerationTask(input_str="p q")
+    running = asyncio.ensure_future(remote.run_task(task))
+    await asyncio.sleep(0.1)
+    async with WorkerHost(nc, SyntheticWorker(), tags=["generation"], subjects=subjects):
+        await slow.__aexit__(None, None, None)
+        await asyncio.wait_for(running, 5)
+    await remote.stop()
+    assert task.status is TaskStatus.SUCCESS and task.output_str == "q p"

@@ -187,3 +187,79 @@ async def test_controller_replicas_share_the_jobs(nc, nats_server, subjects):
             assert a.jobs_done > 0 and b.jobs_done > 0 and a.jobs_done + b.jobs_done == 8
     finally:
         await other.close()
+
+
+async def test_job_abandoned_by_dying_controllers_is_reported_not_lost(nc, subjects):
+    """A controller that takes a job and dies (never acks) uses up its deliveries; the
+    server's advisory makes a live controller tell the client and record the failure."""
+    from scaffolding_nats.proto import JobEvent, decode
+    from scaffolding_nats.transport.jetstream import Durability, ensure_streams, jobs_consumer_config
+
+    durability = Durability(job_ack_wait=1.0, job_max_deliver=1)
+    js = nc.jetstream()
+    await ensure_streams(js, subjects, durability)
+    dying = await js.pull_subscribe(subjects.jobs_all, durable=subjects.jobs_consumer, stream=subjects.jobs_stream,
+                                    config=jobs_consumer_config(subjects, durability))
+    job = Job(method="native", prompt="doomed")
+    queue: asyncio.Queue = asyncio.Queue()
+    await nc.subscribe(subjects.events(job.id), cb=queue.put)
+    await JobClient(nc, subjects=subjects).submit(job)
+    taken = await dying.fetch(1, timeout=5)  # ...and never acked: this controller "died"
+    assert len(taken) == 1
+    async with ControllerService(nc, load_registry(), subjects=subjects, durability=durability):
+        event = decode(JobEvent, (await asyncio.wait_for(queue.get(), 10)).data)
+    assert event.type is JobEventType.ERROR and event.error is not None and "abandoned" in event.error.message
+    record = await JobClient(nc, subjects=subjects).record(job.id)
+    assert record is not None and record.state is JobState.FAILED
+
+
+async def test_cancelling_a_queued_job_stops_it_from_ever_running(nc, subjects):
+    client = JobClient(nc, subjects=subjects)
+    worker = SyntheticWorker()
+    async with ControllerService(nc, load_registry(), subjects=subjects):
+        pass  # streams, bucket and consumer exist; no controller runs now
+    async with ControllerService(nc, load_registry(), subjects=subjects, max_jobs=1):
+        # a controller is up (it hears the cancel) but the job is not submitted yet
+        job = Job(method="native", prompt="never")
+        await client.cancel(job.id)
+        await asyncio.sleep(0.2)
+        async with WorkerHost(nc, worker, tags=["generation"], subjects=subjects):
+            with pytest.raises(ScaffoldingError) as info:
+                await client.run(job, timeout=10)
+    assert info.value.code is ErrorCode.CANCELLED and worker.started == 0
+
+
+async def test_job_on_the_wrong_subject_is_rejected(nc, subjects):
+    from scaffolding_nats.proto import JobEvent, decode, encode
+
+    queue: asyncio.Queue = asyncio.Queue()
+    job = Job(method="native", prompt="x")
+    await nc.subscribe(subjects.events(job.id), cb=queue.put)
+    async with ControllerService(nc, load_registry(), subjects=subjects):
+        await nc.jetstream().publish(subjects.jobs("majority_vote"), encode(job))
+        event = decode(JobEvent, (await asyncio.wait_for(queue.get(), 10)).data)
+    assert event.error is not None and event.error.code is ErrorCode.INVALID and "published on" in event.error.message
+
+
+async def test_stream_false_sends_no_partial_events(nc, subjects):
+    client = JobClient(nc, subjects=subjects)
+    async with (
+        WorkerHost(nc, SyntheticWorker(), tags=["generation"], subjects=subjects),
+        ControllerService(nc, load_registry(), subjects=subjects),
+    ):
+        words = " ".join(f"w{i}" for i in range(40))
+        streamed = [e.type async for e in client.events(Job(method="stream", prompt=words), timeout=10)]
+        quiet = [e.type async for e in client.events(Job(method="stream", prompt=words, stream=False), timeout=10)]
+    assert JobEventType.PARTIAL in streamed
+    assert quiet == [JobEventType.ACCEPTED, JobEventType.RESULT]
+
+
+async def test_stopping_a_controller_lets_running_jobs_finish(nc, subjects):
+    client = JobClient(nc, subjects=subjects)
+    async with WorkerHost(nc, SyntheticWorker(latency_s=0.5), tags=["generation"], subjects=subjects):
+        service = ControllerService(nc, load_registry(), subjects=subjects)
+        await service.__aenter__()
+        running = asyncio.ensure_future(client.run(Job(method="native", prompt="a b"), timeout=10))
+        await asyncio.sleep(0.2)
+        await service.__aexit__(None, None, None)  # SIGTERM while the job runs
+        assert (await running).text == "b a"

@@ -217,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  text: {answer.strip()[:300]}")
         if args.exit_after_request:
             return 0
+        stop = threading.Event()
+        # Installed explicitly: a shell that starts us in the background ignores SIGINT.
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
         print(
             f"""
 Gateway: {url}   (OpenAPI docs: {url}/docs, methods: {url}/v1/models)

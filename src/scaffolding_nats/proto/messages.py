@@ -13,8 +13,15 @@ from .tasks import ChatMessage, SamplingParams, TaskStatus, Usage, new_id
 from .version import PROTOCOL_VERSION
 
 
+def _version_required(schema: dict[str, Any]) -> None:
+    """Receivers reject a message without ``v``; senders in Python get it filled in."""
+    schema.setdefault("required", [])
+    if "v" not in schema["required"]:
+        schema["required"].insert(0, "v")
+
+
 class _Message(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_version_required)
 
     v: int = PROTOCOL_VERSION
 
@@ -68,7 +75,7 @@ class Job(_Message):
     itself left a field unset: that is how an OpenAI request's temperature reaches a vote's
     samplers without the client knowing the method's structure."""
 
-    id: str = Field(default_factory=new_id)
+    id: str = Field(default_factory=new_id, pattern=r"^[A-Za-z0-9_\-]{1,128}$")  # a subject token
     method: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
     params: dict[str, Any] = Field(default_factory=dict)
     prompt: str | None = None

@@ -72,6 +72,7 @@ class WorkerHost:
         name: str = "scaffolding-worker",
         version: str = "0.1.0",
         min_heartbeat: float = 0.1,
+        drain_seconds: float = 30.0,
     ) -> None:
         if not tags:
             raise ValueError("a WorkerHost needs at least one worker tag")
@@ -84,6 +85,8 @@ class WorkerHost:
         self.name = name
         self.version = version
         self.min_heartbeat = min_heartbeat
+        self.drain_seconds = drain_seconds
+        self._shutting_down = False
         self.stats = HostStats()
         self._running: dict[str, _Live] = {}
         self._cancel_requested: set[str] = set()
@@ -93,13 +96,15 @@ class WorkerHost:
 
     async def __aenter__(self) -> WorkerHost:
         async with AsyncExitStack() as stack:
+            # Unwinds in reverse: intake stops, in-flight tasks drain (still heartbeating and
+            # cancellable), then the ticker, the cancel subscription and the worker stop.
             await self.worker.start()
             stack.push_async_callback(self.worker.stop)
-            self._tg = await stack.enter_async_context(TaskGroup())
-            ticker = self._tg.create_task(self._heartbeats())
-            stack.callback(ticker.cancel)
             cancel_sub = await self.nc.subscribe(self.subjects.cancel_task_all, cb=self._on_cancel)
             stack.push_async_callback(cancel_sub.unsubscribe)
+            self._tg = await stack.enter_async_context(TaskGroup())
+            self._ticker = self._tg.create_task(self._heartbeats())
+            stack.push_async_callback(self._drain)
             self.service = await add_service(
                 self.nc,
                 name=self.name,
@@ -119,6 +124,19 @@ class WorkerHost:
                 )
             self._stack = stack.pop_all()
         return self
+
+    async def _drain(self) -> None:
+        """Let in-flight tasks finish for up to ``drain_seconds``; the rest are ended with a
+        retryable error, so their callers retry on another replica at once."""
+        running = [live.run for live in self._running.values()]
+        if running:
+            _, late = await asyncio.wait(running, timeout=self.drain_seconds)
+            self._shutting_down = True
+            for run in late:
+                run.cancel()
+            if late:
+                await asyncio.wait(late)
+        self._ticker.cancel()
 
     async def __aexit__(self, *exc: object) -> None:
         if self._stack is not None:
@@ -235,10 +253,15 @@ class WorkerHost:
                 ),
             )
         except asyncio.CancelledError:
-            if task.id not in self._cancel_requested:
-                raise  # the host is shutting down
+            if task.id in self._cancel_requested:
+                fail(task, ErrorInfo(code=ErrorCode.CANCELLED, message="cancelled by the caller"))
+            elif self._shutting_down:
+                fail(
+                    task, ErrorInfo(code=ErrorCode.AT_CAPACITY, message="worker replica shutting down", retryable=True)
+                )
+            else:
+                raise
             run.uncancel()
-            fail(task, ErrorInfo(code=ErrorCode.CANCELLED, message="cancelled by the caller"))
         finally:
             self._running.pop(task.id, None)
             self._cancel_requested.discard(task.id)

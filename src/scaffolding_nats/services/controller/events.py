@@ -18,8 +18,9 @@ from ...proto.messages import JobEvent, JobEventType, JobResult
 
 
 class EventStream:
-    def __init__(self, nc: Client, subject: str, job_id: str) -> None:
+    def __init__(self, nc: Client, subject: str, job_id: str, *, partials: bool = True) -> None:
         self.nc, self.subject, self.job_id = nc, subject, job_id
+        self.partials = partials  # the job's ``stream`` flag: whether to send partial text
         self.seq = 0
         self._pending: list[tuple[JobEventType, dict[str, Any]]] = []
         self._wake = asyncio.Event()
@@ -35,6 +36,8 @@ class EventStream:
     def from_runtime(self, event_type: str, payload: dict[str, Any]) -> None:
         """The runtime's event sink: partial text and method progress."""
         if event_type == "partial":
+            if not self.partials:
+                return
             self.add(JobEventType.PARTIAL, text=str(payload.get("text", "")))
         elif event_type == "progress":
             self.add(JobEventType.PROGRESS, progress=dict(payload))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -66,6 +67,7 @@ class ControllerService:
         prompt_template: str = "chatml",
         durability: Durability | None = None,
         version: str = "0.1.0",
+        drain_seconds: float = 30.0,
     ) -> None:
         self.nc = nc
         self.registry = registry
@@ -83,18 +85,26 @@ class ControllerService:
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
         self.jobs_done = 0
+        self.drain_seconds = drain_seconds
+        self._closing = False
 
     async def __aenter__(self) -> ControllerService:
-        js = self.nc.jetstream()
+        js = self.js = self.nc.jetstream()
         await ensure_streams(js, self.subjects, self.durability)
         self.kv = await results_bucket(js, self.subjects, self.durability)
-        async with AsyncExitStack() as stack:
+        async with AsyncExitStack() as stack:  # unwinds in reverse: see _drain for the order
             await self.remote.start()
             stack.push_async_callback(self.remote.stop)
+            for subject, cb, queue in (
+                (self.subjects.cancel_job_all, self._on_cancel, ""),
+                (_max_deliveries_subject(self.subjects), self._on_abandoned, self.subjects.controller_service),
+            ):
+                sub = await self.nc.subscribe(subject, cb=cb, queue=queue)
+                stack.push_async_callback(sub.unsubscribe)
             self._tg = await stack.enter_async_context(TaskGroup())
-            cancel_sub = await self.nc.subscribe(self.subjects.cancel_job_all, cb=self._on_cancel)
-            stack.push_async_callback(cancel_sub.unsubscribe)
-            service = await add_service(
+            self._keeper = self._tg.create_task(self._keep_alive())
+            stack.push_async_callback(self._drain)
+            self._service = await add_service(
                 self.nc,
                 name=self.subjects.controller_service,
                 version=self.version,
@@ -106,8 +116,7 @@ class ControllerService:
                     "done": self.jobs_done,
                 },
             )
-            stack.push_async_callback(service.stop)
-            await service.add_endpoint(
+            await self._service.add_endpoint(
                 name="methods", subject=self.subjects.controller_methods, handler=self._on_methods
             )
             psub = await js.pull_subscribe(
@@ -116,10 +125,7 @@ class ControllerService:
                 stream=self.subjects.jobs_stream,
                 config=jobs_consumer_config(self.subjects, self.durability),
             )
-            stack.push_async_callback(psub.unsubscribe)
-            for loop in (self._pull(psub), self._keep_alive()):
-                t = self._tg.create_task(loop)
-                stack.callback(t.cancel)
+            self._puller = self._tg.create_task(self._pull(psub))
             self._stack = stack.pop_all()
         return self
 
@@ -128,26 +134,45 @@ class ControllerService:
             stack, self._stack = self._stack, None
             await stack.aclose()
 
+    async def _drain(self) -> None:
+        """Stop taking jobs, let running ones finish (still kept alive and cancellable) for up
+        to ``drain_seconds``, then hand what is left back to JetStream for another replica."""
+        self._closing = True
+        self._puller.cancel()
+        await self._service.stop()
+        running = [run for run, _ in self._running.values()]
+        if running:
+            _, late = await asyncio.wait(running, timeout=self.drain_seconds)
+            for run in late:
+                run.cancel()
+            if late:
+                await asyncio.wait(late)
+        self._keeper.cancel()
+
     # -- intake ----------------------------------------------------------------------------
 
     async def _pull(self, psub: Any) -> None:
         assert self._tg is not None
-        while True:
-            await self._slots.acquire()
-            try:
-                msgs = await psub.fetch(1, timeout=1.0)
-            except asyncio.TimeoutError:
-                self._slots.release()
-                continue
-            except Exception as exc:  # a reconnect in progress; try again shortly
-                self._slots.release()
-                log.warning("fetching jobs failed: %s", exc)
-                await asyncio.sleep(0.5)
-                continue
-            for i, msg in enumerate(msgs):
-                if i:
-                    await self._slots.acquire()
-                self._tg.create_task(self._handle(msg))
+        try:
+            while True:
+                await self._slots.acquire()
+                try:
+                    msgs = await psub.fetch(1, timeout=1.0)
+                except asyncio.TimeoutError:
+                    self._slots.release()
+                    continue
+                except Exception as exc:  # a reconnect in progress; try again shortly
+                    self._slots.release()
+                    log.warning("fetching jobs failed: %s", exc)
+                    await asyncio.sleep(0.5)
+                    continue
+                for i, msg in enumerate(msgs):
+                    if i:
+                        await self._slots.acquire()
+                    self._tg.create_task(self._handle(msg))
+        finally:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
 
     async def _keep_alive(self) -> None:
         """Running jobs tell JetStream they are alive, so long jobs are not redelivered."""
@@ -159,15 +184,50 @@ class ControllerService:
                 except Exception as exc:
                     log.warning("in_progress failed: %s", exc)
 
+    async def _on_abandoned(self, msg: Msg) -> None:
+        """JetStream gave up on a job (its controllers died ``max_deliver`` times): tell its
+        client, record it, and remove it, so nothing accepted disappears silently."""
+        try:
+            seq = int(json.loads(msg.data)["stream_seq"])
+            raw = await self.js.get_msg(self.subjects.jobs_stream, seq)
+        except Exception as exc:
+            log.warning("could not read an abandoned job: %s", exc)
+            return
+        job_id = codec.peek_id(raw.data or b"", "id")
+        error = ErrorInfo(
+            code=ErrorCode.INTERNAL,
+            message=f"job abandoned after {self.durability.job_max_deliver} deliveries: "
+            "the controllers running it stopped before it finished",
+            details={"stream_seq": seq},
+        )
+        if job_id:
+            method = str(codec.peek_id(raw.data or b"", "method") or "?")
+            events = EventStream(self.nc, self.subjects.events(job_id), job_id)
+            events.error(error)
+            events.close()
+            await events.pump()
+            await self._record(JobRecord(job_id=job_id, method=method, state=JobState.FAILED, error=error))
+        metrics.JOBS.labels("?", "abandoned").inc()
+        with contextlib.suppress(Exception):
+            await self.js.delete_msg(self.subjects.jobs_stream, seq)
+
     async def _on_methods(self, req: Request) -> None:
         await req.respond(json.dumps({"methods": self.registry.names()}).encode())
 
     async def _on_cancel(self, msg: Msg) -> None:
         job_id = msg.subject.rsplit(".", 1)[-1]
         running = self._running.get(job_id)
-        if running is not None and job_id not in self._cancel_requested:
-            self._cancel_requested.add(job_id)
-            running[0].cancel()
+        if running is not None:
+            if job_id not in self._cancel_requested:
+                self._cancel_requested.add(job_id)
+                running[0].cancel()
+            return
+        # Not running here: maybe still queued. A "cancelled" record, written only where no
+        # record exists yet (a running job has one), makes whichever controller takes it skip it.
+        error = ErrorInfo(code=ErrorCode.CANCELLED, message="job cancelled by the client before it started")
+        record = JobRecord(job_id=job_id, method="?", state=JobState.FAILED, error=error)
+        with contextlib.suppress(Exception):
+            await self.kv.create(job_id, codec.encode(record))
 
     # -- one job ---------------------------------------------------------------------------
 
@@ -188,7 +248,23 @@ class ControllerService:
         except ProtocolError as exc:
             await self._reject(msg, exc)
             return
-        events = EventStream(self.nc, self.subjects.events(job.id), job.id)
+        if msg.subject != self.subjects.jobs(job.method):
+            await self._reject(
+                msg,
+                ProtocolError(
+                    f"job names method {job.method!r} but was published on {msg.subject!r}",
+                    code=ErrorCode.INVALID,
+                    details={"subject": msg.subject, "method": job.method},
+                ),
+            )
+            return
+        events = EventStream(self.nc, self.subjects.events(job.id), job.id, partials=job.stream)
+        if await self._cancelled_before_start(job):
+            events.error(ErrorInfo(code=ErrorCode.CANCELLED, message="job cancelled by the client before it started"))
+            events.close()
+            await events.pump()
+            await msg.ack()
+            return
         started = time.monotonic()
         outcome = "failed"
         async with TaskGroup() as tg:
@@ -206,6 +282,11 @@ class ControllerService:
             except ScaffoldingError as exc:
                 outcome = exc.code.value
                 await self._fail(job, events, exc.to_info())
+            except asyncio.CancelledError:
+                # Shutting down mid-job: hand it back at once so another replica runs it.
+                with contextlib.suppress(Exception):
+                    await msg.nak()
+                raise
             finally:
                 events.close()
                 await pump
@@ -258,6 +339,16 @@ class ControllerService:
             self._running.pop(job.id, None)
             self._cancel_requested.discard(job.id)
 
+    async def _cancelled_before_start(self, job: Job) -> bool:
+        try:
+            entry = await self.kv.get(job.id)
+        except Exception:  # no record: the usual case
+            return False
+        if not entry.value:
+            return False
+        record = codec.decode(JobRecord, entry.value)
+        return record.state is JobState.FAILED and record.error is not None and record.error.code is ErrorCode.CANCELLED
+
     async def _fail(self, job: Job, events: EventStream, error: ErrorInfo) -> None:
         await self._record(JobRecord(job_id=job.id, method=job.method, state=JobState.FAILED, error=error))
         events.error(error)
@@ -287,3 +378,7 @@ def _sampling_defaults(job: Job) -> dict[str, Any]:
     if job.model is not None:
         defaults.setdefault("model", job.model)
     return defaults
+
+
+def _max_deliveries_subject(subjects: Subjects) -> str:
+    return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{subjects.jobs_stream}.{subjects.jobs_consumer}"
