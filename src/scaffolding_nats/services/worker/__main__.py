@@ -23,6 +23,7 @@ BUILTIN = {
     "openai": "scaffolding_nats.workers.openai_worker:OpenAIWorker",
     "judge": "scaffolding_nats.workers.judge_reward_worker:LogprobJudgeRewardWorker",
     "tools": "scaffolding_nats.workers.tools_worker:ToolsWorker",
+    "trtllm": "scaffolding_nats.workers.trtllm_worker:TrtLlmWorker",
 }
 
 
