@@ -138,8 +138,8 @@ class Worker:
         handler = self._lookup(self.stream_handlers, task)
         if handler is None:
             await self.run_task(task)
-            _mark_end(task)
-            yield _completion_tokens(task)
+            mark_end(task)
+            yield tokens_generated(task)
             return
         started = time.perf_counter()
         chunks = handler(task)
@@ -153,11 +153,11 @@ class Worker:
             raise
         except Exception as exc:
             fail(task, error_info(exc))
-            _mark_end(task)
+            mark_end(task)
             yield 0
             return
         _finish(task, started)
-        _mark_end(task)
+        mark_end(task)
         yield 0
 
 
@@ -176,12 +176,14 @@ def _finish(task: Task, started: float) -> None:
         task.latency_s = time.perf_counter() - started
 
 
-def _mark_end(task: Task) -> None:
+def mark_end(task: Task) -> None:
+    """A streamed generation is over (whichever way it ended)."""
     if isinstance(task, StreamingGenerationTask):
         task.end_flag = True
 
 
-def _completion_tokens(task: Task) -> int:
+def tokens_generated(task: Task) -> int:
+    """Output tokens so far: the usage count when the backend gave one, else the token ids."""
     if isinstance(task, GenerationTask):
         if task.usage is not None:
             return task.usage.completion_tokens

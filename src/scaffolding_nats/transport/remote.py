@@ -22,9 +22,9 @@ from ..proto import codec
 from ..proto.errors import ErrorCode, ErrorInfo
 from ..proto.messages import FrameType, TaskReply
 from ..proto.subjects import Subjects
-from ..proto.tasks import GenerationTask, StreamingGenerationTask, Task, TaskStatus
+from ..proto.tasks import Task, TaskStatus
 from ..proto.version import PROTOCOL_VERSION
-from ..runtime.worker import Worker, fail
+from ..runtime.worker import Worker, fail, mark_end, tokens_generated
 from ..telemetry import inject_headers
 from .inbox import FrameQueue, ReplyMux
 
@@ -133,7 +133,7 @@ class _Call:
         self.inbox: str | None = None
         self.frames: FrameQueue | None = None
         self.streamed = False
-        self.tokens_seen = _tokens(task)
+        self.tokens_seen = tokens_generated(task)
         self.new_tokens = 0
 
     async def next(self) -> bool:
@@ -214,7 +214,7 @@ class _Call:
                 task.merge_results(reply.result)
             except ValidationError as exc:
                 raise codec.invalid(exc) from None
-            now = _tokens(task)
+            now = tokens_generated(task)
             self.new_tokens, self.tokens_seen = now - self.tokens_seen, now
             if reply.frame is FrameType.PARTIAL:
                 self.streamed = True
@@ -225,12 +225,12 @@ class _Call:
             if reply.error is not None and reply.error.code in _RETRY_CODES:
                 raise _Retry(reply.error)
             task.set_outcome(reply.status or TaskStatus.WORKER_ERROR, reply.error)
-            _end(task)
+            mark_end(task)
             return False
 
     def _finish(self, error: ErrorInfo) -> None:
         fail(self.task, error)
-        _end(self.task)
+        mark_end(self.task)
         self.new_tokens = 0
 
     def _close(self) -> None:
@@ -254,15 +254,3 @@ def _timeout(task: Task, timeout: float) -> ErrorInfo:
     )
 
 
-def _end(task: Task) -> None:
-    if isinstance(task, StreamingGenerationTask):
-        task.end_flag = True
-
-
-def _tokens(task: Task) -> int:
-    if isinstance(task, GenerationTask):
-        if task.usage is not None:
-            return task.usage.completion_tokens
-        if task.output_tokens is not None:
-            return len(task.output_tokens)
-    return 0

@@ -17,7 +17,7 @@ from ...errors import DeadlineExceeded, ScaffoldingError, UnknownMethod
 from ...proto.errors import ErrorCode
 from ...proto.messages import Job, JobEvent, JobEventType, JobResult
 from ...proto.tasks import ChatMessage, SamplingParams
-from .errors import error_body, from_info
+from .errors import error_body, error_response, from_info
 from .schemas import ChatCompletionRequest, CompletionRequest, _OpenAIRequest
 from .state import GatewayState
 
@@ -204,66 +204,48 @@ async def _stream(run: _Run, *, chat: bool, model: str) -> AsyncIterator[bytes]:
     yield b"data: [DONE]\n\n"
 
 
-@router.post("/v1/chat/completions")
-async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
-    state = _state(request)
-    job = await _job_for(state, body, messages=body.messages)
-    run = _Run(state, job, request, body.timeout)
+async def _serve(request: Request, body: _OpenAIRequest, job: Job, *, chat: bool) -> Any:
+    """Stream the job as OpenAI chunks, or wait and answer with one OpenAI response."""
+    run = _Run(_state(request), job, request, body.timeout)
     if body.stream:
-        return StreamingResponse(_stream(run, chat=True, model=body.model), media_type="text/event-stream")
+        return StreamingResponse(_stream(run, chat=chat, model=body.model), media_type="text/event-stream")
     result = await run.result()
+    choice: dict[str, Any] = {"index": 0, "finish_reason": _finish_reason(result), "logprobs": None}
+    if chat:
+        choice["message"] = {"role": "assistant", "content": result.text}
+    else:
+        choice["text"] = result.text
     return JSONResponse(
         {
-            "id": "chatcmpl-" + job.id,
-            "object": "chat.completion",
+            "id": ("chatcmpl-" if chat else "cmpl-") + job.id,
+            "object": "chat.completion" if chat else "text_completion",
             "created": int(time.time()),
             "model": body.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": result.text},
-                    "finish_reason": _finish_reason(result),
-                    "logprobs": None,
-                }
-            ],
+            "choices": [choice],
             "usage": _usage(result),
             "scaffolding": _extension(job, result),
         }
     )
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
+    job = await _job_for(_state(request), body, messages=body.messages)
+    return await _serve(request, body, job, chat=True)
 
 
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request) -> Any:
-    state = _state(request)
-    if isinstance(body.prompt, list):
-        if len(body.prompt) != 1:
-            from .errors import error_response
-
-            return error_response(
-                "one prompt per request (send a batch as concurrent requests)",
-                code="invalid_request",
-                status=400,
-                param="prompt",
-            )
-        prompt = body.prompt[0]
-    else:
-        prompt = body.prompt
-    job = await _job_for(state, body, prompt=prompt)
-    run = _Run(state, job, request, body.timeout)
-    if body.stream:
-        return StreamingResponse(_stream(run, chat=False, model=body.model), media_type="text/event-stream")
-    result = await run.result()
-    return JSONResponse(
-        {
-            "id": "cmpl-" + job.id,
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": body.model,
-            "choices": [{"index": 0, "text": result.text, "finish_reason": _finish_reason(result), "logprobs": None}],
-            "usage": _usage(result),
-            "scaffolding": _extension(job, result),
-        }
-    )
+    if isinstance(body.prompt, list) and len(body.prompt) != 1:
+        return error_response(
+            "one prompt per request (send a batch as concurrent requests)",
+            code="invalid_request",
+            status=400,
+            param="prompt",
+        )
+    prompt = body.prompt[0] if isinstance(body.prompt, list) else body.prompt
+    job = await _job_for(_state(request), body, prompt=prompt)
+    return await _serve(request, body, job, chat=False)
 
 
 @router.get("/v1/models")
