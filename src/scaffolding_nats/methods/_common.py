@@ -1,5 +1,5 @@
 """Small helpers shared by the method controllers: deriving branch tasks, isolating branches,
-validating parameters, and marking a caller's task done or failed."""
+validating parameters, marking a caller's task done or failed, and the ``MethodController`` base."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import Any
 from ..errors import BudgetExhausted
 from ..proto.errors import ErrorCode, ErrorInfo
 from ..proto.tasks import ChatTask, GenerationTask, SamplingParams, Task, TaskStatus
-from ..runtime.controller import Controller, ControllerGen
+from ..runtime.controller import Controller, ControllerGen, Output, ParallelProcess
 from ..runtime.worker import error_info, fail
+from .answers import Extractor, get_extractor
 
 SAMPLING_FIELDS: tuple[str, ...] = tuple(SamplingParams.model_fields)
 
@@ -164,3 +165,70 @@ def best_partial(controller: Controller) -> Any:
     inner = controller.inner if isinstance(controller, Isolated) else controller
     best = getattr(inner, "best_so_far", None)
     return best() if callable(best) else None
+
+
+def fan_out(controller: Controller, tasks: Sequence[Task], kwargs: dict[str, Any] | None = None) -> ParallelProcess:
+    """One isolated clone of ``controller`` per task (each called with ``kwargs``), as one parallel group."""
+    return ParallelProcess(
+        isolated_clones(controller, len(tasks)), [[t] for t in tasks], [dict(kwargs or {}) for _ in tasks]
+    )
+
+
+class MethodController(Controller):
+    """Base of the methods that build an ``Output`` of their own: ``generate`` runs ``process`` on
+    a fresh task and returns ``self._output``; ``best_so_far`` is that output once there is one,
+    else the method's ``_partial`` answer (asked for when a budget runs out)."""
+
+    def __init__(self, name: str | None = None) -> None:
+        super().__init__()
+        if name is not None:
+            self.name = name
+        self._output: Output | None = None
+
+    def generate(self, prompt: str, **kwargs: Any) -> ControllerGen:
+        return (yield from self._run(GenerationTask(input_str=prompt), **kwargs))
+
+    def _run(self, task: Task, **kwargs: Any) -> ControllerGen:
+        yield from self.process([task], **kwargs)
+        task.raise_for_status()
+        assert self._output is not None
+        return self._output
+
+    def best_so_far(self) -> Output | None:
+        return self._output if self._output is not None else self._partial()
+
+    def _partial(self) -> Output | None:
+        return None
+
+
+class SamplingMethod(MethodController):
+    """Base of the methods that run ``sample_num`` independent samples of a sub-controller and
+    pick one (majority vote, best-of-N). Each subclass chooses its own default sampler."""
+
+    def __init__(
+        self,
+        sample_controller: Controller,
+        sample_num: int,
+        extractor: str | Extractor | None,
+        base_seed: int | None,
+        name: str | None,
+    ) -> None:
+        require(sample_num >= 1, "sample_num", "must be at least 1")
+        super().__init__(name)
+        self.sample_controller = sample_controller
+        self.sample_num = sample_num
+        self.extractor = get_extractor(extractor)
+        self.base_seed = base_seed
+        self._samples: list[GenerationTask] = []
+        self._branches: list[Controller] = []
+
+    def _sample(self, caller: Task, kwargs: dict[str, Any]) -> ControllerGen:
+        """Run every sample (seeded per branch, each on its own isolated clone) as one parallel
+        group; returns the indices of the samples that succeeded."""
+        self._samples = [
+            derive_generation(caller, seed=branch_seed(caller, i, self.base_seed)) for i in range(self.sample_num)
+        ]
+        group = fan_out(self.sample_controller, self._samples, kwargs)
+        self._branches = group.controllers
+        yield group
+        return [i for i, t in enumerate(self._samples) if t.ok]

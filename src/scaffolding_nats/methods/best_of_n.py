@@ -4,25 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..proto.tasks import GenerationTask, Task
+from ..proto.tasks import Task
 from ..runtime.controller import Controller, ControllerGen, Output, ParallelProcess
-from ._common import (
-    best_partial,
-    branch_seed,
-    derive_generation,
-    fail_all,
-    isolated_clones,
-    prompt_of,
-    require,
-    set_method_result,
-    text_of,
-)
-from .answers import Extractor, get_extractor
+from ._common import SamplingMethod, best_partial, fail_all, prompt_of, set_method_result, text_of
+from .answers import Extractor
 from .native import NativeGenerationController
 from .reward import OutcomeRewardController
 
 
-class BestOfNController(Controller):
+class BestOfNController(SamplingMethod):
     """Samples with ``sample_num`` clones of a sampler (never one shared instance), scores the
     successful ones with ``reward_controller`` and lands the best sample on the caller's task.
     If scoring fails the first successful sample is returned (``fallback: reward_failed``)."""
@@ -39,39 +29,14 @@ class BestOfNController(Controller):
         base_seed: int | None = None,
         name: str | None = None,
     ) -> None:
-        super().__init__()
-        require(sample_num >= 1, "sample_num", "must be at least 1")
-        self.sample_controller = sample_controller or NativeGenerationController()
+        super().__init__(sample_controller or NativeGenerationController(), sample_num, extractor, base_seed, name)
         self.reward_controller = reward_controller or OutcomeRewardController()
-        self.sample_num = sample_num
-        self.extractor = get_extractor(extractor)
-        self.base_seed = base_seed
-        if name is not None:
-            self.name = name
-        self._samples: list[GenerationTask] = []
-        self._branches: list[Controller] = []
         self._scores: list[float] | None = None
-        self._output: Output | None = None
-
-    def generate(self, prompt: str, **kwargs: Any) -> ControllerGen:
-        task = GenerationTask(input_str=prompt)
-        yield from self.process([task], **kwargs)
-        task.raise_for_status()
-        assert self._output is not None
-        return self._output
 
     def process(self, tasks: list[Task], **kwargs: Any) -> ControllerGen:
         caller = tasks[0]
         self._output, self._scores = None, None
-        self._samples = [
-            derive_generation(caller, seed=branch_seed(caller, i, self.base_seed))
-            for i in range(self.sample_num)
-        ]
-        self._branches = isolated_clones(self.sample_controller, self.sample_num)
-        yield ParallelProcess(
-            self._branches, [[t] for t in self._samples], [dict(kwargs) for _ in self._samples]
-        )
-        ok = [i for i, t in enumerate(self._samples) if t.ok]
+        ok = yield from self._sample(caller, kwargs)
         if not ok:
             fail_all(tasks, f"all {self.sample_num} samples failed", cause=self._samples[0])
             return
@@ -108,10 +73,8 @@ class BestOfNController(Controller):
             metadata=meta,
         )
 
-    def best_so_far(self) -> Output | None:
+    def _partial(self) -> Output | None:
         """Best scored sample if scoring finished, else the first finished (or partial) one."""
-        if self._output is not None:
-            return self._output
         texts: list[str] = []
         ok: list[int] = []
         for i, (task, branch) in enumerate(zip(self._samples, self._branches, strict=False)):

@@ -6,23 +6,14 @@ from typing import Any
 
 from ..proto.tasks import GenerationTask, Task
 from ..runtime.context import emit_progress
-from ..runtime.controller import Controller, ControllerGen, Output, ParallelProcess
-from ._common import (
-    best_partial,
-    branch_seed,
-    derive_generation,
-    fail_all,
-    isolated_clones,
-    require,
-    set_method_result,
-    text_of,
-)
-from .answers import Extractor, get_extractor
+from ..runtime.controller import Controller, ControllerGen, Output
+from ._common import SamplingMethod, best_partial, fail_all, set_method_result, text_of
+from .answers import Extractor
 from .native import NativeGenerationController
 from .voting import vote
 
 
-class MajorityVoteController(Controller):
+class MajorityVoteController(SamplingMethod):
     """Runs ``sample_num`` clones of any sampling sub-controller as one parallel group and
     votes on their extracted answers. Failed samples abstain; when no sample has an answer
     the first successful sample is returned (``metadata["fallback"] == "no_answer"``)."""
@@ -38,37 +29,12 @@ class MajorityVoteController(Controller):
         base_seed: int | None = None,
         name: str | None = None,
     ) -> None:
-        super().__init__()
-        require(sample_num >= 1, "sample_num", "must be at least 1")
-        self.sample_controller = sample_controller or NativeGenerationController()
-        self.sample_num = sample_num
-        self.extractor = get_extractor(extractor)
-        self.base_seed = base_seed
-        if name is not None:
-            self.name = name
-        self._samples: list[GenerationTask] = []
-        self._branches: list[Controller] = []
-        self._output: Output | None = None
-
-    def generate(self, prompt: str, **kwargs: Any) -> ControllerGen:
-        task = GenerationTask(input_str=prompt)
-        yield from self.process([task], **kwargs)
-        task.raise_for_status()
-        assert self._output is not None
-        return self._output
+        super().__init__(sample_controller or NativeGenerationController(), sample_num, extractor, base_seed, name)
 
     def process(self, tasks: list[Task], **kwargs: Any) -> ControllerGen:
         caller = tasks[0]
         self._output = None
-        self._samples = [
-            derive_generation(caller, seed=branch_seed(caller, i, self.base_seed))
-            for i in range(self.sample_num)
-        ]
-        self._branches = isolated_clones(self.sample_controller, self.sample_num)
-        yield ParallelProcess(
-            self._branches, [[t] for t in self._samples], [dict(kwargs) for _ in self._samples]
-        )
-        ok = [t for t in self._samples if t.ok]
+        ok = yield from self._sample(caller, kwargs)
         emit_progress(method=self.label, samples=len(self._samples), succeeded=len(ok))
         if not ok:
             fail_all(tasks, f"all {self.sample_num} samples failed", cause=self._samples[0])
@@ -109,9 +75,7 @@ class MajorityVoteController(Controller):
         meta["index"] = result.index
         return Output(text=texts[result.index] or "", answer=result.answer, metadata=meta)
 
-    def best_so_far(self) -> Output | None:
+    def _partial(self) -> Output | None:
         """The vote over the samples finished when a budget ran out."""
-        if self._output is not None:
-            return self._output
         partial = [best_partial(b) for b in self._branches]
         return self._decide(self._samples, partial)
