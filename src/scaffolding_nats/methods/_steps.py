@@ -1,5 +1,6 @@
 """Step-wise generation shared by beam search, MCTS and tree of thoughts: continue a partial
-reasoning chain by one step (a generation that stops at a blank line)."""
+reasoning chain by one step (a generation that stops at a blank line), score whole chains, and
+``StepSearch``, the base class holding what the three searches have in common."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from typing import Any
 
 from ..proto.tasks import GenerationTask, Task
 from ..runtime.controller import Controller, ControllerGen, ParallelProcess
-from ._common import branch_seed, derive_generation, isolated_clones, text_of
-from .answers import extract_boxed
+from ._common import MethodController, branch_seed, derive_generation, fan_out, text_of
+from .answers import Extractor, extract_boxed, get_extractor
 
 STEP_SEPARATOR = "\n\n"
 DEFAULT_STEP_STOP = ("\n\n",)
@@ -30,39 +31,6 @@ def continuation_prompt(prompt: str, steps: Sequence[str]) -> str:
     return prompt + (join_steps(steps) + STEP_SEPARATOR if steps else "")
 
 
-def expand(
-    caller: Task,
-    generator: Controller,
-    prompt: str,
-    chains: Sequence[Sequence[str]],
-    per_chain: int,
-    stop: Sequence[str],
-    max_tokens: int | None,
-    seed_offset: int,
-    base_seed: int | None,
-) -> ControllerGen:
-    """Generate ``per_chain`` next steps for every chain, all as one parallel group; returns
-    one list of finished step tasks per chain (failed ones left out)."""
-    tasks: list[GenerationTask] = []
-    for c, chain in enumerate(chains):
-        for j in range(per_chain):
-            overrides: dict[str, Any] = {
-                "input_str": continuation_prompt(prompt, chain),
-                "stop": list(stop),
-                "seed": branch_seed(caller, seed_offset + c * per_chain + j, base_seed),
-            }
-            if max_tokens is not None:
-                overrides["max_tokens"] = max_tokens
-            tasks.append(derive_generation(caller, **overrides))
-    if tasks:
-        yield ParallelProcess(isolated_clones(generator, len(tasks)), [[t] for t in tasks])
-    out: list[list[GenerationTask]] = []
-    for c in range(len(chains)):
-        group = tasks[c * per_chain : (c + 1) * per_chain]
-        out.append([t for t in group if t.ok])
-    return out
-
-
 def step_text(task: Task) -> str:
     return text_of(task).strip()
 
@@ -79,3 +47,71 @@ def score(reward: Controller, prompt: str, chains: Sequence[Sequence[str]]) -> C
     yield ParallelProcess([scorer], [list(probes)], [kwargs])
     scores: list[float] | None = getattr(scorer, "scores", None)
     return scores
+
+
+class StepSearch(MethodController):
+    """Base of the step-wise searches: the step generator and the reward model (each subclass
+    picks its defaults), how one step is generated and judged final, and the closing generation."""
+
+    def __init__(
+        self,
+        generation_controller: Controller,
+        reward_controller: Controller,
+        step_stop: list[str] | None,
+        step_max_tokens: int | None,
+        is_final: FinalCheck,
+        extractor: str | Extractor | None,
+        base_seed: int | None,
+        name: str | None,
+    ) -> None:
+        super().__init__(name)
+        self.generation_controller = generation_controller
+        self.reward_controller = reward_controller
+        self.step_stop = list(step_stop or DEFAULT_STEP_STOP)
+        self.step_max_tokens = step_max_tokens
+        self.is_final = is_final
+        self.extractor = get_extractor(extractor)
+        self.base_seed = base_seed
+
+    def _expand(
+        self, caller: Task, prompt: str, chains: Sequence[Sequence[str]], per_chain: int, seed_offset: int
+    ) -> ControllerGen:
+        """Generate ``per_chain`` next steps for every chain, all as one parallel group; returns
+        one list of finished step tasks per chain (failed ones left out)."""
+        tasks: list[GenerationTask] = []
+        for c, chain in enumerate(chains):
+            for j in range(per_chain):
+                overrides: dict[str, Any] = {
+                    "input_str": continuation_prompt(prompt, chain),
+                    "stop": list(self.step_stop),
+                    "seed": branch_seed(caller, seed_offset + c * per_chain + j, self.base_seed),
+                }
+                if self.step_max_tokens is not None:
+                    overrides["max_tokens"] = self.step_max_tokens
+                tasks.append(derive_generation(caller, **overrides))
+        if tasks:
+            yield fan_out(self.generation_controller, tasks)
+        out: list[list[GenerationTask]] = []
+        for c in range(len(chains)):
+            group = tasks[c * per_chain : (c + 1) * per_chain]
+            out.append([t for t in group if t.ok])
+        return out
+
+    def _extend(self, steps: Sequence[str], child: GenerationTask) -> tuple[list[str], bool]:
+        """``steps`` plus the step ``child`` generated (an empty step adds nothing), and whether
+        the chain is now final."""
+        text = step_text(child)
+        return ([*steps, text] if text else list(steps)), self.is_final(text, child.finish_reason)
+
+    def _complete(self, caller: Task, prompt: str, steps: Sequence[str]) -> ControllerGen:
+        """One free generation after an unfinished chain, to reach the answer; returns the
+        completed text, or ``None`` when it failed or gave nothing."""
+        final = derive_generation(
+            caller,
+            input_str=continuation_prompt(prompt, steps),
+            seed=branch_seed(caller, 10_000, self.base_seed),
+        )
+        yield ParallelProcess([self.generation_controller.clone()], [[final]])
+        if final.ok and step_text(final):
+            return join_steps([*steps, step_text(final)])
+        return None

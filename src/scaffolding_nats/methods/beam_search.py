@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..proto.tasks import GenerationTask, Task
+from ..proto.tasks import Task
 from ..runtime.context import emit_progress
 from ..runtime.controller import Controller, ControllerGen, Output
 from ._common import fail_all, prompt_of, require, set_method_result, succeed
-from ._steps import DEFAULT_STEP_STOP, FinalCheck, default_is_final, expand, join_steps, score, step_text
-from .answers import Extractor, get_extractor
+from ._steps import FinalCheck, StepSearch, default_is_final, join_steps, score
+from .answers import Extractor
 from .native import NativeGenerationController
 from .reward import ProcessRewardController
 
@@ -27,7 +27,7 @@ class Beam:
         return join_steps(self.steps)
 
 
-class BeamSearchController(Controller):
+class BeamSearchController(StepSearch):
     name = "beam_search"
 
     def __init__(
@@ -45,31 +45,23 @@ class BeamSearchController(Controller):
         base_seed: int | None = None,
         name: str | None = None,
     ) -> None:
-        super().__init__()
         require(beam_width >= 1, "beam_width", "must be at least 1")
         require(expansions_per_beam >= 1, "expansions_per_beam", "must be at least 1")
         require(max_steps >= 1, "max_steps", "must be at least 1")
-        self.generation_controller = generation_controller or NativeGenerationController()
-        self.reward_controller = reward_controller or ProcessRewardController()
+        super().__init__(
+            generation_controller or NativeGenerationController(),
+            reward_controller or ProcessRewardController(),
+            step_stop,
+            step_max_tokens,
+            is_final,
+            extractor,
+            base_seed,
+            name,
+        )
         self.beam_width = beam_width
         self.expansions_per_beam = expansions_per_beam
         self.max_steps = max_steps
-        self.step_stop = list(step_stop or DEFAULT_STEP_STOP)
-        self.step_max_tokens = step_max_tokens
-        self.is_final = is_final
-        self.extractor = get_extractor(extractor)
-        self.base_seed = base_seed
-        if name is not None:
-            self.name = name
         self.beams: list[Beam] = []
-        self._output: Output | None = None
-
-    def generate(self, prompt: str, **kwargs: Any) -> ControllerGen:
-        task = GenerationTask(input_str=prompt)
-        yield from self.process([task], **kwargs)
-        task.raise_for_status()
-        assert self._output is not None
-        return self._output
 
     def process(self, tasks: list[Task], **kwargs: Any) -> ControllerGen:
         caller = tasks[0]
@@ -79,23 +71,17 @@ class BeamSearchController(Controller):
             live = [b for b in self.beams if not b.final]
             if not live:
                 break
-            expansions = yield from expand(
+            expansions = yield from self._expand(
                 caller,
-                self.generation_controller,
                 prompt,
                 [b.steps for b in live],
                 self.expansions_per_beam,
-                self.step_stop,
-                self.step_max_tokens,
                 seed_offset=step * self.beam_width * self.expansions_per_beam,
-                base_seed=self.base_seed,
             )
             candidates = [b for b in self.beams if b.final]
             for beam, children in zip(live, expansions, strict=False):
                 for child in children:
-                    text = step_text(child)
-                    final = self.is_final(text, child.finish_reason)
-                    steps = [*beam.steps, text] if text else list(beam.steps)
+                    steps, final = self._extend(beam.steps, child)
                     candidates.append(Beam(steps, beam.score, final))
             if not candidates or all(not c.steps for c in candidates):
                 break
@@ -130,9 +116,7 @@ class BeamSearchController(Controller):
             },
         )
 
-    def best_so_far(self) -> Output | None:
-        if self._output is not None:
-            return self._output
+    def _partial(self) -> Output | None:
         if not any(b.steps for b in self.beams):
             return None
         out = self._result()

@@ -8,21 +8,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..proto.tasks import GenerationTask, Task
+from ..proto.tasks import Task
 from ..runtime.context import emit_progress
-from ..runtime.controller import Controller, ControllerGen, Output, ParallelProcess
-from ._common import branch_seed, derive_generation, fail_all, prompt_of, require, set_method_result, succeed
-from ._steps import (
-    DEFAULT_STEP_STOP,
-    FinalCheck,
-    continuation_prompt,
-    default_is_final,
-    expand,
-    join_steps,
-    score,
-    step_text,
-)
-from .answers import Extractor, get_extractor
+from ..runtime.controller import Controller, ControllerGen, Output
+from ._common import fail_all, prompt_of, require, set_method_result, succeed
+from ._steps import FinalCheck, StepSearch, default_is_final, join_steps, score
+from .answers import Extractor
 from .native import NativeGenerationController
 from .reward import OutcomeRewardController
 
@@ -51,7 +42,7 @@ class Node:
         return self.mean + c * math.sqrt(math.log(max(parent_visits, 1)) / self.visits)
 
 
-class MCTSController(Controller):
+class MCTSController(StepSearch):
     name = "mcts"
 
     def __init__(
@@ -71,34 +62,26 @@ class MCTSController(Controller):
         base_seed: int | None = None,
         name: str | None = None,
     ) -> None:
-        super().__init__()
         require(max_depth >= 1, "max_depth", "must be at least 1")
         require(max_iterations >= 1, "max_iterations", "must be at least 1")
         require(exploration_constant >= 0, "exploration_constant", "must not be negative")
         require(num_thoughts_per_step >= 1, "num_thoughts_per_step", "must be at least 1")
-        self.generation_controller = generation_controller or NativeGenerationController()
-        self.reward_controller = reward_controller or OutcomeRewardController()
+        super().__init__(
+            generation_controller or NativeGenerationController(),
+            reward_controller or OutcomeRewardController(),
+            step_stop,
+            step_max_tokens,
+            is_final,
+            extractor,
+            base_seed,
+            name,
+        )
         self.max_depth = max_depth
         self.max_iterations = max_iterations
         self.exploration_constant = exploration_constant
         self.num_thoughts_per_step = num_thoughts_per_step
-        self.step_stop = list(step_stop or DEFAULT_STEP_STOP)
-        self.step_max_tokens = step_max_tokens
         self.complete_answer = complete_answer
-        self.is_final = is_final
-        self.extractor = get_extractor(extractor)
-        self.base_seed = base_seed
-        if name is not None:
-            self.name = name
         self.root = Node()
-        self._output: Output | None = None
-
-    def generate(self, prompt: str, **kwargs: Any) -> ControllerGen:
-        task = GenerationTask(input_str=prompt)
-        yield from self.process([task], **kwargs)
-        task.raise_for_status()
-        assert self._output is not None
-        return self._output
 
     def select(self) -> Node:
         node = self.root
@@ -134,27 +117,13 @@ class MCTSController(Controller):
                     break
                 continue
             iterations += 1
-            (children,) = yield from expand(
-                caller,
-                self.generation_controller,
-                prompt,
-                [leaf.steps],
-                self.num_thoughts_per_step,
-                self.step_stop,
-                self.step_max_tokens,
-                seed_offset=it * self.num_thoughts_per_step,
-                base_seed=self.base_seed,
+            (children,) = yield from self._expand(
+                caller, prompt, [leaf.steps], self.num_thoughts_per_step, seed_offset=it * self.num_thoughts_per_step
             )
             nodes = []
             for child in children:
-                text = step_text(child)
-                nodes.append(
-                    Node(
-                        [*leaf.steps, text] if text else list(leaf.steps),
-                        leaf,
-                        final=self.is_final(text, child.finish_reason),
-                    )
-                )
+                steps, final = self._extend(leaf.steps, child)
+                nodes.append(Node(steps, leaf, final=final))
             if not nodes:
                 leaf.final = True  # every thought failed: do not select it again
                 continue
@@ -170,15 +139,9 @@ class MCTSController(Controller):
         text = join_steps(best.steps)
         completed = False
         if self.complete_answer and not best.final:
-            final = derive_generation(
-                caller,
-                input_str=continuation_prompt(prompt, best.steps),
-                seed=branch_seed(caller, 10_000, self.base_seed),
-            )
-            yield ParallelProcess([self.generation_controller.clone()], [[final]])
-            if final.ok and step_text(final):
-                text = join_steps([*best.steps, step_text(final)])
-                completed = True
+            completion = yield from self._complete(caller, prompt, best.steps)
+            if completion is not None:
+                text, completed = completion, True
         self._output = self._make_output(best, text, iterations, completed)
         succeed(caller, text)
         set_method_result(caller, self._output.answer, value=best.mean)
@@ -197,9 +160,7 @@ class MCTSController(Controller):
             },
         )
 
-    def best_so_far(self) -> Output | None:
-        if self._output is not None:
-            return self._output
+    def _partial(self) -> Output | None:
         best = self.best_path()
         if not best.steps:
             return None

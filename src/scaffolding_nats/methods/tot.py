@@ -8,31 +8,22 @@ import random
 import re
 from typing import Any
 
-from ..proto.tasks import GenerationTask, Task
+from ..proto.tasks import Task
 from ..runtime.context import emit_progress
-from ..runtime.controller import Controller, ControllerGen, Output, ParallelProcess
+from ..runtime.controller import Controller, ControllerGen, Output
 from ._common import (
     branch_seed,
     derive_generation,
     fail_all,
-    isolated_clones,
+    fan_out,
     prompt_of,
     require,
     set_method_result,
     succeed,
     text_of,
 )
-from ._steps import (
-    DEFAULT_STEP_STOP,
-    FinalCheck,
-    continuation_prompt,
-    default_is_final,
-    expand,
-    join_steps,
-    score,
-    step_text,
-)
-from .answers import Extractor, get_extractor
+from ._steps import FinalCheck, StepSearch, default_is_final, join_steps, score
+from .answers import Extractor
 from .native import NativeGenerationController
 from .reward import OutcomeRewardController
 
@@ -51,7 +42,7 @@ class Thought:
         self.steps, self.final, self.score = steps, final, score
 
 
-class TreeOfThoughtsController(Controller):
+class TreeOfThoughtsController(StepSearch):
     name = "tot"
 
     def __init__(
@@ -73,7 +64,6 @@ class TreeOfThoughtsController(Controller):
         seed: int = 0,
         name: str | None = None,
     ) -> None:
-        super().__init__()
         require(max_depth >= 1, "max_depth", "must be at least 1")
         require(num_thoughts_per_step >= 1, "num_thoughts_per_step", "must be at least 1")
         require(branch_factor >= 1, "branch_factor", "must be at least 1")
@@ -83,55 +73,42 @@ class TreeOfThoughtsController(Controller):
             "selection_strategy",
             f"one of {', '.join(SELECTION_STRATEGIES)}",
         )
-        self.generation_controller = generation_controller or NativeGenerationController()
-        self.reward_controller = reward_controller or OutcomeRewardController()
+        super().__init__(
+            generation_controller or NativeGenerationController(),
+            reward_controller or OutcomeRewardController(),
+            step_stop,
+            step_max_tokens,
+            is_final,
+            extractor,
+            base_seed,
+            name,
+        )
         self.max_depth = max_depth
         self.num_thoughts_per_step = num_thoughts_per_step
         self.selection_strategy = selection_strategy
         self.branch_factor = branch_factor
         self.vote_samples = vote_samples
-        self.step_stop = list(step_stop or DEFAULT_STEP_STOP)
-        self.step_max_tokens = step_max_tokens
         self.complete_answer = complete_answer
-        self.is_final = is_final
-        self.extractor = get_extractor(extractor)
-        self.base_seed = base_seed
         self.rng = random.Random(seed)
-        if name is not None:
-            self.name = name
         self.frontier: list[Thought] = []
         self.finished: list[Thought] = []
-        self._output: Output | None = None
-
-    def generate(self, prompt: str, **kwargs: Any) -> ControllerGen:
-        task = GenerationTask(input_str=prompt)
-        yield from self.process([task], **kwargs)
-        task.raise_for_status()
-        assert self._output is not None
-        return self._output
 
     def process(self, tasks: list[Task], **kwargs: Any) -> ControllerGen:
         caller = tasks[0]
         prompt = prompt_of(caller)
         self.frontier, self.finished, self._output = [Thought([])], [], None
         for depth in range(self.max_depth):
-            expansions = yield from expand(
+            expansions = yield from self._expand(
                 caller,
-                self.generation_controller,
                 prompt,
                 [t.steps for t in self.frontier],
                 self.num_thoughts_per_step,
-                self.step_stop,
-                self.step_max_tokens,
                 seed_offset=depth * self.branch_factor * self.num_thoughts_per_step,
-                base_seed=self.base_seed,
             )
             candidates: list[Thought] = []
             for parent, children in zip(self.frontier, expansions, strict=False):
                 for child in children:
-                    text = step_text(child)
-                    steps = [*parent.steps, text] if text else list(parent.steps)
-                    candidates.append(Thought(steps, self.is_final(text, child.finish_reason)))
+                    candidates.append(Thought(*self._extend(parent.steps, child)))
             if not candidates:
                 break
             selected = yield from self._select(caller, prompt, candidates)
@@ -148,14 +125,7 @@ class TreeOfThoughtsController(Controller):
             return
         text = join_steps(best.steps)
         if self.complete_answer and not best.final:
-            final = derive_generation(
-                caller,
-                input_str=continuation_prompt(prompt, best.steps),
-                seed=branch_seed(caller, 10_000, self.base_seed),
-            )
-            yield ParallelProcess([self.generation_controller.clone()], [[final]])
-            if final.ok and step_text(final):
-                text = join_steps([*best.steps, step_text(final)])
+            text = (yield from self._complete(caller, prompt, best.steps)) or text
         self._output = self._make_output(best, text)
         succeed(caller, text)
         set_method_result(caller, self._output.answer, score=best.score)
@@ -186,9 +156,7 @@ class TreeOfThoughtsController(Controller):
             )
             for i in range(self.vote_samples)
         ]
-        yield ParallelProcess(
-            isolated_clones(self.generation_controller, len(ballots)), [[b] for b in ballots]
-        )
+        yield fan_out(self.generation_controller, ballots)
         counts = [0] * len(candidates)
         for ballot in ballots:
             match = _CHOICE.search(text_of(ballot)) if ballot.ok else None
@@ -212,9 +180,7 @@ class TreeOfThoughtsController(Controller):
             },
         )
 
-    def best_so_far(self) -> Output | None:
-        if self._output is not None:
-            return self._output
+    def _partial(self) -> Output | None:
         best = self._best()
         if best is None:
             return None
