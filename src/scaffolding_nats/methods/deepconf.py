@@ -15,11 +15,12 @@ from ..runtime.context import emit_progress
 from ..runtime.controller import Controller, ControllerGen, Output, ParallelProcess
 from ._common import (
     Isolated,
+    MethodController,
     branch_seed,
     derive_generation,
     fail_all,
+    fan_out,
     fill_unset,
-    isolated_clones,
     require,
     set_method_result,
     succeed,
@@ -54,25 +55,27 @@ class _Trace:
         self.text, self.answer, self.conf = text, answer, conf
 
 
-class _DeepConfBase(Controller):
+class _DeepConfBase(MethodController):
+    """What both DeepConf controllers share: trace sampling, trace confidences and the vote.
+    Its parameters (and their defaults) are those of ``DeepConfOfflineController``."""
+
     name = "deepconf"
 
     def __init__(
         self,
+        num_traces: int = 8,
         *,
-        num_traces: int,
-        conf_group_size: int,
-        num_logprobs: int,
-        confidence_policy: str,
-        vote_policy: str,
-        top_percent: float,
-        extractor: str | Extractor | None,
-        base_seed: int | None,
-        trace_controller: Controller | None,
-        name: str | None,
-        sampling: dict[str, Any],
+        conf_group_size: int = 2048,
+        num_logprobs: int = 5,
+        confidence_policy: str = "lowest_group",
+        vote_policy: str = "top_percent",
+        top_percent: float = 10.0,
+        extractor: str | Extractor | None = "default",
+        base_seed: int | None = None,
+        trace_controller: Controller | None = None,
+        name: str | None = None,
+        **sampling: Any,
     ) -> None:
-        super().__init__()
         require(num_traces >= 1, "num_traces", "must be at least 1")
         require(conf_group_size >= 1, "conf_group_size", "must be at least 1")
         require(1 <= num_logprobs <= 20, "num_logprobs", "must be between 1 and 20")
@@ -81,6 +84,7 @@ class _DeepConfBase(Controller):
         )
         require(vote_policy in VOTE_POLICIES, "vote_policy", f"one of {sorted(VOTE_POLICIES)}")
         require(0 < top_percent <= 100, "top_percent", "must be in (0, 100]")
+        super().__init__(name)
         self.num_traces = num_traces
         self.conf_group_size = conf_group_size
         self.num_logprobs = num_logprobs
@@ -91,27 +95,26 @@ class _DeepConfBase(Controller):
         self.base_seed = base_seed
         self.trace_controller = trace_controller or NativeGenerationController(name="sampling")
         self.sampling = validate_sampling(sampling)
-        if name is not None:
-            self.name = name
         self._traces: list[_Trace] = []
-        self._output: Output | None = None
 
-    def generate(self, prompt: str, **kwargs: Any) -> ControllerGen:
-        task = GenerationTask(input_str=prompt)
-        yield from self.process([task], **kwargs)
-        task.raise_for_status()
-        assert self._output is not None
-        return self._output
-
-    def _trace_tasks(self, caller: Task, start: int, count: int, cls: type[GenerationTask]) -> list[Any]:
+    def _trace_tasks(
+        self, caller: Task, start: int, count: int, cls: type[GenerationTask], **overrides: Any
+    ) -> list[Any]:
         tasks = []
         for i in range(start, start + count):
             task = derive_generation(
-                caller, cls, seed=branch_seed(caller, i, self.base_seed), num_logprobs=self.num_logprobs
+                caller, cls, seed=branch_seed(caller, i, self.base_seed), num_logprobs=self.num_logprobs, **overrides
             )
             fill_unset(task, self.sampling)
             tasks.append(task)
         return tasks
+
+    def _sample_traces(self, caller: Task, count: int) -> ControllerGen:
+        """The first ``count`` traces, run to the end in parallel; returns their tasks and the
+        traces of those that succeeded."""
+        tasks = self._trace_tasks(caller, 0, count, GenerationTask)
+        yield fan_out(self.trace_controller, tasks)
+        return tasks, [self._trace_of(t) for t in tasks if t.ok]
 
     def _trace_of(self, task: GenerationTask) -> _Trace:
         text = text_of(task)
@@ -160,50 +163,17 @@ class _DeepConfBase(Controller):
         set_method_result(tasks[0], output.answer, votes=output.metadata.get("votes"))
         self._output = output
 
-    def best_so_far(self) -> Output | None:
-        if self._output is not None:
-            return self._output
+    def _partial(self) -> Output | None:
         return self._decide(self._traces, {"partial": True})
 
 
 class DeepConfOfflineController(_DeepConfBase):
     """All traces to the end, then a confidence-aware vote."""
 
-    def __init__(
-        self,
-        num_traces: int = 8,
-        *,
-        conf_group_size: int = 2048,
-        num_logprobs: int = 5,
-        confidence_policy: str = "lowest_group",
-        vote_policy: str = "top_percent",
-        top_percent: float = 10.0,
-        extractor: str | Extractor | None = "default",
-        base_seed: int | None = None,
-        trace_controller: Controller | None = None,
-        name: str | None = None,
-        **sampling: Any,
-    ) -> None:
-        super().__init__(
-            num_traces=num_traces,
-            conf_group_size=conf_group_size,
-            num_logprobs=num_logprobs,
-            confidence_policy=confidence_policy,
-            vote_policy=vote_policy,
-            top_percent=top_percent,
-            extractor=extractor,
-            base_seed=base_seed,
-            trace_controller=trace_controller,
-            name=name,
-            sampling=sampling,
-        )
-
     def process(self, tasks: list[Task], **kwargs: Any) -> ControllerGen:
         caller = tasks[0]
         self._traces, self._output = [], None
-        samples = self._trace_tasks(caller, 0, self.num_traces, GenerationTask)
-        yield ParallelProcess(isolated_clones(self.trace_controller, len(samples)), [[t] for t in samples])
-        self._traces = [self._trace_of(t) for t in samples if t.ok]
+        samples, self._traces = yield from self._sample_traces(caller, self.num_traces)
         output = self._decide(self._traces, {"num_failed": len(samples) - len(self._traces)})
         if output is None:
             fail_all(tasks, f"all {self.num_traces} traces failed", cause=samples[0])
@@ -263,7 +233,7 @@ class DeepConfOnlineController(_DeepConfBase):
         **sampling: Any,
     ) -> None:
         super().__init__(
-            num_traces=num_traces,
+            num_traces,
             conf_group_size=conf_group_size,
             num_logprobs=num_logprobs,
             confidence_policy=confidence_policy,
@@ -273,7 +243,7 @@ class DeepConfOnlineController(_DeepConfBase):
             base_seed=base_seed,
             trace_controller=trace_controller,
             name=name,
-            sampling=sampling,
+            **sampling,
         )
         require(1 <= warmup_traces <= num_traces, "warmup_traces", "must be between 1 and num_traces")
         require(0 <= confidence_percentile <= 100, "confidence_percentile", "must be in [0, 100]")
@@ -289,9 +259,7 @@ class DeepConfOnlineController(_DeepConfBase):
     def process(self, tasks: list[Task], **kwargs: Any) -> ControllerGen:
         caller = tasks[0]
         self._traces, self._output, self.threshold = [], None, None
-        warm = self._trace_tasks(caller, 0, self.warmup_traces, GenerationTask)
-        yield ParallelProcess(isolated_clones(self.trace_controller, len(warm)), [[t] for t in warm])
-        warm_traces = [self._trace_of(t) for t in warm if t.ok]
+        warm, warm_traces = yield from self._sample_traces(caller, self.warmup_traces)
         self._traces = list(warm_traces)
         if not warm_traces:
             fail_all(tasks, f"all {self.warmup_traces} warm-up traces failed", cause=warm[0])
@@ -304,10 +272,12 @@ class DeepConfOnlineController(_DeepConfBase):
         # Warm-up traces under the threshold do not vote either.
         self._traces = [t for t in warm_traces if self.trace_confidence(t, "lowest_group") >= self.threshold]
         rest = self._trace_tasks(
-            caller, self.warmup_traces, self.num_traces - self.warmup_traces, StreamingGenerationTask
+            caller,
+            self.warmup_traces,
+            self.num_traces - self.warmup_traces,
+            StreamingGenerationTask,
+            streaming_step=self.streaming_step,
         )
-        for stream in rest:
-            stream.streaming_step = self.streaming_step
         branches = [Isolated(self.stop_controller.clone()) for _ in rest]
         yield ParallelProcess(branches, [[t] for t in rest], [{"threshold": self.threshold} for _ in rest])
         kept = [t for t in rest if t.ok and not t.metadata.get("stopped_low_confidence")]
