@@ -15,6 +15,7 @@ from ..proto.tasks import GenerationTask, StreamingGenerationTask, Task
 from ..runtime.context import emit_progress
 from ..runtime.controller import Controller, ControllerGen, Output, ParallelProcess
 from ._common import (
+    MethodController,
     derive_generation,
     fill_unset,
     prompt_of,
@@ -59,7 +60,7 @@ def is_certain(answers: Sequence[str], k: int, words: Sequence[str] = HESITATION
     return len({normalize_answer(a) for a in last}) == 1
 
 
-class DynasorCoTController(Controller):
+class DynasorCoTController(MethodController):
     """Chunked generation with certainty probes and early exit (Dynasor-CoT)."""
 
     name = "dynasor"
@@ -77,10 +78,10 @@ class DynasorCoTController(Controller):
         name: str | None = None,
         **sampling: Any,
     ) -> None:
-        super().__init__()
         require(chunk_size >= 1, "chunk_size", "must be at least 1")
         require(certainty_threshold >= 1, "certainty_threshold", "must be at least 1")
         require(probe_max_tokens >= 1, "probe_max_tokens", "must be at least 1")
+        super().__init__(name)
         self.chunk_size = chunk_size
         self.certainty_threshold = certainty_threshold
         self.probe_max_tokens = probe_max_tokens
@@ -89,18 +90,8 @@ class DynasorCoTController(Controller):
         self.probe_controller = probe_controller or NativeGenerationController(name="probe")
         self.extractor = get_extractor(extractor)
         self.sampling = validate_sampling(sampling)
-        if name is not None:
-            self.name = name
         self.probe_answers: list[str] = []
         self._stream: StreamingGenerationTask | None = None
-        self._output: Output | None = None
-
-    def generate(self, prompt: str, **kwargs: Any) -> ControllerGen:
-        task = GenerationTask(input_str=prompt)
-        yield from self.process([task], **kwargs)
-        task.raise_for_status()
-        assert self._output is not None
-        return self._output
 
     def _finalize(self, text: str, answer: str) -> str:
         return f"{text}\n\n**Final Answer**\n\n\\boxed{{{answer}}}"
@@ -148,10 +139,8 @@ class DynasorCoTController(Controller):
             text=text, answer=answer, finish_reason=getattr(caller, "finish_reason", None), metadata=meta
         )
 
-    def best_so_far(self) -> Output | None:
+    def _partial(self) -> Output | None:
         """The text so far, closed with the latest probe answer when there is one."""
-        if self._output is not None:
-            return self._output
         if self._stream is None:
             return None
         text = self._stream.output_str or ""

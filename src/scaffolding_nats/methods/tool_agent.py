@@ -8,9 +8,11 @@ from typing import Any
 
 from ..proto.tasks import ChatMessage, ChatTask, GenerationTask, Task, ToolCallTask, ToolDefinition
 from ..runtime.context import emit_progress
-from ..runtime.controller import Controller, ControllerGen, Output
+from ..runtime.controller import ControllerGen, Output
 from ._common import (
     SAMPLING_FIELDS,
+    MethodController,
+    ParamError,
     fail_all,
     fill_unset,
     require,
@@ -34,7 +36,7 @@ def tool_message(call: ToolCallTask) -> ChatMessage:
     return ChatMessage(role="tool", content=content, tool_call_id=call.call_id, name=call.tool_name)
 
 
-class ToolAgentController(Controller):
+class ToolAgentController(MethodController):
     """Chat with tools: assistant tool calls become tool-call tasks, run concurrently, whose
     results go back as tool messages, until the model answers or ``max_iterations``."""
 
@@ -54,15 +56,13 @@ class ToolAgentController(Controller):
         name: str | None = None,
         **sampling: Any,
     ) -> None:
-        super().__init__()
         require(max_iterations >= 1, "max_iterations", "must be at least 1")
+        super().__init__(name)
         try:
             self.tools = [
                 t if isinstance(t, ToolDefinition) else ToolDefinition.model_validate(t) for t in tools or []
             ]
         except ValueError as exc:
-            from ._common import ParamError
-
             raise ParamError("tools", str(exc)) from None
         self.max_iterations = max_iterations
         self.system_prompt = system_prompt
@@ -71,17 +71,11 @@ class ToolAgentController(Controller):
         self.tool_tag = tool_tag
         self.extractor = get_extractor(extractor) if extractor is not None else None
         self.sampling = validate_sampling(sampling)
-        if name is not None:
-            self.name = name
         self.messages: list[ChatMessage] = []
-        self._output: Output | None = None
 
     def generate(self, prompt: Any, **kwargs: Any) -> ControllerGen:
-        task = ChatTask(messages=as_messages(prompt))
-        yield from self.process([task], **kwargs)
-        task.raise_for_status()
-        assert self._output is not None
-        return self._output
+        """``prompt``: a string (one user turn) or chat messages."""
+        return (yield from self._run(ChatTask(messages=as_messages(prompt)), **kwargs))
 
     def process(self, tasks: list[Task], **kwargs: Any) -> ControllerGen:
         caller = tasks[0]
@@ -136,9 +130,7 @@ class ToolAgentController(Controller):
         succeed(caller, text, usage=None)
         set_method_result(caller, answer, tool_calls=tool_calls, stop=stop)
 
-    def best_so_far(self) -> Output | None:
-        if self._output is not None:
-            return self._output
+    def _partial(self) -> Output | None:
         replies = [m for m in self.messages if m.role == "assistant" and m.content]
         if not replies:
             return None
