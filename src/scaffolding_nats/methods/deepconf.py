@@ -168,7 +168,7 @@ class _DeepConfBase(MethodController):
 
 
 class DeepConfOfflineController(_DeepConfBase):
-    """All traces to the end, then a confidence-aware vote."""
+    """All traces to the end, then a confidence-aware vote (parameters: ``_DeepConfBase``'s)."""
 
     def process(self, tasks: list[Task], **kwargs: Any) -> ControllerGen:
         caller = tasks[0]
