@@ -9,6 +9,7 @@ from scaffolding_nats.methods.answers import (
     extract_default,
     extract_exact,
     extract_last_number,
+    extract_number,
     get_extractor,
     normalize_answer,
 )
@@ -44,6 +45,16 @@ def test_other_extractors() -> None:
     assert extract_default("steps 3 and 4 \\boxed{5} and 6") == "5"
     assert extract_default("Answer: 8 apples, 9") == "8 apples, 9"
     assert extract_default("got 3 then 11") == "11"
+
+
+def test_number_extractor_reduces_the_answer_to_its_number() -> None:
+    assert extract_number("work\nAnswer: 8 apples, 9") == "8"
+    assert extract_number("Answer: 5 + 3 = 8.") == "8"
+    assert extract_number("so \\boxed{1,000}") == "1,000"
+    assert extract_number("Answer: N\nit is 12") == "12"
+    assert extract_number("got 3 then 11") == "11"
+    assert extract_number("no numbers") is None
+    assert get_extractor("number") is extract_number
 
 
 def test_get_extractor() -> None:

@@ -56,6 +56,20 @@ def extract_last_number(text: str) -> str | None:
     return matches[-1].replace(" ", "") if matches else None
 
 
+def extract_number(text: str) -> str | None:
+    """For tasks whose answer is a number: the number of the boxed or "Answer:" value
+    ("Answer: 8 apples" -> "8"; "Answer: 5 + 3 = 8" -> "8", after the last "="), else the
+    last number of the text. Votes then count "8" and "8 apples" as one answer."""
+    value = extract_boxed(text) or extract_answer_line(text)
+    if value is not None:
+        if parse_number(value) is not None:
+            return value
+        numbers = _NUMBER.findall(value.rsplit("=", 1)[-1])
+        if numbers:
+            return numbers[0].replace(" ", "")
+    return extract_last_number(text)
+
+
 def extract_exact(text: str) -> str | None:
     value = text.strip()
     return value or None
@@ -71,6 +85,7 @@ EXTRACTORS: dict[str, Extractor] = {
     "boxed": extract_boxed,
     "answer_line": extract_answer_line,
     "last_number": extract_last_number,
+    "number": extract_number,
     "exact": extract_exact,
 }
 
