@@ -24,8 +24,30 @@ from scaffolding_nats.devstack import ModelServer, NatsServer, free_port
 from scaffolding_nats.devstack.run import Service, _wait_ready
 
 
+async def _post(client: httpx.AsyncClient, url: str, body: dict[str, object]) -> int:
+    """One request; the completion tokens it reports (for a stream: the content chunks)."""
+    if not body.get("stream"):
+        r = await client.post(url, json=body)
+        r.raise_for_status()
+        return int(r.json()["usage"]["completion_tokens"])
+    tokens = 0
+    async with client.stream("POST", url, json=body) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+            if line.startswith("data: {") and ('"content": "' in line or '"content":"' in line):
+                tokens += 1
+    return tokens
+
+
 async def _load(
-    client: httpx.AsyncClient, url: str, model: str, *, requests: int, concurrency: int, max_tokens: int
+    client: httpx.AsyncClient,
+    url: str,
+    model: str,
+    *,
+    requests: int,
+    concurrency: int,
+    max_tokens: int,
+    stream: bool = False,
 ) -> tuple[float, list[float], int]:
     latencies: list[float] = []
     tokens = 0
@@ -40,13 +62,13 @@ async def _load(
                 "max_tokens": max_tokens,
                 "temperature": 0,
                 "seed": i,
+                "stream": stream,
                 "messages": [{"role": "user", "content": f"Write one sentence about the number {i}."}],
             }
             t = time.perf_counter()
-            r = await client.post(url, json=body)
-            r.raise_for_status()
+            got = await _post(client, url, body)  # not `tokens += await ...`: that reads tokens first
             latencies.append(time.perf_counter() - t)
-            tokens += r.json()["usage"]["completion_tokens"]
+            tokens += got
 
     start = time.perf_counter()
     await asyncio.gather(*(lane() for _ in range(concurrency)))
@@ -54,18 +76,19 @@ async def _load(
 
 
 async def measure(direct: str, gateway: str, model: str, args: argparse.Namespace) -> None:
-    rates: dict[str, list[float]] = {"direct": [], "gateway": []}
-    lats: dict[str, list[float]] = {"direct": [], "gateway": []}
-    toks: dict[str, int] = {"direct": 0, "gateway": 0}
+    paths = (
+        ("direct", direct, model, False),
+        ("direct-stream", direct, model, True),
+        ("gateway", gateway, "chat", False),
+    )
+    rates: dict[str, list[float]] = {p[0]: [] for p in paths}
+    lats: dict[str, list[float]] = {p[0]: [] for p in paths}
+    toks: dict[str, int] = {p[0]: 0 for p in paths}
     async with httpx.AsyncClient(timeout=300) as client:
-        await _load(
-            client, direct, model, requests=args.concurrency, concurrency=args.concurrency, max_tokens=8
-        )
-        await _load(
-            client, gateway, "chat", requests=args.concurrency, concurrency=args.concurrency, max_tokens=8
-        )
+        await _load(client, direct, model, requests=args.concurrency, concurrency=args.concurrency, max_tokens=8)
+        await _load(client, gateway, "chat", requests=args.concurrency, concurrency=args.concurrency, max_tokens=8)
         for _ in range(args.rounds):
-            for name, url, m in (("direct", direct, model), ("gateway", gateway, "chat")):
+            for name, url, m, stream in paths:
                 rate, lat, tok = await _load(
                     client,
                     url,
@@ -73,6 +96,7 @@ async def measure(direct: str, gateway: str, model: str, args: argparse.Namespac
                     requests=args.requests,
                     concurrency=args.concurrency,
                     max_tokens=args.max_tokens,
+                    stream=stream,
                 )
                 rates[name].append(rate)
                 lats[name] += lat
@@ -85,10 +109,16 @@ async def measure(direct: str, gateway: str, model: str, args: argparse.Namespac
     )
     print(f"    {'path':<36}{'req/s':>8}{'p50 s':>8}{'tokens':>8}")
     print(f"    {'straight to the model server':<36}{d_rate:>8.2f}{d_p50:>8.3f}{toks['direct']:>8}")
+    s_rate, s_p50 = statistics.median(rates["direct-stream"]), statistics.median(lats["direct-stream"])
+    print(f"    {'  same, streamed (as the worker asks)':<36}{s_rate:>8.2f}{s_p50:>8.3f}{toks['direct-stream']:>8}")
     print(f"    {'through gateway + NATS + controller':<36}{g_rate:>8.2f}{g_p50:>8.3f}{toks['gateway']:>8}")
     print(
         f"    throughput ratio gateway/direct = {g_rate / d_rate:.3f}x (goal >= 0.95x); "
         f"added latency per request (p50) = {(g_p50 - d_p50) * 1000:+.1f} ms"
+    )
+    print(
+        "    against the streamed direct path (the worker streams, to measure time to first token): "
+        f"{g_rate / s_rate:.3f}x, {(g_p50 - s_p50) * 1000:+.1f} ms"
     )
 
 
@@ -104,9 +134,7 @@ def main() -> None:
         nats = stack.enter_context(NatsServer())
         model = stack.enter_context(ModelServer(args.model))
         env = {**os.environ, "SCAF_NATS_URL": nats.url, "SCAF_PREFIX": "p4", "SCAF_LOG_LEVEL": "WARNING"}
-        backend = json.dumps(
-            {"base_url": model.base_url, "model": model.model, "max_concurrency": args.concurrency}
-        )
+        backend = json.dumps({"base_url": model.base_url, "model": model.model, "max_concurrency": args.concurrency})
         logs = Path(tmp)
         port = free_port()
         services = [
