@@ -192,6 +192,8 @@ class MethodController(Controller):
         yield from self.process([task], **kwargs)
         task.raise_for_status()
         assert self._output is not None
+        if self._output.finish_reason is None:  # the chosen sample's, as it landed on the task
+            self._output.finish_reason = getattr(task, "finish_reason", None)
         return self._output
 
     def best_so_far(self) -> Output | None:
