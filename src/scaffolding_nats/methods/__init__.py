@@ -19,6 +19,7 @@ from .dynasor import DynasorCoTController
 from .majority_vote import MajorityVoteController
 from .mcts import MCTSController
 from .native import NativeChatController, NativeGenerationController
+from .program_vote import ProgramVoteController
 from .registry import MethodConfigError, MethodKind, MethodRegistry, load_registry
 from .reward import OutcomeRewardController, ProcessRewardController, split_steps
 from .streaming_stop import StreamingStopController, stream_until
@@ -43,6 +44,7 @@ __all__ = [
     "NativeGenerationController",
     "OutcomeRewardController",
     "ProcessRewardController",
+    "ProgramVoteController",
     "StreamingStopController",
     "ToolAgentController",
     "TreeOfThoughtsController",

@@ -9,6 +9,7 @@ from typing import Any
 from ..errors import BudgetExhausted
 from ..proto.errors import ErrorCode, ErrorInfo
 from ..proto.tasks import ChatTask, GenerationTask, SamplingParams, Task, TaskStatus
+from ..runtime.context import current_request
 from ..runtime.controller import Controller, ControllerGen, Output, ParallelProcess
 from ..runtime.worker import error_info, fail
 from .answers import Extractor, get_extractor
@@ -82,15 +83,32 @@ def derive_generation(task: Task, cls: type[GenerationTask] = GenerationTask, **
 def branch_seed(task: Task, index: int, base_seed: int | None) -> int | None:
     """Distinct seeds per branch, so deterministic backends still give different samples.
 
-    A seed on the caller's task (set by an enclosing method) wins and is mixed with the
-    index, so nested methods never repeat each other's samples; otherwise ``base_seed + i``;
-    otherwise ``None`` (the backend's own randomness)."""
+    The seed a branch derives from, first set wins: the caller's task (set by an enclosing
+    method), the job's own seed (``sampling.seed`` / OpenAI ``seed``), the method's
+    ``base_seed``. A task or job seed is mixed with ``index`` (nested methods never repeat
+    each other's samples); ``base_seed`` gives ``base_seed + index``; none gives ``None`` (the
+    backend's own randomness). A job seed must never reach every branch as it is: that turns
+    N samples into N copies of one, so it makes the *job* reproducible instead."""
     seed = getattr(task, "seed", None)
+    if seed is None:
+        seed = job_seed()
     if seed is not None:
-        return (seed * 1_000_003 + index + 1) % 2_147_483_647
+        return mix_seed(seed, index)
     if base_seed is not None:
         return base_seed + index
     return None
+
+
+def mix_seed(seed: int, index: int) -> int:
+    """A seed for branch ``index`` under ``seed``: deterministic, distinct per index."""
+    return (seed * 1_000_003 + index + 1) % 2_147_483_647
+
+
+def job_seed() -> int | None:
+    """The running job's seed (its sampling defaults), if it set one."""
+    ctx = current_request()
+    seed = ctx.sampling_defaults.get("seed") if ctx is not None else None
+    return seed if isinstance(seed, int) else None
 
 
 def succeed(task: Task, text: str, **results: Any) -> None:
@@ -221,6 +239,8 @@ class SamplingMethod(MethodController):
         self.sample_num = sample_num
         self.extractor = get_extractor(extractor)
         self.base_seed = base_seed
+        self.sample_overrides: dict[str, Any] = {}
+        """Fields every sample task gets (e.g. ``num_logprobs`` for a weighted vote)."""
         self._samples: list[GenerationTask] = []
         self._branches: list[Controller] = []
 
@@ -228,7 +248,8 @@ class SamplingMethod(MethodController):
         """Run every sample (seeded per branch, each on its own isolated clone) as one parallel
         group; returns the indices of the samples that succeeded."""
         self._samples = [
-            derive_generation(caller, seed=branch_seed(caller, i, self.base_seed)) for i in range(self.sample_num)
+            derive_generation(caller, seed=branch_seed(caller, i, self.base_seed), **self.sample_overrides)
+            for i in range(self.sample_num)
         ]
         group = fan_out(self.sample_controller, self._samples, kwargs)
         self._branches = group.controllers

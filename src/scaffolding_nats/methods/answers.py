@@ -36,18 +36,42 @@ def extract_boxed(text: str) -> str | None:
     return found or None
 
 
+_PLACEHOLDER = re.compile(
+    r"^(?:<[^<>\d]*>|\[[^\[\]\d]*\]|\{[^{}\d]*\}|[nx]|number|(?:your|the|final)\s+(?:final\s+)?answer"
+    r"|(?:the\s+)?(?:final\s+)?(?:number|value|result))$",
+    re.IGNORECASE,
+)
+"""A template value copied back from a prompt ("<number>", "[answer]", "N", "X"), not an answer."""
+_PLACEHOLDER_TOKEN = re.compile(r"<[^<>\d]*>|\[[^\[\]\d]*\]")
+_GSM8K_MARK = re.compile(r"^\s*####\s*(.+)$", re.MULTILINE)
+_MARKUP = re.compile(r"\\[()\[\]]|\*\*|__|`")
+
+
+def is_placeholder(value: str) -> bool:
+    """Whether an extracted value is a copied template (``<number>``, ``[answer]``, ``N``)."""
+    return bool(_PLACEHOLDER.match(_clean(value)))
+
+
+def _clean(value: str) -> str:
+    """An answer value without markdown/LaTeX delimiters and surrounding punctuation."""
+    value = _MARKUP.sub("", value)
+    return re.sub(r"^[\s*:]+|[\s*.:;,!]+$", "", value)
+
+
 def extract_answer_line(text: str) -> str | None:
-    """The rest of the last "Answer: ..." (or "the answer is ...") line."""
+    """The rest of the last "Answer: ..." (or "the answer is ...") line that is not a copied
+    placeholder such as "Answer: <number>"."""
     for pattern in (_ANSWER_LINE, _ANSWER_IS):
-        matches = list(pattern.finditer(text))
-        if matches:
-            value = matches[-1].group(1).splitlines()[0] if matches[-1].group(1) else ""
-            value = re.sub(r"^[\s*]+|[\s*.]+$", "", value)
+        for match in reversed(list(pattern.finditer(text))):
+            raw = match.group(1).splitlines()[0] if match.group(1) else ""
+            value = _clean(raw)
             boxed = extract_boxed(value)
             if boxed:
                 return boxed
-            if value:
-                return value
+            if value and not is_placeholder(value):
+                without = _clean(_PLACEHOLDER_TOKEN.sub("", value))
+                if without:
+                    return without
     return None
 
 
@@ -56,18 +80,33 @@ def extract_last_number(text: str) -> str | None:
     return matches[-1].replace(" ", "") if matches else None
 
 
+def _number_in(value: str) -> str | None:
+    """The number a short answer value states: itself, else the one after its last "=",
+    else its first ("8 apples" -> "8"; "5 + 3 = 8" -> "8"; "$1,080.50 in all" -> "1,080.50")."""
+    value = _clean(value)
+    if parse_number(value) is not None:
+        return value.replace("\\$", "").replace("$", "").strip()
+    numbers = _NUMBER.findall(value.rsplit("=", 1)[-1])
+    if numbers:
+        return numbers[0].replace(" ", "")
+    return None
+
+
 def extract_number(text: str) -> str | None:
-    """For tasks whose answer is a number: the number of the boxed or "Answer:" value
-    ("Answer: 8 apples" -> "8"; "Answer: 5 + 3 = 8" -> "8", after the last "="), else the
-    last number of the text. Votes then count "8" and "8 apples" as one answer."""
-    value = extract_boxed(text) or extract_answer_line(text)
-    if value is not None:
-        if parse_number(value) is not None:
-            return value
-        numbers = _NUMBER.findall(value.rsplit("=", 1)[-1])
-        if numbers:
-            return numbers[0].replace(" ", "")
-    return extract_last_number(text)
+    """For tasks whose answer is a number, what models really write: the number of the last
+    ``\\boxed{}``, else of the last "Answer: ..." line that is not a copied placeholder
+    ("Answer: <number>"), else of a GSM8K-style ``#### 18`` line, else the text's last number.
+    Units, ``$``, ``%``, thousands commas, markdown and trailing periods are dropped, so votes
+    count "$18.", "18 dollars" and "**18**" as one answer."""
+    candidates = [extract_boxed(text), extract_answer_line(text)]
+    marks = _GSM8K_MARK.findall(text)
+    candidates.append(marks[-1] if marks else None)
+    for value in candidates:
+        if value is not None:
+            number = _number_in(value)
+            if number is not None:
+                return number
+    return extract_last_number(_PLACEHOLDER_TOKEN.sub(" ", text))
 
 
 def extract_exact(text: str) -> str | None:
@@ -111,6 +150,7 @@ def parse_number(value: str) -> Fraction | None:
     """The exact value of a numeric answer, or ``None`` when it is not a number."""
     s = value.strip().replace("\u2212", "-")
     s = s.replace("\\!", "").replace("\\,", "").replace(" ", "")
+    s = s.replace("\\$", "$").replace("\\%", "%")
     s = s.strip("$").rstrip(".").rstrip("%")
     if _THOUSANDS.match(s):
         s = s.replace(",", "")

@@ -1,8 +1,11 @@
-"""Majority vote (self-consistency): N independent samples, the most frequent answer wins."""
+"""Majority vote (self-consistency): N independent samples, the most frequent answer wins;
+optionally each sample's vote is weighted by the model's confidence in its own trace."""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from ..proto.tasks import GenerationTask, Task
 from ..runtime.context import emit_progress
@@ -10,13 +13,39 @@ from ..runtime.controller import Controller, ControllerGen, Output
 from ._common import SamplingMethod, best_partial, fail_all, set_method_result, text_of
 from .answers import Extractor
 from .native import NativeGenerationController
+from .results import VoteOutcome
 from .voting import vote
+
+Weighting = Literal["none", "mean_logprob"]
+
+
+def mean_logprob_weight(task: Any) -> float | None:
+    """``exp(mean token log-prob)`` of a trace (its per-token geometric-mean probability, in
+    (0, 1]), or ``None`` when the backend returned no log-probs."""
+    logprobs = getattr(task, "logprobs", None)
+    if not logprobs:
+        return None
+    return math.exp(sum(t.logprob for t in logprobs) / len(logprobs))
+
+
+def fill_missing(weights: Sequence[float | None]) -> list[float] | None:
+    """Weights for a vote: a sample without log-probs gets the mean of the others' weights;
+    with none at all the vote is unweighted (``None``)."""
+    known = [w for w in weights if w is not None]
+    if not known:
+        return None
+    mean = sum(known) / len(known)
+    return [mean if w is None else w for w in weights]
 
 
 class MajorityVoteController(SamplingMethod):
     """Runs ``sample_num`` clones of any sampling sub-controller as one parallel group and
     votes on their extracted answers. Failed samples abstain; when no sample has an answer
-    the first successful sample is returned (``metadata["fallback"] == "no_answer"``)."""
+    the first successful sample is returned (``metadata["fallback"] == "no_answer"``).
+
+    ``weighting="mean_logprob"`` weights each vote by its trace's ``exp(mean token log-prob)``
+    (so confidence also breaks ties, instead of the first sample seen); the samples then ask
+    the backend for the fewest log-probs there are (top-1: the sampled token's own)."""
 
     name = "majority_vote"
 
@@ -27,9 +56,13 @@ class MajorityVoteController(SamplingMethod):
         *,
         extractor: str | Extractor | None = "default",
         base_seed: int | None = None,
+        weighting: Weighting = "none",
         name: str | None = None,
     ) -> None:
         super().__init__(sample_controller or NativeGenerationController(), sample_num, extractor, base_seed, name)
+        self.weighting = weighting
+        if weighting != "none":
+            self.sample_overrides = {"num_logprobs": 1}
 
     def process(self, tasks: list[Task], **kwargs: Any) -> ControllerGen:
         caller = tasks[0]
@@ -59,21 +92,26 @@ class MajorityVoteController(SamplingMethod):
             else:
                 texts.append(None)
         answers = [self.extractor(t) if t is not None else None for t in texts]
-        result = vote(answers)
-        meta: dict[str, Any] = {
-            "num_samples": len(samples),
-            "num_succeeded": sum(t is not None for t in texts),
-            "num_answered": sum(a is not None for a in answers),
-            "votes": {k: int(v) for k, v in result.tally.items()},
-        }
+        raw_weights: list[float | None] | None = None
+        if self.weighting == "mean_logprob":
+            raw_weights = [mean_logprob_weight(t) if t.ok else None for t in samples]
+        weights = fill_missing(raw_weights) if raw_weights is not None else None
+        result = vote(answers, weights)
+        outcome = VoteOutcome(
+            num_samples=len(samples),
+            num_succeeded=sum(t is not None for t in texts),
+            num_answered=sum(a is not None for a in answers),
+            votes={k: round(v, 6) if weights else int(v) for k, v in result.tally.items()},
+            weights=[round(w, 6) if w is not None else None for w in raw_weights] if raw_weights else None,
+        )
         if result.index is None:
             first = next((i for i, t in enumerate(texts) if t is not None), None)
             if first is None:
                 return None
-            meta.update(index=first, fallback="no_answer")
-            return Output(text=texts[first] or "", answer=None, metadata=meta)
-        meta["index"] = result.index
-        return Output(text=texts[result.index] or "", answer=result.answer, metadata=meta)
+            outcome.index, outcome.fallback = first, "no_answer"
+            return Output(text=texts[first] or "", answer=None, result=outcome)
+        outcome.index = result.index
+        return Output(text=texts[result.index] or "", answer=result.answer, result=outcome)
 
     def _partial(self) -> Output | None:
         """The vote over the samples finished when a budget ran out."""

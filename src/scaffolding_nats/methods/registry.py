@@ -58,6 +58,7 @@ def _builtin_kinds() -> dict[str, MethodKind]:
     from .majority_vote import MajorityVoteController
     from .mcts import MCTSController
     from .native import NativeChatController, NativeGenerationController
+    from .program_vote import ProgramVoteController
     from .reward import OutcomeRewardController, ProcessRewardController
     from .tool_agent import ToolAgentController
     from .tot import TreeOfThoughtsController
@@ -76,6 +77,9 @@ def _builtin_kinds() -> dict[str, MethodKind]:
             BestOfNController,
             {"sampler": "sample_controller", "reward": "reward_controller"},
             {"sampler": gen, "reward": {"method": "outcome_reward"}},
+        ),
+        "program_vote": MethodKind(
+            ProgramVoteController, {"sampler": "sample_controller"}, {"sampler": {"method": "chat"}}
         ),
         "dynasor": MethodKind(DynasorCoTController, {"probe": "probe_controller"}),
         "deepconf_offline": MethodKind(DeepConfOfflineController, {"sampler": "trace_controller"}),

@@ -20,13 +20,21 @@ ControllerGen = Generator[Yielded, None, Any]
 
 @dataclass
 class Output:
-    """What a controller's ``generate`` returns: the text, and what the method knows about it."""
+    """What a controller's ``generate`` returns: the text, and what the method knows about it.
+    ``result`` is the method's typed result (e.g. ``methods.results.VoteOutcome``); its fields
+    are merged into ``metadata``, the form that travels on the wire."""
 
     text: str
     token_ids: list[int] | None = None
     answer: str | None = None
     finish_reason: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    result: Any = None
+
+    def __post_init__(self) -> None:
+        to_metadata = getattr(self.result, "to_metadata", None)
+        if callable(to_metadata):
+            self.metadata = {**to_metadata(), **self.metadata}
 
     @classmethod
     def from_task(cls, task: Task) -> Output:

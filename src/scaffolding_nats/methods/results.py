@@ -1,0 +1,42 @@
+"""Typed results of the methods: what a method decided (which sample, by which votes or
+scores), instead of a free-form dict. On the wire they travel as ``JobResult.metadata``
+(``to_metadata()``), so the contract is unchanged."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class MethodResult:
+    """Base of every method's result: the chosen sample's ``index`` (``None`` when the method
+    does not choose among samples) and ``fallback``, set when it could not decide normally."""
+
+    index: int | None = None
+    fallback: str | None = None
+
+    def to_metadata(self) -> dict[str, Any]:
+        """The wire form: every field that is set."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass
+class VoteOutcome(MethodResult):
+    """A vote: the tally by normalised answer and, for weighted votes, each sample's weight."""
+
+    num_samples: int = 0
+    num_succeeded: int = 0
+    num_answered: int = 0
+    votes: dict[str, float] = field(default_factory=dict)
+    weights: list[float | None] | None = None
+
+
+@dataclass
+class ScoredOutcome(MethodResult):
+    """A choice by reward: every sample's score (``None`` for failed samples) and the winner's."""
+
+    num_samples: int = 0
+    num_succeeded: int = 0
+    score: float | None = None
+    scores: list[float | None] | None = None
