@@ -147,7 +147,9 @@ class Summary:
 # -- running ---------------------------------------------------------------------------------
 
 
-async def run_one(client: JobClient, spec: MethodSpec, problem: Problem, index: int, args: argparse.Namespace) -> Record:
+async def run_one(
+    client: JobClient, spec: MethodSpec, problem: Problem, index: int, args: argparse.Namespace
+) -> Record:
     sampling = SamplingParams(
         max_tokens=args.max_tokens,
         temperature=args.temperature if spec.sampled else 0.0,
@@ -280,7 +282,7 @@ def markdown(summaries: Sequence[Summary], header: str, baseline: str = "greedy"
             pair = paired([r.correct for r in base.records], [r.correct for r in s.records])
             versus = f"{pair.difference:+.1%}: {pair.only_a} / {pair.only_b}, p = {pair.p_value:.3g}"
         lines.append(
-            f"| {s.label} | {s.correct}/{s.n} = {s.accuracy:.1%} | {lo:.1%}–{hi:.1%} | {versus} "
+            f"| {s.label} | {s.correct}/{s.n} = {s.accuracy:.1%} | {lo:.1%} to {hi:.1%} | {versus} "
             f"| {s.per_problem('completion_tokens'):.0f} | {s.per_problem('wall_s'):.1f} "
             f"| {s.per_problem('num_tasks'):.1f} | {errors} |"
         )

@@ -4,7 +4,7 @@ import pytest
 
 from scaffolding_nats.errors import TaskFailed
 from scaffolding_nats.methods import DynasorCoTController, MajorityVoteController, NativeGenerationController
-from scaffolding_nats.methods._common import branch_seed
+from scaffolding_nats.methods.base import branch_seed
 from scaffolding_nats.proto import Budget, GenerationTask
 
 from .scripted import ScriptedWorker, run, seed_of

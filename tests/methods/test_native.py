@@ -81,7 +81,7 @@ class _Twice(Controller):
 
 
 def test_bad_sampling_parameter_is_named() -> None:
-    from scaffolding_nats.methods._common import ParamError
+    from scaffolding_nats.methods.base import ParamError
 
     with pytest.raises(ParamError) as err:
         NativeGenerationController(temprature=1.0)

@@ -81,7 +81,7 @@ async def test_agent_chat_failure_is_typed() -> None:
 
 
 def test_bad_tool_definition_is_named() -> None:
-    from scaffolding_nats.methods._common import ParamError
+    from scaffolding_nats.methods.base import ParamError
 
     with pytest.raises(ParamError) as err:
         ToolAgentController([{"description": "no name"}])

@@ -9,8 +9,8 @@ from typing import Any
 
 from ..proto.tasks import GenerationTask, Task
 from ..runtime.controller import Controller, ControllerGen, ParallelProcess
-from ._common import MethodController, branch_seed, derive_generation, fan_out, text_of
 from .answers import Extractor, extract_boxed, get_extractor
+from .base import MethodController, branch_seed, derive_generation, fan_out, text_of
 
 STEP_SEPARATOR = "\n\n"
 DEFAULT_STEP_STOP = ("\n\n",)

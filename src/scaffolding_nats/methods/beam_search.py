@@ -9,9 +9,9 @@ from typing import Any
 from ..proto.tasks import Task
 from ..runtime.context import emit_progress
 from ..runtime.controller import Controller, ControllerGen, Output
-from ._common import fail_all, prompt_of, require, set_method_result, succeed
 from ._steps import FinalCheck, StepSearch, default_is_final, join_steps, score
 from .answers import Extractor
+from .base import Slot, fail_all, prompt_of, require, set_method_result, succeed
 from .native import NativeGenerationController
 from .reward import ProcessRewardController
 
@@ -29,6 +29,11 @@ class Beam:
 
 class BeamSearchController(StepSearch):
     name = "beam_search"
+    kind = "beam_search"
+    slots = {
+        "generator": Slot("generation_controller"),
+        "reward": Slot("reward_controller", default={"method": "process_reward"}),
+    }
 
     def __init__(
         self,

@@ -6,8 +6,8 @@ from typing import Any
 
 from ..proto.tasks import Task
 from ..runtime.controller import Controller, ControllerGen, Output, ParallelProcess
-from ._common import SamplingMethod, best_partial, fail_all, prompt_of, set_method_result, text_of
 from .answers import Extractor
+from .base import SamplingMethod, Slot, best_partial, fail_all, prompt_of, set_method_result, text_of
 from .native import NativeGenerationController
 from .reward import OutcomeRewardController
 
@@ -18,6 +18,11 @@ class BestOfNController(SamplingMethod):
     If scoring fails the first successful sample is returned (``fallback: reward_failed``)."""
 
     name = "best_of_n"
+    kind = "best_of_n"
+    slots = {
+        "sampler": Slot("sample_controller", default={"method": "native"}),
+        "reward": Slot("reward_controller", default={"method": "outcome_reward"}),
+    }
 
     def __init__(
         self,

@@ -13,9 +13,11 @@ from typing import Any
 from ..proto.tasks import GenerationTask, StreamingGenerationTask, Task
 from ..runtime.context import emit_progress
 from ..runtime.controller import Controller, ControllerGen, Output, ParallelProcess
-from ._common import (
+from .answers import Extractor, get_extractor
+from .base import (
     Isolated,
     MethodController,
+    Slot,
     branch_seed,
     derive_generation,
     fail_all,
@@ -27,7 +29,6 @@ from ._common import (
     text_of,
     validate_sampling,
 )
-from .answers import Extractor, get_extractor
 from .confidence import (
     TRACE_CONFIDENCE,
     percentile,
@@ -170,6 +171,9 @@ class _DeepConfBase(MethodController):
 class DeepConfOfflineController(_DeepConfBase):
     """All traces to the end, then a confidence-aware vote (parameters: ``_DeepConfBase``'s)."""
 
+    kind = "deepconf_offline"
+    slots = {"sampler": Slot("trace_controller")}
+
     def process(self, tasks: list[Task], **kwargs: Any) -> ControllerGen:
         caller = tasks[0]
         self._traces, self._output = [], None
@@ -213,6 +217,9 @@ class ConfidenceStopController(Controller):
 class DeepConfOnlineController(_DeepConfBase):
     """Warm-up traces set a confidence threshold; the other traces stream and are cancelled
     when they fall below it. Cancelled traces do not vote."""
+
+    kind = "deepconf_online"
+    slots = {"sampler": Slot("trace_controller")}
 
     def __init__(
         self,

@@ -14,8 +14,10 @@ from typing import Any
 from ..proto.tasks import GenerationTask, StreamingGenerationTask, Task
 from ..runtime.context import emit_progress
 from ..runtime.controller import Controller, ControllerGen, Output, ParallelProcess
-from ._common import (
+from .answers import Extractor, get_extractor, normalize_answer
+from .base import (
     MethodController,
+    Slot,
     derive_generation,
     fill_unset,
     prompt_of,
@@ -24,7 +26,6 @@ from ._common import (
     succeed,
     validate_sampling,
 )
-from .answers import Extractor, get_extractor, normalize_answer
 from .native import NativeGenerationController
 from .streaming_stop import cancel
 
@@ -64,6 +65,8 @@ class DynasorCoTController(MethodController):
     """Chunked generation with certainty probes and early exit (Dynasor-CoT)."""
 
     name = "dynasor"
+    kind = "dynasor"
+    slots = {"probe": Slot("probe_controller")}
 
     def __init__(
         self,

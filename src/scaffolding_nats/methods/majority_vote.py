@@ -10,8 +10,8 @@ from typing import Any, Literal
 from ..proto.tasks import GenerationTask, Task
 from ..runtime.context import emit_progress
 from ..runtime.controller import Controller, ControllerGen, Output
-from ._common import SamplingMethod, best_partial, fail_all, set_method_result, text_of
 from .answers import Extractor
+from .base import SamplingMethod, Slot, best_partial, fail_all, set_method_result, text_of
 from .native import NativeGenerationController
 from .results import VoteOutcome
 from .voting import vote
@@ -48,6 +48,8 @@ class MajorityVoteController(SamplingMethod):
     the backend for the fewest log-probs there are (top-1: the sampled token's own)."""
 
     name = "majority_vote"
+    kind = "majority_vote"
+    slots = {"sampler": Slot("sample_controller", default={"method": "native"})}
 
     def __init__(
         self,

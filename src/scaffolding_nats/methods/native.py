@@ -8,7 +8,7 @@ from typing import Any
 from ..proto.tasks import ChatMessage, ChatTask, GenerationTask, StreamingGenerationTask, Task
 from ..runtime.context import emit_partial
 from ..runtime.controller import Controller, ControllerGen, Output
-from ._common import SAMPLING_FIELDS, fill_unset, prompt_of, require, validate_sampling
+from .base import SAMPLING_FIELDS, fill_unset, prompt_of, require, validate_sampling
 
 
 class NativeGenerationController(Controller):
@@ -18,6 +18,7 @@ class NativeGenerationController(Controller):
     its text deltas go to the client through ``emit_partial``."""
 
     name = "generation"
+    kind = "native"
 
     def __init__(
         self,
@@ -92,6 +93,7 @@ class NativeChatController(Controller):
     which upstream forgot to do."""
 
     accepts_messages = True  # the controller service passes chat messages through unrendered
+    kind = "chat"
 
     name = "chat"
 

@@ -13,8 +13,10 @@ from typing import Any
 from ..proto.tasks import ChatMessage, ChatTask, Task, ToolCallTask
 from ..runtime.context import emit_progress
 from ..runtime.controller import Controller, ControllerGen, Output
-from ._common import (
+from .answers import Extractor, get_extractor
+from .base import (
     MethodController,
+    Slot,
     branch_seed,
     fail_all,
     fan_out,
@@ -26,7 +28,6 @@ from ._common import (
     text_of,
     validate_sampling,
 )
-from .answers import Extractor, get_extractor
 from .native import NativeChatController, as_messages
 from .results import VoteOutcome
 from .voting import vote
@@ -66,6 +67,8 @@ class ProgramVoteController(MethodController):
     print nothing abstain; if none answers, the job fails with the first program's error."""
 
     name = "program_vote"
+    kind = "program_vote"
+    slots = {"sampler": Slot("sample_controller", default={"method": "chat"})}
     accepts_messages = True
 
     def __init__(

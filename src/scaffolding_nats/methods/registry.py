@@ -5,11 +5,16 @@ declarative configs (dicts, JSON or YAML), e.g.::
      "params": {"sample_num": 8, "sampler": {"method": "dynasor", "params": {"chunk_size": 64}}}}
 
 A sub-controller slot (``sampler``, ``reward``, ``generator``, ``probe``) takes a nested config
-or the name of a registered method. Errors name the bad path, e.g. ``params.sampler.method``."""
+or the name of a registered method. Errors name the bad path, e.g. ``params.sampler.method``.
+
+Each controller class declares its ``kind`` and ``slots`` (see ``methods.base``); the built-in
+kinds are the classes ``scaffolding_nats.methods`` exports. A method file may also name any
+class by import path, ``method: "pkg.module:Class"`` (a job's parameters may not)."""
 
 from __future__ import annotations
 
 import copy
+import importlib
 import inspect
 import json
 import typing
@@ -24,7 +29,7 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 from ..errors import ScaffoldingError, UnknownMethod
 from ..proto.errors import ErrorCode
 from ..runtime.controller import Controller
-from ._common import ParamError
+from .base import ParamError, Slot
 
 DEFAULT_CONFIG = Path(__file__).with_name("default_methods.yaml")
 
@@ -49,46 +54,65 @@ class MethodKind:
     slots: dict[str, str] = field(default_factory=dict)
     slot_defaults: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, controller: type[Controller]) -> MethodKind:
+        """The kind a controller class declares (``slots``: config key -> ``Slot``)."""
+        declared: Mapping[str, Slot] = getattr(controller, "slots", None) or {}
+        return cls(
+            controller,
+            {key: slot.arg for key, slot in declared.items()},
+            {key: slot.default for key, slot in declared.items() if slot.default is not None},
+        )
+
+
+def declared_kind(obj: Any) -> str | None:
+    """The ``kind`` a controller class sets on itself (not one it inherits)."""
+    if isinstance(obj, type) and issubclass(obj, Controller):
+        kind = obj.__dict__.get("kind")
+        return kind if isinstance(kind, str) else None
+    return None
+
 
 def _builtin_kinds() -> dict[str, MethodKind]:
-    from .beam_search import BeamSearchController
-    from .best_of_n import BestOfNController
-    from .deepconf import DeepConfOfflineController, DeepConfOnlineController
-    from .dynasor import DynasorCoTController
-    from .majority_vote import MajorityVoteController
-    from .mcts import MCTSController
-    from .native import NativeChatController, NativeGenerationController
-    from .program_vote import ProgramVoteController
-    from .reward import OutcomeRewardController, ProcessRewardController
-    from .tool_agent import ToolAgentController
-    from .tot import TreeOfThoughtsController
+    """Every controller class exported by ``scaffolding_nats.methods`` that declares a kind."""
+    from .. import methods
 
-    gen = {"method": "native"}
-    search = {"generator": "generation_controller", "reward": "reward_controller"}
-    return {
-        "native": MethodKind(NativeGenerationController),
-        "chat": MethodKind(NativeChatController),
-        "outcome_reward": MethodKind(OutcomeRewardController),
-        "process_reward": MethodKind(ProcessRewardController),
-        "majority_vote": MethodKind(
-            MajorityVoteController, {"sampler": "sample_controller"}, {"sampler": gen}
-        ),
-        "best_of_n": MethodKind(
-            BestOfNController,
-            {"sampler": "sample_controller", "reward": "reward_controller"},
-            {"sampler": gen, "reward": {"method": "outcome_reward"}},
-        ),
-        "program_vote": MethodKind(
-            ProgramVoteController, {"sampler": "sample_controller"}, {"sampler": {"method": "chat"}}
-        ),
-        "dynasor": MethodKind(DynasorCoTController, {"probe": "probe_controller"}),
-        "deepconf_offline": MethodKind(DeepConfOfflineController, {"sampler": "trace_controller"}),
-        "deepconf_online": MethodKind(DeepConfOnlineController, {"sampler": "trace_controller"}),
-        "beam_search": MethodKind(BeamSearchController, search, {"reward": {"method": "process_reward"}}),
-        "mcts": MethodKind(MCTSController, search),
-        "tot": MethodKind(TreeOfThoughtsController, search),
-        "tool_agent": MethodKind(ToolAgentController),
-    }
+    kinds: dict[str, MethodKind] = {}
+    for name in methods.__all__:
+        obj = getattr(methods, name)
+        kind = declared_kind(obj)
+        if kind is not None:
+            kinds[kind] = MethodKind.of(obj)
+    return kinds
+
+
+def import_kind(spec: str, path: str) -> MethodKind:
+    """A controller class named ``"pkg.module:Class"`` (a method added outside this package)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise MethodConfigError(path, f"{spec!r}: an import path is written 'pkg.module:Class'")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise MethodConfigError(path, f"cannot import {spec!r}: {exc}") from None
+    if not (isinstance(obj, type) and issubclass(obj, Controller)):
+        raise MethodConfigError(path, f"{spec!r} is not a Controller class")
+    return MethodKind.of(obj)
+
+
+def _reject_imports(params: Any, path: str) -> None:
+    """A job's parameters may choose among registered methods, never import code."""
+    if isinstance(params, Mapping):
+        method = params.get("method")
+        if isinstance(method, str) and ":" in method:
+            raise MethodConfigError(f"{path}method", "import paths are allowed in method files, not in a job")
+        for key, value in params.items():
+            _reject_imports(value, f"{path}{key}.")
+    elif isinstance(params, list):
+        for i, value in enumerate(params):
+            _reject_imports(value, f"{path}{i}.")
 
 
 @cache
@@ -142,6 +166,7 @@ class MethodRegistry:
         if params_override:
             if not isinstance(params_override, Mapping):
                 raise MethodConfigError("params", "params must be a mapping")
+            _reject_imports(params_override, "params.")
             cfg["params"] = _merge(cfg.get("params") or {}, params_override)
         return self.build_config(cfg, _stack=(name,))
 
@@ -164,6 +189,8 @@ class MethodRegistry:
         method = config.get("method")
         if not isinstance(method, str) or not method:
             raise MethodConfigError(f"{path}method", "missing or not a string")
+        if method not in self.kinds and ":" in method:
+            self.kinds[method] = import_kind(method, f"{path}method")
         if method not in self.kinds:
             if method in self.configs and method not in _stack:
                 base = copy.deepcopy(self.configs[method])

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..proto.tasks import RewardTask, Task
 from ..runtime.controller import Controller, ControllerGen
-from ._common import prompt_of, require, text_of
+from .base import prompt_of, require, text_of
 
 StepSplitter = Callable[[str], list[str]]
 
@@ -76,6 +76,8 @@ class _RewardBase(Controller):
 class OutcomeRewardController(_RewardBase):
     """One reward task for all candidates; one score each."""
 
+    kind = "outcome_reward"
+
     def process(self, tasks: list[Task], prompt: str | None = None, **kwargs: Any) -> ControllerGen:
         self.scores = None
         if not tasks:
@@ -97,6 +99,8 @@ class OutcomeRewardController(_RewardBase):
 class ProcessRewardController(_RewardBase):
     """One reward task for all candidates, each split into steps; a candidate's score is an
     aggregate of its step scores (``min`` by default: a chain is as good as its worst step)."""
+
+    kind = "process_reward"
 
     def __init__(
         self,

@@ -9,7 +9,8 @@ from typing import Any
 from ..proto.tasks import ChatMessage, ChatTask, GenerationTask, Task, ToolCallTask, ToolDefinition
 from ..runtime.context import emit_progress
 from ..runtime.controller import ControllerGen, Output
-from ._common import (
+from .answers import Extractor, get_extractor
+from .base import (
     SAMPLING_FIELDS,
     MethodController,
     ParamError,
@@ -20,7 +21,6 @@ from ._common import (
     succeed,
     validate_sampling,
 )
-from .answers import Extractor, get_extractor
 from .native import as_messages
 
 
@@ -41,6 +41,7 @@ class ToolAgentController(MethodController):
     results go back as tool messages, until the model answers or ``max_iterations``."""
 
     name = "tool_agent"
+    kind = "tool_agent"
     accepts_messages = True  # the controller service passes chat messages through unrendered
 
     def __init__(

@@ -11,7 +11,10 @@ from typing import Any
 from ..proto.tasks import Task
 from ..runtime.context import emit_progress
 from ..runtime.controller import Controller, ControllerGen, Output
-from ._common import (
+from ._steps import FinalCheck, StepSearch, default_is_final, join_steps, score
+from .answers import Extractor
+from .base import (
+    Slot,
     branch_seed,
     derive_generation,
     fail_all,
@@ -22,8 +25,6 @@ from ._common import (
     succeed,
     text_of,
 )
-from ._steps import FinalCheck, StepSearch, default_is_final, join_steps, score
-from .answers import Extractor
 from .native import NativeGenerationController
 from .reward import OutcomeRewardController
 
@@ -44,6 +45,8 @@ class Thought:
 
 class TreeOfThoughtsController(StepSearch):
     name = "tot"
+    kind = "tot"
+    slots = {"generator": Slot("generation_controller"), "reward": Slot("reward_controller")}
 
     def __init__(
         self,

@@ -1,0 +1,71 @@
+"""The benchmark's pure parts: statistics, the GSM8K loader, the summary/report and chart
+(the runs themselves are long, model-backed and not CI tests)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from benchmarks.bench_methods import Record, chart, markdown, method_specs, parse_args, summarise
+from benchmarks.datasets import GSM8K, DatasetError, answer_of, is_correct, load, load_jsonl
+from benchmarks.stats import mcnemar_exact, paired, wilson
+
+
+def test_wilson_matches_known_values() -> None:
+    lo, hi = wilson(11, 30)
+    assert (round(lo, 3), round(hi, 3)) == (0.219, 0.545)  # p = 0.367, centre 0.382 ± 0.163
+    assert wilson(0, 0) == (0.0, 1.0)
+    assert wilson(10, 10)[1] == pytest.approx(1.0)
+
+
+def test_exact_mcnemar() -> None:
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(0, 6) == pytest.approx(2 / 64)  # 0.03125: significant at 5%
+    assert mcnemar_exact(1, 9) == pytest.approx(2 * 11 / 1024)
+    pair = paired([True, True, False, False], [True, False, True, True])
+    assert (pair.only_a, pair.only_b, pair.difference) == (1, 2, 0.25)
+    with pytest.raises(ValueError):
+        paired([True], [True, False])
+
+
+def test_gsm8k_slice_loads_with_numeric_answers() -> None:
+    if not GSM8K.exists():
+        pytest.skip("no ../shared/data/gsm8k beside this checkout")
+    problems = load(str(GSM8K))
+    assert len(problems) == 400
+    assert problems[0].question.startswith("Weng earns $12") and problems[0].answer == 10
+    assert "Answer:" in problems[0].prompt() and "<" not in problems[0].prompt()
+    assert problems[0].prompt("plain") == problems[0].question
+
+
+def test_bad_jsonl_says_which_line(tmp_path: Path) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"question": "q", "answer": "7"}\n{"question": "q2", "answer": "seven"}\n')
+    with pytest.raises(DatasetError, match=r"p.jsonl:2"):
+        load_jsonl(path)
+
+
+def test_answers_are_compared_by_number() -> None:
+    assert is_correct(answer_of("so $1,080.\nAnswer: <number>"), 1080)
+    assert is_correct(answer_of("junk", "18 dollars"), 18)
+    assert not is_correct(None, 1)
+
+
+def test_report_is_paired_over_common_problems(tmp_path: Path) -> None:
+    specs = [method_specs(parse_args([]))[k] for k in ("greedy", "vote")]
+    records = [
+        Record("greedy", "g", "p1", 1, "1", True, completion_tokens=100, wall_s=1.0),
+        Record("greedy", "g", "p2", 2, "3", False, completion_tokens=100, wall_s=1.0),
+        Record("vote", "v", "p1", 1, "1", True, completion_tokens=500, wall_s=5.0),
+        Record("vote", "v", "p2", 2, "2", True, completion_tokens=500, wall_s=5.0),
+        Record("vote", "v", "p3", 3, "3", True, completion_tokens=500, wall_s=5.0),  # greedy has no p3
+    ]
+    summaries = summarise(records, specs, ["p1", "p2", "p3"])
+    assert [s.n for s in summaries] == [2, 2]
+    table = markdown(summaries, "header")
+    assert "| majority vote@5 | 2/2 = 100.0% |" in table and "+50.0%: 0 / 1, p = 1" in table
+    png = tmp_path / "c.png"
+    chart(summaries, png, "t")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(json.dumps(records[0].__dict__))["problem"] == "p1"
