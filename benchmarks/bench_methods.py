@@ -120,6 +120,7 @@ class Record:
     stop_reason: str | None = None
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    text: str = ""
 
 
 @dataclass
@@ -185,6 +186,7 @@ async def run_one(
         wall_s=time.monotonic() - started,
         stop_reason=result.stop_reason,
         extra=extra,
+        text=result.text[:3000],
     )
 
 

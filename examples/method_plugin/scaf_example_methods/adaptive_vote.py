@@ -68,9 +68,9 @@ class AdaptiveVoteController(SamplingMethod):
             answers = [self.extractor(text_of(t)) if t.ok else None for t in self._samples]
             result = vote(answers)
             answered = sum(a is not None for a in answers)
-            if result.key is not None and answered >= self.round_size:
-                if result.tally[result.key] >= self.stop_fraction * answered:
-                    break
+            leading = result.tally.get(result.key, 0.0) if result.key is not None else 0.0
+            if answered >= self.round_size and leading >= self.stop_fraction * answered:
+                break
         answers = [self.extractor(text_of(t)) if t.ok else None for t in self._samples]
         result = vote(answers)
         if result.index is None:
