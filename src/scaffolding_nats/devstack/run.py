@@ -114,8 +114,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
         "--model",
-        default=os.environ.get("SCAF_MODEL", "smollm2"),
-        help="smollm2 (default), qwen-0.5b, or a .gguf path",
+        default=os.environ.get("SCAF_MODEL", "qwen-0.5b"),
+        help="qwen-0.5b (default), smollm2 (fast, weak), or a .gguf path",
     )
     p.add_argument("--nats-port", type=int, default=4222)
     p.add_argument("--gateway-port", type=int, default=8000)
