@@ -144,3 +144,31 @@ async def test_judge_process_mode_scores_every_step(model_server: ModelServer) -
     assert task.scores == [min(s) for s in task.step_scores]
     assert all(0.0 <= s <= 1.0 for chain in task.step_scores for s in chain)
     await judge.stop()
+
+
+async def test_unstreamed_requests_give_the_same_results(model_server: ModelServer) -> None:
+    """``stream_plain=False``: one request, one response (no SSE), same text, usage and
+    log-probs as the streamed path; only the time to first token is unknown."""
+    plain = OpenAIWorker(model_server.base_url, max_retries=0, timeout=30, stream_plain=False)
+    streamed = OpenAIWorker(model_server.base_url, max_retries=0, timeout=30)
+    try:
+        outs = []
+        for w in (plain, streamed):
+            task = GenerationTask(input_str="Count: 1, 2, 3,", max_tokens=6, temperature=0, seed=7, num_logprobs=1)
+            assert await w.run_task(task) is TaskStatus.SUCCESS, task.error
+            outs.append(task)
+        assert outs[0].output_str == outs[1].output_str and outs[0].output_str
+        assert outs[0].usage is not None and outs[1].usage is not None
+        assert outs[0].usage.completion_tokens == outs[1].usage.completion_tokens
+        assert outs[0].finish_reason == outs[1].finish_reason
+        # The whole response carries the server's own token counts, not an estimate.
+        assert not (outs[0].customized_result_fields or {}).get("usage_estimated")
+        assert outs[0].logprobs and len(outs[0].logprobs) == len(outs[1].logprobs or [])
+        assert outs[0].ttft_s is None and outs[0].latency_s is not None
+        chat = ChatTask(messages=[ChatMessage(role="user", content="Say hello.")], max_tokens=8, temperature=0)
+        assert await plain.run_task(chat) is TaskStatus.SUCCESS, chat.error
+        assert chat.output_message is not None and chat.output_message.content == chat.output_str
+        assert chat.output_str and chat.usage is not None and chat.usage.completion_tokens > 0
+    finally:
+        await plain.stop()
+        await streamed.stop()

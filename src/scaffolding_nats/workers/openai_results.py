@@ -138,6 +138,23 @@ class StreamAccumulator:
         new = sum(self.choice(c.index).add_chat(c) for c in chunk.choices or ())
         return self._after(chunk, new)
 
+    def feed_response(self, response: Any) -> None:
+        """A whole (not streamed) completion or chat response."""
+        for c in response.choices or ():
+            acc = self.choice(c.index)
+            message = getattr(c, "message", None)
+            if message is None:
+                acc.add_completion(c)
+                continue
+            for i, call in enumerate(message.tool_calls or ()):
+                acc.tool_calls[i] = {
+                    "id": call.id or "",
+                    "name": call.function.name or "",
+                    "arguments": call.function.arguments or "",
+                }
+            acc._add(message.content or "", chat_logprobs(c.logprobs), c.finish_reason, c.logprobs is not None)
+        self._after(response, 0)
+
     def _after(self, chunk: Any, new: int) -> int:
         if new and self.first_token_at is None:
             self.first_token_at = time.perf_counter()

@@ -30,6 +30,11 @@ class OpenAIWorker(Worker):
     * ``timeout``: seconds for each read of the HTTP stream; ``connect_timeout`` for the connect.
     * ``native_n``: pass ``n`` > 1 to the server. Off by default, because llama.cpp silently
       ignores ``n``: the worker then sends ``n`` requests (``seed + i`` when seeded).
+    * ``stream_plain``: stream the requests of plain (not streamed) generation and chat tasks
+      too, which measures their time to first token (``ttft_s``). Off sends one request and
+      reads one response: on llama.cpp's server, whose SSE path costs time per request and
+      which serialises requests anyway, that is what makes N samples as fast as N sequential
+      requests (``benchmarks/bench_sampling.py``). Streamed tasks always stream.
     """
 
     def __init__(
@@ -43,6 +48,7 @@ class OpenAIWorker(Worker):
         timeout: float = 120.0,
         connect_timeout: float = 5.0,
         native_n: bool = False,
+        stream_plain: bool = True,
         client: openai.AsyncOpenAI | None = None,
     ) -> None:
         super().__init__()
@@ -57,6 +63,7 @@ class OpenAIWorker(Worker):
             client=client,
         )
         self.native_n = native_n
+        self.stream_plain = stream_plain
 
     @property
     def base_url(self) -> str:
@@ -105,10 +112,24 @@ class OpenAIWorker(Worker):
     async def _collect(
         self, create: Callable[..., Awaitable[Any]], params: dict[str, Any], feed: Feed
     ) -> StreamAccumulator:
+        """One whole response: streamed (``stream_plain``), else one plain request."""
+        if not params.get("stream"):
+            return await self._once(create, params)
         acc = StreamAccumulator()
         async for acc, _ in self._stream(create, params, feed):  # noqa: B007 - keep the last
             pass
         return acc
+
+    async def _once(self, create: Callable[..., Awaitable[Any]], params: dict[str, Any]) -> StreamAccumulator:
+        async with self.backend.slot():
+            acc = StreamAccumulator()
+            try:
+                response = await create(**params)
+            except BACKEND_EXCEPTIONS as exc:
+                raise self.backend.error(exc) from exc
+            acc.feed_response(response)
+            acc.finish()
+            return acc
 
     # -- handlers ---------------------------------------------------------------------------
 
@@ -118,9 +139,9 @@ class OpenAIWorker(Worker):
         model = await self.backend.resolve_model(task.model)
         n = task.n or 1
         if n == 1 or self.native_n:
-            requests = [completion_params(task, model)]
+            requests = [completion_params(task, model, stream=self.stream_plain)]
         else:
-            requests = [completion_params(task, model, n=1) for _ in range(n)]
+            requests = [completion_params(task, model, stream=self.stream_plain, n=1) for _ in range(n)]
             if task.seed is not None:  # distinct samples, still reproducible
                 for i, params in enumerate(requests):
                     params["seed"] = task.seed + i
@@ -168,7 +189,7 @@ class OpenAIWorker(Worker):
     async def chat(self, task: ChatTask) -> None:
         client = self.backend.client()
         model = await self.backend.resolve_model(task.model)
-        params = chat_params(task, model)
+        params = chat_params(task, model, stream=self.stream_plain)
         acc = await self._collect(client.chat.completions.create, params, _feed_chat)
         out = acc.choice(0)
         task.output_message = out.message()
