@@ -171,7 +171,7 @@ async def run_one(
             wall_s=time.monotonic() - started, error=f"{exc.code.value}: {exc.message[:200]}",
         )  # fmt: skip
     answer = answer_of(result.text, result.answer)
-    keys = ("early_exit", "probes", "votes", "weights", "score", "index", "fallback", "num_answered")
+    keys = ("early_exit", "probes", "votes", "answers", "weights", "score", "index", "fallback", "num_answered")
     extra = {k: result.metadata[k] for k in keys if k in result.metadata}
     return Record(
         method=spec.key,
@@ -266,6 +266,25 @@ def summarise(records: Iterable[Record], specs: Sequence[MethodSpec], problem_id
     return [Summary(s.key, s.label, [by_method[s.key][p] for p in common]) for s in specs]
 
 
+def unweighted_twin(summary: Summary) -> Summary | None:
+    """A plain vote over the very samples a weighted vote drew (its recorded answers, ties to
+    the first seen): weighting compared with no sampling noise between the two."""
+    from scaffolding_nats.methods.voting import vote
+
+    records = []
+    for r in summary.records:
+        answers = r.extra.get("answers")
+        if answers is None and r.error is None:
+            return None
+        answer = vote(answers).answer if answers else None
+        number = answer_of("", answer) if answer is not None else None
+        records.append(
+            Record(**{**asdict(r), "method": f"{r.method}_unweighted", "answer": number,
+                      "correct": is_correct(number, r.expected)})
+        )  # fmt: skip
+    return Summary(f"{summary.key}_unweighted", "  same samples, unweighted", records)
+
+
 def markdown(summaries: Sequence[Summary], header: str, baseline: str = "greedy") -> str:
     base = next((s for s in summaries if s.key == baseline), None)
     lines = [
@@ -324,6 +343,10 @@ def chart(summaries: Sequence[Summary], path: Path, title: str) -> None:
 def report(specs: Sequence[MethodSpec], problems: Sequence[Problem], args: argparse.Namespace, header: str) -> str:
     records = read_records(Path(args.out)) if args.out and Path(args.out).exists() else []
     summaries = summarise(records, specs, [p.id for p in problems])
+    for s in list(summaries):
+        twin = unweighted_twin(s) if s.key == "weighted_vote" else None
+        if twin is not None:
+            summaries.insert(summaries.index(s) + 1, twin)
     table = markdown(summaries, header)
     if args.markdown:
         Path(args.markdown).write_text(table + "\n", encoding="utf-8")

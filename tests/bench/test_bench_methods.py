@@ -69,3 +69,12 @@ def test_report_is_paired_over_common_problems(tmp_path: Path) -> None:
     chart(summaries, png, "t")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(json.dumps(records[0].__dict__))["problem"] == "p1"
+
+
+def test_weighted_vote_gets_an_unweighted_twin_over_its_own_samples() -> None:
+    from benchmarks.bench_methods import Summary, unweighted_twin
+
+    extra = {"answers": ["7", "9", "7", None, "9"], "weights": [0.1, 0.9, 0.1, None, 0.9]}
+    weighted = Summary("weighted_vote", "w", [Record("weighted_vote", "w", "p1", 9, "9", True, extra=extra)])
+    twin = unweighted_twin(weighted)
+    assert twin is not None and twin.records[0].answer == "7" and not twin.records[0].correct

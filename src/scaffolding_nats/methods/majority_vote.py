@@ -103,6 +103,7 @@ class MajorityVoteController(SamplingMethod):
             num_samples=len(samples),
             num_succeeded=sum(t is not None for t in texts),
             num_answered=sum(a is not None for a in answers),
+            answers=list(answers),
             votes={k: round(v, 6) if weights else int(v) for k, v in result.tally.items()},
             weights=[round(w, 6) if w is not None else None for w in raw_weights] if raw_weights else None,
         )

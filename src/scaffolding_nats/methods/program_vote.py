@@ -158,6 +158,7 @@ class ProgramVoteController(MethodController):
             num_samples=self.sample_num,
             num_succeeded=sum(s.ok for s in self._samples),
             num_answered=sum(a is not None for a in answers),
+            answers=list(answers),
             votes={k: float(v) for k, v in result.tally.items()},
         )
         winner = self._samples[index]

@@ -23,12 +23,14 @@ class MethodResult:
 
 @dataclass
 class VoteOutcome(MethodResult):
-    """A vote: the tally by normalised answer and, for weighted votes, each sample's weight."""
+    """A vote: each sample's extracted answer (``None``: failed or no answer), the tally by
+    normalised answer and, for weighted votes, each sample's weight."""
 
     num_samples: int = 0
     num_succeeded: int = 0
     num_answered: int = 0
     votes: dict[str, float] = field(default_factory=dict)
+    answers: list[str | None] | None = None
     weights: list[float | None] | None = None
 
 
