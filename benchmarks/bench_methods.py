@@ -359,20 +359,25 @@ def report(specs: Sequence[MethodSpec], problems: Sequence[Problem], args: argpa
 # -- the stack -------------------------------------------------------------------------------
 
 
-def python_tool(args: argparse.Namespace) -> Any:
-    """The tool program-aided voting calls: the tools worker's sandboxed one when the package
-    has it, else (only with ``--local-python``) the benchmark's own limited subprocess."""
+async def python_tool(args: argparse.Namespace) -> Any:
+    """The tool program-aided voting calls: the tools worker's sandboxed ``python`` (bubblewrap)
+    when this package has it and the sandbox works here, else (only with ``--local-python``)
+    the benchmark's own limited subprocess."""
     try:
-        from scaffolding_nats.workers.tools import PYTHON  # type: ignore[attr-defined]
+        from scaffolding_nats.workers.tools.python_tool import python_tool as sandboxed
+        from scaffolding_nats.workers.tools.sandbox import Sandbox
 
-        return PYTHON
-    except ImportError:
-        pass
+        sandbox = Sandbox()
+        await sandbox.check()
+        return sandboxed(sandbox)
+    except Exception as exc:  # no such module yet, or no bwrap on this machine
+        reason = f"{type(exc).__name__}: {exc}"
     if args.local_python:
         from benchmarks.local_python import LOCAL_PYTHON
 
+        print(f"sandboxed python tool unavailable ({reason}); using benchmarks.local_python", file=sys.stderr)
         return LOCAL_PYTHON
-    raise SystemExit("program_vote needs a python tool: this package has none yet; pass --local-python")
+    raise SystemExit(f"program_vote needs the python tool: {reason}; or pass --local-python")
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -414,7 +419,7 @@ async def main(args: argparse.Namespace) -> int:
                 judge = LogprobJudgeRewardWorker(model.base_url, model.model, max_concurrency=4, timeout=300)
                 hosts.append((judge, "reward"))
             if any("python" in s.needs for s in specs):
-                hosts.append((ToolsWorker([CALCULATOR, python_tool(args)], call_timeout=15), "tool_call"))
+                hosts.append((ToolsWorker([CALCULATOR, await python_tool(args)], call_timeout=15), "tool_call"))
             for worker, tag in hosts:
                 await stack.enter_async_context(WorkerHost(nc, worker, tags=[tag], subjects=subjects))
             await stack.enter_async_context(
