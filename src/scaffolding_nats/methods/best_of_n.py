@@ -9,6 +9,7 @@ from ..runtime.controller import Controller, ControllerGen, Output, ParallelProc
 from .answers import Extractor
 from .base import SamplingMethod, Slot, best_partial, fail_all, prompt_of, set_method_result, text_of
 from .native import NativeGenerationController
+from .results import ScoredOutcome
 from .reward import OutcomeRewardController
 
 
@@ -63,19 +64,18 @@ class BestOfNController(SamplingMethod):
         self, ok: list[int], scores: list[float | None] | None, texts: list[str] | None = None
     ) -> Output:
         texts = texts if texts is not None else [text_of(t) for t in self._samples]
-        meta: dict[str, Any] = {"num_samples": self.sample_num, "num_succeeded": len(ok)}
+        outcome = ScoredOutcome(num_samples=self.sample_num, num_succeeded=len(ok))
         if scores is None:
-            index = ok[0]
-            meta.update(index=index, fallback="reward_failed")
+            outcome.index, outcome.fallback = ok[0], "reward_failed"
         else:
-            index = max(ok, key=lambda i: (scores[i], -i))
-            meta.update(index=index, score=scores[index], scores=scores)
-        text = texts[index]
+            outcome.index = max(ok, key=lambda i: (scores[i], -i))
+            outcome.score, outcome.scores = scores[outcome.index], list(scores)
+        text = texts[outcome.index]
         return Output(
             text=text,
             answer=self.extractor(text),
-            finish_reason=getattr(self._samples[index], "finish_reason", None),
-            metadata=meta,
+            finish_reason=getattr(self._samples[outcome.index], "finish_reason", None),
+            result=outcome,
         )
 
     def _partial(self) -> Output | None:
@@ -90,5 +90,5 @@ class BestOfNController(SamplingMethod):
         if not ok:
             return None
         output = self._choose(ok, None, texts)
-        output.metadata["fallback"] = "unscored"
+        output.result.fallback = output.metadata["fallback"] = "unscored"
         return output
