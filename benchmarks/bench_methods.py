@@ -413,7 +413,9 @@ async def main(args: argparse.Namespace) -> int:
         async with model, AsyncExitStack() as stack:
             nc = await nats.connect(nats_server.url, max_reconnect_attempts=0)
             stack.push_async_callback(nc.close)
-            generator = OpenAIWorker(model.base_url, model=model.model, max_concurrency=8, timeout=600)
+            generator = OpenAIWorker(
+                model.base_url, model=model.model, max_concurrency=8, timeout=600, stream_plain=args.stream_plain
+            )
             hosts: list[tuple[Any, str]] = [(generator, "generation")]
             if any("reward" in s.needs for s in specs):
                 judge = LogprobJudgeRewardWorker(model.base_url, model.model, max_concurrency=4, timeout=300)
@@ -449,6 +451,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--python-tool", default="python", help="tool name program_vote calls")
     p.add_argument("--local-python", action="store_true", help="run programs in benchmarks.local_python")
     p.add_argument("--concurrency", type=int, default=2, help="jobs in flight")
+    p.add_argument("--stream-plain", action="store_true", help="the worker streams plain tasks too")
     p.add_argument("--seed", type=int, default=1000, help="job seed base (job i gets seed + i)")
     p.add_argument("--job-timeout", type=float, default=1200.0)
     p.add_argument("--n-ctx", type=int, default=4096)
