@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from scaffolding_nats.methods import BeamSearchController, BestOfNController, MajorityVoteController
-from scaffolding_nats.proto import GenerationTask
-from scaffolding_nats.runtime import Controller, TaskRunner, run_request
+from scaffolding_nats.client import JobClient
+from scaffolding_nats.methods import BeamSearchController, BestOfNController, MajorityVoteController, load_registry
+from scaffolding_nats.proto import GenerationTask, Job, SamplingParams, Subjects, Usage
+from scaffolding_nats.runtime import Controller, TaskRunner, Worker, handles, run_request
+from scaffolding_nats.services.controller import ControllerService
+from scaffolding_nats.transport import WorkerHost
 
 from .scripted import ScriptedWorker, seed_of
 
@@ -65,3 +68,33 @@ async def test_search_steps_get_distinct_seeds_under_a_job_seed() -> None:
 
 async def test_no_job_seed_leaves_sampling_to_the_backend() -> None:
     assert await seeds_sent(MajorityVoteController(sample_num=3), None) == [-1, -1, -1]
+
+
+class SeedRecorder(Worker):
+    """A generation backend that records the seed of every request it gets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seeds: list[int | None] = []
+
+    @handles(GenerationTask)
+    async def generate(self, task: GenerationTask) -> None:
+        self.seeds.append(task.seed)
+        task.output_str = f"\\boxed{{{len(self.seeds)}}}"
+        task.usage = Usage(prompt_tokens=1, completion_tokens=1)
+
+
+async def test_a_job_seed_over_nats_reaches_the_worker_as_distinct_seeds(nc, prefix) -> None:  # type: ignore[no-untyped-def]
+    subjects = Subjects(prefix)
+    worker = SeedRecorder()
+    async with (
+        WorkerHost(nc, worker, tags=["generation"], subjects=subjects),
+        ControllerService(nc, load_registry(), subjects=subjects),
+    ):
+        client = JobClient(nc, subjects=subjects)
+        for _ in range(2):
+            job = Job(method="majority_vote", prompt="Q", params={"sample_num": 5}, sampling=SamplingParams(seed=1000))
+            await client.run(job, timeout=20)
+    first, again = worker.seeds[:5], worker.seeds[5:]
+    assert len(set(first)) == 5 and 1000 not in first
+    assert sorted(first) == sorted(again)  # type: ignore[type-var]
