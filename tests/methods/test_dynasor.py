@@ -80,3 +80,37 @@ async def test_sampling_overrides_reach_the_stream() -> None:
     await run(DynasorCoTController(chunk_size=8, temperature=0.6, max_tokens=100), worker, "Q")
     (stream,) = worker.of(StreamingGenerationTask)
     assert (stream.temperature, stream.max_tokens) == (0.6, 100)
+
+
+def continuing(probes: dict[int, str]) -> ScriptedWorker:
+    """Chunk requests continue LONG from the text they were shown; probes as in ``script``."""
+
+    def gen(task: GenerationTask) -> str:
+        text = (task.input_str or "").removeprefix("Q")
+        if text.endswith(PROBE_SUFFIX):
+            return probes.get(len(tokens(text.removesuffix(PROBE_SUFFIX))), "42} done")
+        return "".join(tokens(LONG)[len(tokens(text)) :])
+
+    return ScriptedWorker(gen)
+
+
+async def test_chunked_requests_probe_between_chunks_and_stop_generating() -> None:
+    worker = continuing({4: "wait, 41}", 8: "42}"})
+    ctl = DynasorCoTController(chunk_size=4, certainty_threshold=3, continuation="requests")
+    out = await run(ctl, worker, "Q", budget=None)
+    assert not worker.of(StreamingGenerationTask)  # no open stream to run ahead of the probes
+    sent = [t for t in worker.seen if type(t) is GenerationTask]
+    chunks = [t for t in sent if not (t.input_str or "").endswith(PROBE_SUFFIX)]
+    assert [len(tokens((c.input_str or "")[1:])) for c in chunks] == [0, 4, 8, 12]
+    assert all(c.max_tokens == 4 for c in chunks)
+    assert out.output.answer == "42" and out.output.metadata["early_exit"] is True
+    assert out.usage_by_controller["dynasor"].completion_tokens == 16  # generation stopped at 16 of 42
+
+
+async def test_chunked_requests_run_to_the_end_within_the_token_limit() -> None:
+    worker = continuing({})
+    ctl = DynasorCoTController(chunk_size=16, certainty_threshold=9, continuation="requests", max_tokens=40)
+    out = await run(ctl, worker, "Q")
+    assert out.output.metadata["early_exit"] is False
+    assert out.usage_by_controller["dynasor"].completion_tokens == 40
+    assert out.output.text == "".join(tokens(LONG)[:40])

@@ -127,9 +127,14 @@ def mix_seed(seed: int, index: int) -> int:
 
 def job_seed() -> int | None:
     """The running job's seed (its sampling defaults), if it set one."""
+    return job_default("seed")
+
+
+def job_default(name: str) -> int | None:
+    """An integer sampling default of the running job (``seed``, ``max_tokens``), if set."""
     ctx = current_request()
-    seed = ctx.sampling_defaults.get("seed") if ctx is not None else None
-    return seed if isinstance(seed, int) else None
+    value = ctx.sampling_defaults.get(name) if ctx is not None else None
+    return value if isinstance(value, int) else None
 
 
 def succeed(task: Task, text: str, **results: Any) -> None:

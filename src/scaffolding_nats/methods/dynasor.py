@@ -3,15 +3,21 @@
 The generation streams in chunks of ``chunk_size`` tokens (one task, re-yielded). After each
 chunk a short probe asks for the final answer given the text so far; when the last
 ``certainty_threshold`` probes agree and none hesitates, the stream is cancelled at the backend
-and the probed answer is appended. Probes run under their own controller label ("probe")."""
+and the probed answer is appended. Probes run under their own controller label ("probe").
+
+``continuation="requests"`` sends each chunk as its own request continuing the text so far
+instead of one open stream. A backend that serialises requests (llama.cpp's server) keeps
+generating an open stream ahead of the reader and runs the probe only after it: there an early
+exit saves nothing, and the probes wait for the whole trace. With requests, the probe runs
+between chunks and an early exit stops the generation (llama.cpp reuses the shared prefix)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
-from ..proto.tasks import GenerationTask, StreamingGenerationTask, Task
+from ..proto.tasks import GenerationTask, StreamingGenerationTask, Task, TaskStatus, Usage
 from ..runtime.context import emit_progress
 from ..runtime.controller import Controller, ControllerGen, Output, ParallelProcess
 from .answers import Extractor, get_extractor, normalize_answer
@@ -20,6 +26,8 @@ from .base import (
     Slot,
     derive_generation,
     fill_unset,
+    job_default,
+    mix_seed,
     prompt_of,
     require,
     set_method_result,
@@ -31,6 +39,8 @@ from .streaming_stop import cancel
 
 PROBE_SUFFIX = "... Oh, I suddenly got the answer to the whole problem, **Final Answer**\n\n\\boxed{"
 HESITATION_WORDS = ("wait", "hold", "but", "okay", "no", "hmm")
+DEFAULT_TOKEN_LIMIT = 4096
+"""Tokens a chunked continuation stops at when neither the task nor the job sets max_tokens."""
 
 
 def probe_answer(text: str) -> str:
@@ -78,6 +88,7 @@ class DynasorCoTController(MethodController):
         hesitation_words: Sequence[str] = HESITATION_WORDS,
         probe_controller: Controller | None = None,
         extractor: str | Extractor | None = "default",
+        continuation: Literal["stream", "requests"] = "stream",
         name: str | None = None,
         **sampling: Any,
     ) -> None:
@@ -93,8 +104,10 @@ class DynasorCoTController(MethodController):
         self.probe_controller = probe_controller or NativeGenerationController(name="probe")
         self.extractor = get_extractor(extractor)
         self.sampling = validate_sampling(sampling)
+        self.continuation = continuation
         self.probe_answers: list[str] = []
         self._stream: StreamingGenerationTask | None = None
+        self._limit = DEFAULT_TOKEN_LIMIT
 
     def _finalize(self, text: str, answer: str) -> str:
         return f"{text}\n\n**Final Answer**\n\n\\boxed{{{answer}}}"
@@ -106,10 +119,11 @@ class DynasorCoTController(MethodController):
         stream = derive_generation(caller, StreamingGenerationTask, streaming_step=self.chunk_size)
         fill_unset(stream, self.sampling)
         self._stream = stream
+        self._limit = stream.max_tokens or job_default("max_tokens") or DEFAULT_TOKEN_LIMIT
         chunks = 0
         early = False
         while not stream.end_flag:
-            yield [stream]
+            yield from self._advance(stream, prompt, chunks)
             chunks += 1
             if stream.end_flag:
                 break
@@ -122,7 +136,8 @@ class DynasorCoTController(MethodController):
             yield ParallelProcess([self.probe_controller], [[probe]])
             self.probe_answers.append(probe_answer(probe.output_str or "") if probe.ok else "")
             if is_certain(self.probe_answers, self.certainty_threshold, self.hesitation_words):
-                yield from cancel(stream)
+                if self.continuation == "stream":
+                    yield from cancel(stream)
                 early = True
                 break
         meta = {"early_exit": early, "chunks": chunks, "probes": len(self.probe_answers)}
@@ -141,6 +156,29 @@ class DynasorCoTController(MethodController):
         self._output = Output(
             text=text, answer=answer, finish_reason=getattr(caller, "finish_reason", None), metadata=meta
         )
+
+    def _advance(self, stream: StreamingGenerationTask, prompt: str, index: int) -> ControllerGen:
+        """The next chunk: the open stream's next tokens, or (``continuation="requests"``) one
+        request continuing the text so far, whose result is appended to ``stream``."""
+        if self.continuation == "stream":
+            yield [stream]
+            return
+        used = stream.usage.completion_tokens if stream.usage else 0
+        chunk = derive_generation(
+            stream,
+            input_str=prompt + (stream.output_str or ""),
+            max_tokens=max(1, min(self.chunk_size, self._limit - used)),
+            seed=mix_seed(stream.seed, index) if stream.seed is not None else None,
+        )
+        yield [chunk]
+        if not chunk.ok:
+            stream.status, stream.error, stream.end_flag = chunk.status, chunk.error, True
+            return
+        stream.output_str = (stream.output_str or "") + (chunk.output_str or "")
+        stream.usage = (stream.usage or Usage()) + (chunk.usage or Usage())
+        stream.finish_reason = chunk.finish_reason
+        stream.status, stream.error = TaskStatus.SUCCESS, None
+        stream.end_flag = chunk.finish_reason != "length" or stream.usage.completion_tokens >= self._limit
 
     def _partial(self) -> Output | None:
         """The text so far, closed with the latest probe answer when there is one."""
