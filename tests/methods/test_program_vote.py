@@ -4,13 +4,18 @@ sent to the ``python`` tool as ``{"code": ...}``, and what they print is voted."
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
+from scaffolding_nats.client import JobClient
 from scaffolding_nats.errors import TaskFailed
-from scaffolding_nats.methods import ProgramVoteController
+from scaffolding_nats.methods import ProgramVoteController, load_registry
 from scaffolding_nats.methods.program_vote import PROGRAM_INSTRUCTION, extract_program
-from scaffolding_nats.proto import ChatMessage, ChatTask, ToolCallTask
+from scaffolding_nats.proto import ChatMessage, ChatTask, Job, Subjects, ToolCallTask
+from scaffolding_nats.services.controller import ControllerService
+from scaffolding_nats.transport import WorkerHost
+from scaffolding_nats.workers.tools_worker import ToolsWorker
 
 from .scripted import ScriptedWorker, run
 
@@ -80,3 +85,39 @@ def test_extract_program_from_what_models_write() -> None:
     assert extract_program("x = 4\nprint(x)") == "x = 4\nprint(x)"
     assert extract_program("def solve():\n    return 5\n") == "def solve():\n    return 5\n\nprint(solve())"
     assert extract_program("The answer is 5.") is None
+
+
+async def python_tools() -> list[tuple[str, Any]]:
+    """The python tools this machine can run: the tools worker's sandbox (when the package has
+    it and bwrap works here) and the benchmark's limited subprocess."""
+    from benchmarks.local_python import LOCAL_PYTHON
+
+    tools: list[tuple[str, Any]] = [("local_python", LOCAL_PYTHON)]
+    try:
+        from scaffolding_nats.workers.tools.python_tool import python_tool
+        from scaffolding_nats.workers.tools.sandbox import Sandbox
+
+        sandbox = Sandbox()
+        await sandbox.check()
+        tools.append(("sandbox", python_tool(sandbox)))
+    except Exception:  # no sandboxed tool in this package yet, or no bwrap on this machine
+        pass
+    return tools
+
+
+async def test_programs_really_run_in_a_tools_worker_over_nats(nc, prefix) -> None:  # type: ignore[no-untyped-def]
+    """The job goes through the controller service; the programs (scripted replies of the
+    model) run for real in a python tool hosted by a ToolsWorker, and their output is voted."""
+    subjects = Subjects(prefix)
+    client = JobClient(nc, subjects=subjects)
+    for label, tool in await python_tools():
+        async with (
+            WorkerHost(nc, ScriptedWorker(chat=reply), tags=["generation"], subjects=subjects),
+            WorkerHost(nc, ToolsWorker([tool]), tags=["tool_call"], subjects=subjects),
+            ControllerService(nc, load_registry(), subjects=subjects),
+        ):
+            job = Job(method="program_vote", prompt="Janet's ducks...", params={"base_seed": 0})
+            result = await client.run(job, timeout=60)
+        assert result.answer == "18", label
+        assert result.metadata["answers"] == ["18", "18", "32", None, None], label
+        assert result.metadata["votes"] == {"18": 2, "32": 1}, label
