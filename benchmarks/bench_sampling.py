@@ -11,6 +11,11 @@ another without streaming, and what the worker's options change:
 * ``system, unstreamed, 8 in flight``: the worker sends plain requests (``stream_plain=False``).
 * ``system, unstreamed, 1 in flight``: and a per-backend limit of one request.
 
+Besides wall time, each path's CPU seconds are measured: the llama.cpp server process's (from
+``/proc``) and this process's (controller, worker, client). On a shared, loaded machine wall
+time swings with the neighbours; CPU seconds per problem do not, and on a CPU-bound serialising
+server they are what limits throughput.
+
 Run: ``python -m benchmarks.bench_sampling --model qwen-0.5b --problems 4``
 """
 
@@ -18,11 +23,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from pathlib import Path as Path_
 
 import nats
 import openai
@@ -47,6 +54,14 @@ class Path:
     """(prompt, job seed) -> completion tokens."""
     seconds: list[float] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
+    server_cpu: list[float] = field(default_factory=list)
+    client_cpu: list[float] = field(default_factory=list)
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc."""
+    fields = Path_(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -100,25 +115,38 @@ async def main(args: argparse.Namespace) -> int:
             for i, problem in enumerate(problems):
                 prompt = TEMPLATES["chatml"]([ChatMessage(role="user", content=problem.prompt())])
                 order = paths[i % len(paths) :] + paths[: i % len(paths)]  # rotate who goes first
+                assert model.proc is not None
                 for path in order:
-                    started = time.perf_counter()
+                    started, cpu0, own0 = time.perf_counter(), process_cpu(model.proc.pid), time.process_time()
                     tokens = await path.run(prompt, args.seed + i)
                     path.seconds.append(time.perf_counter() - started)
+                    path.server_cpu.append(process_cpu(model.proc.pid) - cpu0)
+                    path.client_cpu.append(time.process_time() - own0)
                     path.tokens.append(tokens)
-                    print(f"  {problem.id} {path.label}: {path.seconds[-1]:.1f}s {tokens} tok", file=sys.stderr)
+                    print(
+                        f"  {problem.id} {path.label}: {path.seconds[-1]:.1f}s wall, server CPU "
+                        f"{path.server_cpu[-1]:.1f}s, client CPU {path.client_cpu[-1]:.2f}s, {tokens} tok",
+                        file=sys.stderr,
+                    )
     base = paths[0]
     base_rate = len(base.seconds) / sum(base.seconds) * 60
+    base_cpu = (sum(base.server_cpu) + sum(base.client_cpu)) / len(base.seconds)
     print(
         f"Model {args.model}, llama.cpp ({args.threads} threads), {len(problems)} GSM8K problems, "
         f"{args.n} samples of at most {args.max_tokens} tokens at T={args.temperature}, paths interleaved.\n"
     )
-    print("| path | problems / min | completion tokens / problem | tokens / s | ratio vs. peer (problems/min) |")
-    print("|---|---|---|---|---|")
+    print(
+        "| path | completion tokens / problem | server CPU s / problem | client CPU s / problem "
+        "| CPU cost vs. peer | problems / min (wall) | wall rate vs. peer |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for p in paths:
-        rate = len(p.seconds) / sum(p.seconds) * 60
-        tps = sum(p.tokens) / sum(p.seconds)
+        n = len(p.seconds)
+        rate = n / sum(p.seconds) * 60
+        cpu = (sum(p.server_cpu) + sum(p.client_cpu)) / n
         print(
-            f"| {p.label} | {rate:.2f} | {sum(p.tokens) / len(p.tokens):.0f} | {tps:.1f} | {rate / base_rate:.2f}x |"
+            f"| {p.label} | {sum(p.tokens) / n:.0f} | {sum(p.server_cpu) / n:.2f} | {sum(p.client_cpu) / n:.2f} "
+            f"| {cpu / base_cpu:.2f}x | {rate:.2f} | {rate / base_rate:.2f}x |"
         )
     return 0
 
