@@ -413,12 +413,20 @@ async def main(args: argparse.Namespace) -> int:
         async with model, AsyncExitStack() as stack:
             nc = await nats.connect(nats_server.url, max_reconnect_attempts=0)
             stack.push_async_callback(nc.close)
+            # A request waits in llama.cpp's queue behind the others: an unstreamed one gets no
+            # byte until it is done, so the read timeout must cover the whole job.
             generator = OpenAIWorker(
-                model.base_url, model=model.model, max_concurrency=8, timeout=600, stream_plain=args.stream_plain
+                model.base_url,
+                model=model.model,
+                max_concurrency=8,
+                timeout=args.job_timeout,
+                stream_plain=args.stream_plain,
             )
             hosts: list[tuple[Any, str]] = [(generator, "generation")]
             if any("reward" in s.needs for s in specs):
-                judge = LogprobJudgeRewardWorker(model.base_url, model.model, max_concurrency=4, timeout=300)
+                judge = LogprobJudgeRewardWorker(
+                    model.base_url, model.model, max_concurrency=4, timeout=args.job_timeout
+                )
                 hosts.append((judge, "reward"))
             if any("python" in s.needs for s in specs):
                 hosts.append((ToolsWorker([CALCULATOR, await python_tool(args)], call_timeout=15), "tool_call"))
@@ -450,10 +458,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--certainty", type=int, default=2, help="Dynasor: agreeing probes to stop")
     p.add_argument("--python-tool", default="python", help="tool name program_vote calls")
     p.add_argument("--local-python", action="store_true", help="run programs in benchmarks.local_python")
-    p.add_argument("--concurrency", type=int, default=2, help="jobs in flight")
+    p.add_argument("--concurrency", type=int, default=1, help="jobs in flight")
     p.add_argument("--stream-plain", action="store_true", help="the worker streams plain tasks too")
     p.add_argument("--seed", type=int, default=1000, help="job seed base (job i gets seed + i)")
-    p.add_argument("--job-timeout", type=float, default=1200.0)
+    p.add_argument("--job-timeout", type=float, default=3600.0)
     p.add_argument("--n-ctx", type=int, default=4096)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=None, help="per-problem records (JSONL), appended as they land")
