@@ -151,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
                     "--tags",
                     "generation",
                     "--worker-args",
-                    json.dumps({**backend, "max_concurrency": 4}),
+                    # llama.cpp serialises requests: plain ones unstreamed (no SSE per token), and a
+                    # read timeout long enough for a request queued behind the others.
+                    json.dumps({**backend, "max_concurrency": 4, "stream_plain": False, "timeout": 600}),
                     "--name",
                     "worker-openai",
                 ],
