@@ -13,6 +13,7 @@ from ._steps import FinalCheck, StepSearch, default_is_final, join_steps, score
 from .answers import Extractor
 from .base import Slot, fail_all, prompt_of, require, set_method_result, succeed
 from .native import NativeGenerationController
+from .results import SearchOutcome
 from .reward import ProcessRewardController
 
 
@@ -113,12 +114,12 @@ class BeamSearchController(StepSearch):
         return Output(
             text=best.text,
             answer=self.extractor(best.text),
-            metadata={
-                "score": best.score,
-                "steps": len(best.steps),
-                "finished": best.final,
-                "beams": [{"score": b.score, "final": b.final} for b in self.beams],
-            },
+            result=SearchOutcome(
+                score=best.score,
+                steps=len(best.steps),
+                finished=best.final,
+                beams=[{"score": b.score, "final": b.final} for b in self.beams],
+            ),
         )
 
     def _partial(self) -> Output | None:

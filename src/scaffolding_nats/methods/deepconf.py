@@ -36,6 +36,7 @@ from .confidence import (
     token_confidences,
 )
 from .native import NativeGenerationController
+from .results import ConfidenceVoteOutcome
 from .streaming_stop import stream_until
 from .voting import vote
 
@@ -146,18 +147,25 @@ class _DeepConfBase(MethodController):
         for policy in VOTE_POLICIES:
             i, _ = self._vote(traces, policy)
             by_policy[policy] = traces[i].answer if i is not None else None
-        meta: dict[str, Any] = {
-            "num_traces": len(traces),
-            "vote_policy": self.vote_policy,
-            "votes": tally,
-            "answers_by_policy": by_policy,
-            "trace_confidences": [round(self.trace_confidence(t), 6) for t in traces],
-            **extra,
-        }
+        fields = {k: v for k, v in extra.items() if k in ConfidenceVoteOutcome.__dataclass_fields__}
+        outcome = ConfidenceVoteOutcome(
+            num_traces=len(traces),
+            num_samples=len(traces),
+            num_succeeded=len(traces),
+            num_answered=sum(t.answer is not None for t in traces),
+            vote_policy=self.vote_policy,
+            votes=tally,
+            answers=[t.answer for t in traces],
+            answers_by_policy=by_policy,
+            trace_confidences=[round(self.trace_confidence(t), 6) for t in traces],
+            **fields,
+        )
+        rest = {k: v for k, v in extra.items() if k not in fields}
         if index is None:
-            meta["fallback"] = "no_answer"
-            return Output(text=traces[0].text, answer=None, metadata=meta)
-        return Output(text=traces[index].text, answer=traces[index].answer, metadata=meta)
+            outcome.index, outcome.fallback = 0, "no_answer"
+            return Output(text=traces[0].text, answer=None, metadata=rest, result=outcome)
+        outcome.index = index
+        return Output(text=traces[index].text, answer=traces[index].answer, metadata=rest, result=outcome)
 
     def _land(self, tasks: list[Task], output: Output) -> None:
         succeed(tasks[0], output.text)

@@ -35,6 +35,7 @@ from .base import (
     validate_sampling,
 )
 from .native import NativeGenerationController
+from .results import EarlyExitOutcome
 from .streaming_stop import cancel
 
 PROBE_SUFFIX = "... Oh, I suddenly got the answer to the whole problem, **Final Answer**\n\n\\boxed{"
@@ -140,7 +141,8 @@ class DynasorCoTController(MethodController):
                     yield from cancel(stream)
                 early = True
                 break
-        meta = {"early_exit": early, "chunks": chunks, "probes": len(self.probe_answers)}
+        outcome = EarlyExitOutcome(early_exit=early, chunks=chunks, probes=len(self.probe_answers))
+        meta = outcome.to_metadata()
         emit_progress(method=self.label, **meta)
         text = stream.output_str or ""
         if early:
@@ -154,7 +156,7 @@ class DynasorCoTController(MethodController):
             answer = self.extractor(text)
         set_method_result(caller, answer, **meta)
         self._output = Output(
-            text=text, answer=answer, finish_reason=getattr(caller, "finish_reason", None), metadata=meta
+            text=text, answer=answer, finish_reason=getattr(caller, "finish_reason", None), result=outcome
         )
 
     def _advance(self, stream: StreamingGenerationTask, prompt: str, index: int) -> ControllerGen:

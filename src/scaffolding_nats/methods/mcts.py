@@ -15,6 +15,7 @@ from ._steps import FinalCheck, StepSearch, default_is_final, join_steps, score
 from .answers import Extractor
 from .base import Slot, fail_all, prompt_of, require, set_method_result, succeed
 from .native import NativeGenerationController
+from .results import SearchOutcome
 from .reward import OutcomeRewardController
 
 
@@ -152,14 +153,14 @@ class MCTSController(StepSearch):
         return Output(
             text=text,
             answer=self.extractor(text),
-            metadata={
-                "value": best.mean,
-                "visits": best.visits,
-                "depth": best.depth,
-                "iterations": iterations,
-                "nodes": _count(self.root),
-                "completed": completed,
-            },
+            result=SearchOutcome(
+                value=best.mean,
+                visits=best.visits,
+                depth=best.depth,
+                iterations=iterations,
+                nodes=_count(self.root),
+                completed=completed,
+            ),
         )
 
     def _partial(self) -> Output | None:

@@ -42,3 +42,53 @@ class ScoredOutcome(MethodResult):
     num_succeeded: int = 0
     score: float | None = None
     scores: list[float | None] | None = None
+
+
+@dataclass
+class ConfidenceVoteOutcome(VoteOutcome):
+    """DeepConf: a vote under ``vote_policy`` over traces weighted or filtered by confidence."""
+
+    num_traces: int = 0
+    vote_policy: str | None = None
+    answers_by_policy: dict[str, str | None] | None = None
+    trace_confidences: list[float] | None = None
+    num_failed: int | None = None
+    threshold: float | None = None
+    stopped_early: int | None = None
+    warmup_traces: int | None = None
+
+
+@dataclass
+class EarlyExitOutcome(MethodResult):
+    """Dynasor-CoT: whether the trace was stopped early, after how many chunks and probes."""
+
+    early_exit: bool = False
+    chunks: int = 0
+    probes: int = 0
+
+
+@dataclass
+class SearchOutcome(MethodResult):
+    """Beam search, MCTS, tree of thoughts: the chosen path's score (or MCTS value) and shape."""
+
+    score: float | None = None
+    steps: int | None = None
+    finished: bool | None = None
+    beams: list[dict[str, Any]] | None = None
+    value: float | None = None
+    visits: int | None = None
+    depth: int | None = None
+    iterations: int | None = None
+    nodes: int | None = None
+    completed: bool | None = None
+    strategy: str | None = None
+
+
+@dataclass
+class AgentOutcome(MethodResult):
+    """Tool agent: turns taken, tool calls made, why it stopped, and the conversation."""
+
+    turns: int = 0
+    tool_calls: int = 0
+    stop: str | None = None
+    messages: list[dict[str, Any]] | None = None

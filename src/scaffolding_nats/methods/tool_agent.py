@@ -22,6 +22,7 @@ from .base import (
     validate_sampling,
 )
 from .native import as_messages
+from .results import AgentOutcome
 
 
 def tool_message(call: ToolCallTask) -> ChatMessage:
@@ -118,14 +119,14 @@ class ToolAgentController(MethodController):
             stop = "max_iterations"
         assert last is not None
         text = (messages[-1].content or "") if messages[-1].role == "assistant" else (last.output_str or "")
-        meta = {
-            "turns": turns,
-            "tool_calls": tool_calls,
-            "stop": stop,
-            "messages": [m.model_dump(exclude_none=True) for m in messages],
-        }
+        outcome = AgentOutcome(
+            turns=turns,
+            tool_calls=tool_calls,
+            stop=stop,
+            messages=[m.model_dump(exclude_none=True) for m in messages],
+        )
         answer = self.extractor(text) if self.extractor else None
-        self._output = Output(text=text, answer=answer, finish_reason=last.finish_reason, metadata=meta)
+        self._output = Output(text=text, answer=answer, finish_reason=last.finish_reason, result=outcome)
         if isinstance(caller, ChatTask):
             caller.output_message = messages[-1] if messages[-1].role == "assistant" else last.output_message
         succeed(caller, text, usage=None)

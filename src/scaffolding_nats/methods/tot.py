@@ -26,6 +26,7 @@ from .base import (
     text_of,
 )
 from .native import NativeGenerationController
+from .results import SearchOutcome
 from .reward import OutcomeRewardController
 
 SELECTION_STRATEGIES = ("best", "vote", "random")
@@ -175,12 +176,9 @@ class TreeOfThoughtsController(StepSearch):
         return Output(
             text=text,
             answer=self.extractor(text),
-            metadata={
-                "score": best.score,
-                "depth": len(best.steps),
-                "finished": best.final,
-                "strategy": self.selection_strategy,
-            },
+            result=SearchOutcome(
+                score=best.score, depth=len(best.steps), finished=best.final, strategy=self.selection_strategy
+            ),
         )
 
     def _partial(self) -> Output | None:
