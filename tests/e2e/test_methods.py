@@ -51,6 +51,8 @@ CASES = [
     Case("chat", labels={"chat"}, num_tasks=1),
     Case("majority_vote", {"sample_num": 3, "sampler": sampler()}, num_tasks=3),
     Case("self_consistency", {"sample_num": 3}, num_tasks=3),
+    Case("weighted_vote", {"sample_num": 2, "sampler": sampler(16)}, num_tasks=2),
+    Case("program_vote", {"sample_num": 3}, {"chat", "program_vote"}, max_tokens=96),
     Case("best_of_n", {"sample_num": 3, "sampler": sampler()}, {"generation", "reward"}, num_tasks=4),
     Case("best_of_4_prm", {"sample_num": 2, "sampler": sampler()}, {"generation", "reward"}, num_tasks=3),
     Case("dynasor", DYNASOR, {"dynasor", "probe"}, max_tokens=64, temperature=0.0),
@@ -131,6 +133,14 @@ def check_shape(method: str, result: JobResult, kinds: list[JobEventType]) -> No
     if method in ("majority_vote", "self_consistency"):
         assert md["num_samples"] == 3 and sum(md["votes"].values()) == md["num_answered"]
         assert JobEventType.PROGRESS in kinds
+    elif method == "weighted_vote":
+        weights = md["weights"]  # exp(mean token log-prob) of each trace, from top-1 log-probs
+        assert len(weights) == 2 and all(0.0 < w <= 1.0 for w in weights)
+        assert abs(sum(md["votes"].values()) - sum(w for w, a in zip(weights, md["answers"], strict=True) if a)) < 1e-4
+    elif method == "program_vote":
+        # The programs ran in the tools worker; what they printed was voted.
+        assert md["num_samples"] == 3 and md["num_answered"] >= 1 and result.answer is not None
+        assert "```python" in result.text and "Output:" in result.text
     elif method in ("best_of_n", "best_of_4_prm"):
         scores = md["scores"]
         assert "fallback" not in md, "the judge scored every sample"
