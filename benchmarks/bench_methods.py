@@ -434,7 +434,12 @@ async def main(args: argparse.Namespace) -> int:
                 await stack.enter_async_context(WorkerHost(nc, worker, tags=[tag], subjects=subjects))
             await stack.enter_async_context(
                 ControllerService(
-                    nc, load_registry(), subjects=subjects, max_jobs=args.concurrency, max_job_seconds=args.job_timeout
+                    nc,
+                    load_registry(),
+                    subjects=subjects,
+                    max_jobs=args.concurrency,
+                    max_job_seconds=args.job_timeout,
+                    task_timeout=args.job_timeout,  # a sample may wait long in llama.cpp's queue
                 )
             )
             await run_all(JobClient(nc, subjects=subjects), specs, problems, args)
