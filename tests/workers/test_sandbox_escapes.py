@@ -67,7 +67,7 @@ async def service(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFact
     secret_file.write_text(secret)
     secret_file.chmod(0o644)  # readable by anyone on the host: only the sandbox's view hides it
     prefix = "sbx" + secrets.token_hex(4)
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, stopped in the finally below
         [
             sys.executable,
             "-m",
@@ -107,7 +107,7 @@ async def contained(service: ToolsService) -> AsyncIterator[ToolsService]:
     pid = service.proc.pid
     yield service
     deadline = time.monotonic() + 10
-    while sandbox_processes() and time.monotonic() < deadline:
+    while sandbox_processes() and time.monotonic() < deadline:  # noqa: ASYNC110 - polls /proc
         await asyncio.sleep(0.05)
     assert sandbox_processes() == []
     assert service.proc.poll() is None and service.proc.pid == pid

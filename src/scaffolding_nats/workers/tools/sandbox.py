@@ -41,6 +41,7 @@ LAUNCHER_PATH = "/sandbox/launch.py"
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _READ_CHUNK = 65536
 _CLOSE_SECONDS = 5.0
+_OPTIONS = {"bwrap", "python", "max_parallel", "uid_base", "mount_proc", "extra_ro_paths"}
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,9 @@ class Sandbox:
     def from_config(cls, config: dict[str, Any]) -> Sandbox:
         """From flat settings (e.g. ``--worker-args``): limit fields and constructor options."""
         limit_names = {f.name for f in fields(SandboxLimits)}
+        unknown = set(config) - limit_names - _OPTIONS
+        if unknown:
+            raise ValueError(f"unknown sandbox settings {sorted(unknown)} (known: {sorted(limit_names | _OPTIONS)})")
         limits = SandboxLimits.from_dict({k: v for k, v in config.items() if k in limit_names})
         return cls(limits, **{k: v for k, v in config.items() if k not in limit_names})
 
@@ -150,7 +154,7 @@ class Sandbox:
             raise SandboxUnavailable(f"cannot start bwrap {self.bwrap}: {exc}", details={"reason": "exec"}) from exc
         if run.stdout.split() != ["42", "True"]:
             raise SandboxUnavailable(
-                "bwrap cannot create the sandbox here (user namespaces disabled, or a seccomp profile "
+                f"bwrap ({self.bwrap}) cannot create the sandbox here (user namespaces disabled, or a seccomp profile "
                 "that forbids unshare/mount?); the python tool will not run code unsandboxed. "
                 f"exit code {run.exit_code}, stderr: {run.stderr.strip()[:500]}",
                 details={"exit_code": run.exit_code, "stderr": run.stderr[:2000], "bwrap": self.bwrap},

@@ -1,0 +1,138 @@
+"""The sandbox refuses to start where it cannot isolate, and its unprivileged mode (the one the
+images use: a non-root worker, bwrap creating a user namespace) holds the same limits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client
+
+from scaffolding_nats.devstack import NatsServer
+from scaffolding_nats.proto import Subjects
+from scaffolding_nats.transport import WorkerHost
+from scaffolding_nats.workers.errors import SandboxUnavailable
+from scaffolding_nats.workers.tools.sandbox import Sandbox, SandboxLimits
+from scaffolding_nats.workers.tools_worker import ToolsWorker
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+@pytest.mark.parametrize("bwrap", ["/nonexistent/bwrap", "/bin/false"])
+async def test_worker_refuses_to_serve_without_a_working_sandbox(nc: Client, prefix: str, bwrap: str) -> None:
+    worker = ToolsWorker(sandbox={"bwrap": bwrap})
+    with pytest.raises(SandboxUnavailable) as info:
+        async with WorkerHost(nc, worker, tags=["tool_call"], subjects=Subjects(prefix)):
+            pytest.fail("served without a sandbox")
+    message = info.value.message
+    assert bwrap in message and ("will not run code unsandboxed" in message or "cannot start" in message)
+
+
+async def test_without_the_python_tool_no_sandbox_is_needed(nc: Client, prefix: str) -> None:
+    worker = ToolsWorker(python=False, sandbox={"bwrap": "/nonexistent/bwrap"})
+    async with WorkerHost(nc, worker, tags=["tool_call"], subjects=Subjects(prefix)):
+        assert sorted(worker.tools) == ["calculator"]
+
+
+async def test_the_service_exits_with_a_clear_error(nats_server: NatsServer, prefix: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "scaffolding_nats.services.worker",
+        "--nats",
+        nats_server.url,
+        "--prefix",
+        prefix,
+        "--worker",
+        "tools",
+        "--tags",
+        "tool_call",
+        "--worker-args",
+        json.dumps({"sandbox": {"bwrap": "/bin/false"}}),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode != 0 and b"ready" not in out
+    assert b"SandboxUnavailable" in err and b"will not run code unsandboxed" in err
+
+
+def test_limits_are_checked() -> None:
+    with pytest.raises(ValueError, match="unknown sandbox settings"):
+        Sandbox.from_config({"wall_secs": 3})
+    sandbox = Sandbox.from_config({"wall_seconds": 3, "max_parallel": 2})
+    assert sandbox.limits == SandboxLimits(wall_seconds=3)
+
+
+async def test_code_and_stdin_sizes_are_bounded() -> None:
+    sandbox = Sandbox(SandboxLimits(max_code_bytes=10, max_stdin_bytes=10))
+    with pytest.raises(ValueError, match="code longer"):
+        await sandbox.run("print(1)  # " + "x" * 20)
+    with pytest.raises(ValueError, match="stdin longer"):
+        await sandbox.run("print(1)", "y" * 20)
+
+
+UNPRIVILEGED_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, json, os, sys
+    from scaffolding_nats.workers.tools.sandbox import Sandbox, SandboxLimits
+
+    async def main():
+        sandbox = Sandbox(SandboxLimits(wall_seconds=4, cpu_seconds=2), python=sys.executable)
+        await sandbox.check()
+        programs = {
+            "uid": "import os; print(os.getuid())",
+            "net": "import socket\\ntry:\\n socket.create_connection(('127.0.0.1', 22), timeout=1); print('open')\\n"
+                   "except OSError: print('blocked')",
+            "write": "try:\\n open('/usr/x', 'w'); print('wrote')\\nexcept OSError: print('refused')",
+            "fork": "import os\\nwhile True:\\n try: os.fork()\\n except OSError: pass",
+            "cpu": "while True: pass",
+        }
+        out = {}
+        for name, code in programs.items():
+            run = await sandbox.run(code)
+            out[name] = [run.stdout.strip(), run.exit_code, run.limit]
+        print(json.dumps({"as_root": sandbox.as_root, **out}))
+
+    asyncio.run(main())
+    """
+)
+
+
+def _system_python() -> str | None:
+    candidate = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+    return candidate if os.access(candidate, os.X_OK) else None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start a process as another user")
+@pytest.mark.skipif(_system_python() is None, reason="needs a system python of this version for uid 65534")
+def test_unprivileged_worker_mode_uses_a_user_namespace_and_holds_the_limits() -> None:
+    """As uid 65534 (like the images' uid 10001), bwrap makes a user namespace itself."""
+    site = next(p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix))
+    python = _system_python()
+    assert python is not None
+    proc = subprocess.run(
+        [python, "-c", UNPRIVILEGED_SCRIPT],
+        capture_output=True,
+        timeout=90,
+        user=65534,
+        group=65534,
+        extra_groups=[],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{SRC}:{site}"},
+        cwd="/",
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    result = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    assert result["as_root"] is False
+    assert result["uid"][0] == "65534"
+    assert result["net"][0] == "blocked"
+    assert result["write"][0] == "refused"
+    assert result["fork"][2] is not None  # a limit ended it
+    assert result["cpu"][2] == "cpu time (2s)"
