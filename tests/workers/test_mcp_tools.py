@@ -64,6 +64,10 @@ def config(http_url: str) -> dict[str, object]:
     }
 
 
+def alive(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}")
+
+
 async def call(remote: RemoteWorker, tool: str, arguments: dict[str, object]) -> ToolCallTask:
     task = ToolCallTask(tool_name=tool, arguments=json.dumps(arguments))
     await asyncio.wait_for(remote.run_task(task), 30)
@@ -103,9 +107,9 @@ async def test_mcp_tools_are_called_over_nats(nc: Client, prefix: str, http_serv
             await remote.stop()
     # stopping the worker stops the stdio server it started
     deadline = time.monotonic() + 10
-    while Path(f"/proc/{stdio_pid}").exists() and time.monotonic() < deadline:  # noqa: ASYNC110 - a process we do not own
+    while alive(stdio_pid) and time.monotonic() < deadline:  # noqa: ASYNC110 - a process we do not own
         await asyncio.sleep(0.05)
-    assert not Path(f"/proc/{stdio_pid}").exists()
+    assert not alive(stdio_pid)
 
 
 async def test_the_service_reads_the_config_file_from_the_environment(
