@@ -136,3 +136,16 @@ def test_unprivileged_worker_mode_uses_a_user_namespace_and_holds_the_limits() -
     assert result["write"][0] == "refused"
     assert result["fork"][2] is not None  # a limit ended it
     assert result["cpu"][2] == "cpu time (2s)"
+
+
+def test_the_tool_agent_python_method_offers_the_workers_definitions() -> None:
+    """The method config repeats the tool definitions the model sees; they must match the
+    tools worker's, or the model would be told about arguments the worker does not take."""
+    from scaffolding_nats.methods.registry import load_registry
+    from scaffolding_nats.methods.tool_agent import ToolAgentController
+
+    agent = load_registry().build("tool_agent_python")
+    assert isinstance(agent, ToolAgentController)
+    offered = {t.name: t.model_dump() for t in agent.tools}
+    served = {d.name: d.model_dump() for d in ToolsWorker().definitions()}
+    assert offered == served == {n: served[n] for n in ("calculator", "python")}
