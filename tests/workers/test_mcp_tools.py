@@ -18,12 +18,16 @@ import pytest
 import yaml
 from nats.aio.client import Client
 
+from scaffolding_nats.client import JobClient
 from scaffolding_nats.devstack import NatsServer
 from scaffolding_nats.devstack.nats_server import free_port
 from scaffolding_nats.errors import ScaffoldingError
-from scaffolding_nats.proto import Subjects
+from scaffolding_nats.methods.registry import load_registry
+from scaffolding_nats.proto import ChatMessage, ChatTask, Job, JobEventType, Subjects, ToolCall
 from scaffolding_nats.proto.errors import ErrorCode
 from scaffolding_nats.proto.tasks import TaskStatus, ToolCallTask, ToolDefinition
+from scaffolding_nats.runtime import Worker, handles
+from scaffolding_nats.services.controller import ControllerService
 from scaffolding_nats.transport import RemoteWorker, WorkerHost
 from scaffolding_nats.workers.tools import CALCULATOR, Tool
 from scaffolding_nats.workers.tools.mcp_bridge import load_config
@@ -110,6 +114,51 @@ async def test_mcp_tools_are_called_over_nats(nc: Client, prefix: str, http_serv
     while alive(stdio_pid) and time.monotonic() < deadline:  # noqa: ASYNC110 - a process we do not own
         await asyncio.sleep(0.05)
     assert not alive(stdio_pid)
+
+
+class AddingModel(Worker):
+    """A scripted chat model: calls ``local_add`` when it is offered, then answers with the
+    tool's result. Records the tool names each turn offered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.offered: list[list[str]] = []
+
+    @handles(ChatTask)
+    async def chat(self, task: ChatTask) -> None:
+        self.offered.append([t.name for t in task.tools or []])
+        results = [m.content for m in task.messages if m.role == "tool"]
+        if results:
+            task.output_message = ChatMessage(role="assistant", content=f"the sum is {results[0]}")
+        elif "local_add" in self.offered[-1]:
+            call = ToolCall(id="c1", name="local_add", arguments=json.dumps({"a": 19, "b": 23}))
+            task.output_message = ChatMessage(role="assistant", content=None, tool_calls=[call])
+        else:
+            task.output_message = ChatMessage(role="assistant", content="no tool")
+        task.output_str = task.output_message.content or ""
+
+
+async def test_the_tool_agent_discovers_and_calls_mcp_tools_over_nats(
+    nc: Client, prefix: str, http_server: str
+) -> None:
+    """Job → controller (tool_agent, discover_tools) → tools/list and the MCP tool call as
+    ToolCallTasks over NATS → the tools worker → the stdio MCP server."""
+    subjects = Subjects(prefix)
+    model = AddingModel()
+    tools = ToolsWorker(python=False, mcp_config=config(http_server))
+    async with (
+        WorkerHost(nc, model, tags=["generation"], subjects=subjects),
+        WorkerHost(nc, tools, tags=["tool_call"], subjects=subjects) as tools_host,
+        ControllerService(nc, load_registry(), subjects=subjects, max_job_seconds=60),
+    ):
+        job = Job(method="tool_agent", prompt="add 19 and 23", params={"discover_tools": True})
+        events = [e async for e in JobClient(nc, subjects=subjects).events(job, timeout=60)]
+        last = events[-1]
+        assert last.type is JobEventType.RESULT, last.error
+        assert last.result is not None and last.result.text == "the sum is 42"
+        assert model.offered[0] == [d.name for d in tools.definitions()]
+        assert last.result.metadata["tool_calls"] == 1
+        assert tools_host.stats.completed == 2  # tools/list, then local_add
 
 
 async def test_the_service_reads_the_config_file_from_the_environment(

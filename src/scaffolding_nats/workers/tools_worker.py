@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._compat import timeout as deadline
-from ..proto.tasks import ToolCallTask, ToolDefinition
+from ..proto.tasks import LIST_TOOLS, ToolCallTask, ToolDefinition
 from ..runtime.worker import Worker, handles
 from .errors import NotSupported
 from .tools import CALCULATOR, Tool, ToolInputError, ToolResult
@@ -103,6 +103,9 @@ class ToolsWorker(Worker):
         return [tool.definition for tool in self.tools.values()]
 
     async def call(self, name: str, arguments: str) -> ToolResult:
+        if name == LIST_TOOLS:
+            listed = json.dumps([d.model_dump() for d in self.definitions()])
+            return ToolResult(result=listed, stdout=listed)
         tool = self.tools.get(name)
         if tool is None:
             raise NotSupported(
