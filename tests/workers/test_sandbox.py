@@ -21,6 +21,8 @@ from scaffolding_nats.workers.errors import SandboxUnavailable
 from scaffolding_nats.workers.tools.sandbox import Sandbox, SandboxLimits
 from scaffolding_nats.workers.tools_worker import ToolsWorker
 
+from .sandboxed import sandboxed_programs
+
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
@@ -63,6 +65,12 @@ async def test_the_service_exits_with_a_clear_error(nats_server: NatsServer, pre
     assert b"SandboxUnavailable" in err and b"will not run code unsandboxed" in err
 
 
+async def test_a_busy_loop_ends_at_the_cpu_limit() -> None:
+    """RLIMIT_CPU: SIGXCPU after 1 s of CPU, however long that takes on a loaded machine."""
+    run = await Sandbox(SandboxLimits(cpu_seconds=1, wall_seconds=120)).run("while True:\n    pass")
+    assert run.limit == "cpu time (1s)" and not run.ok
+
+
 def test_limits_are_checked() -> None:
     with pytest.raises(ValueError, match="unknown sandbox settings"):
         Sandbox.from_config({"wall_secs": 3})
@@ -85,6 +93,7 @@ UNPRIVILEGED_SCRIPT = textwrap.dedent(
 
     async def main():
         sandbox = Sandbox(SandboxLimits(wall_seconds=4, cpu_seconds=2), python=sys.executable)
+        cpu_bound = Sandbox(SandboxLimits(wall_seconds=120, cpu_seconds=1), python=sys.executable)
         await sandbox.check()
         programs = {
             "uid": "import os; print(os.getuid())",
@@ -96,7 +105,7 @@ UNPRIVILEGED_SCRIPT = textwrap.dedent(
         }
         out = {}
         for name, code in programs.items():
-            run = await sandbox.run(code)
+            run = await (cpu_bound if name == "cpu" else sandbox).run(code)
             out[name] = [run.stdout.strip(), run.exit_code, run.limit]
         print(json.dumps({"as_root": sandbox.as_root, **out}))
 
@@ -135,7 +144,7 @@ def test_unprivileged_worker_mode_uses_a_user_namespace_and_holds_the_limits() -
     assert result["net"][0] == "blocked"
     assert result["write"][0] == "refused"
     assert result["fork"][2] is not None  # a limit ended it
-    assert result["cpu"][2] == "cpu time (2s)"
+    assert result["cpu"][2] == "cpu time (1s)"
 
 
 def test_the_tool_agent_python_method_offers_the_workers_definitions() -> None:
@@ -149,3 +158,53 @@ def test_the_tool_agent_python_method_offers_the_workers_definitions() -> None:
     offered = {t.name: t.model_dump() for t in agent.tools}
     served = {d.name: d.model_dump() for d in ToolsWorker().definitions()}
     assert offered == served == {n: served[n] for n in ("calculator", "python")}
+
+
+async def test_a_killed_worker_takes_its_sandboxed_runs_with_it(
+    nats_server: NatsServer, nc: Client, prefix: str
+) -> None:
+    """kill -9 of the worker mid-run: bwrap's --die-with-parent ends the program too."""
+    from scaffolding_nats.proto.tasks import ToolCallTask
+    from scaffolding_nats.transport import RemoteWorker
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "scaffolding_nats.services.worker",
+        "--nats",
+        nats_server.url,
+        "--prefix",
+        prefix,
+        "--worker",
+        "tools",
+        "--tags",
+        "tool_call",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    remote = RemoteWorker(nc, subjects=Subjects(prefix), heartbeat=0.2, max_attempts=1)
+    try:
+        assert proc.stdout is not None
+        assert (await asyncio.wait_for(proc.stdout.readline(), 30)).strip() == b"ready"
+        await remote.start()
+        code = "import os, time\nos.fork()\nprint('up', flush=True)\ntime.sleep(600)"
+        task = ToolCallTask(tool_name="python", arguments=json.dumps({"code": code}))
+        running = asyncio.create_task(remote.run_task(task))
+        for _ in range(200):  # up to 10 s for both processes of the run to exist
+            if len(await asyncio.to_thread(sandboxed_programs)) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert len(await asyncio.to_thread(sandboxed_programs)) == 2
+        proc.kill()
+        await asyncio.wait_for(proc.wait(), 10)
+        for _ in range(200):
+            if not await asyncio.to_thread(sandboxed_programs):
+                break
+            await asyncio.sleep(0.05)
+        assert await asyncio.to_thread(sandboxed_programs) == []
+        await asyncio.wait_for(running, 10)
+        assert not task.ok  # the caller learns the worker died (no heartbeats)
+    finally:
+        await remote.stop()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

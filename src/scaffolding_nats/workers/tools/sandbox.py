@@ -9,8 +9,8 @@ Two modes, picked by the worker's own uid:
   counts the processes of that namespace only.
 - root (a developer machine or CI running as root): bwrap runs without a user namespace, keeps
   only CAP_SETUID/CAP_SETGID, and the launcher drops to a uid of its own per concurrent run
-  (``uid_base + slot``), so neither the kernel's root exemption from ``RLIMIT_NPROC`` nor a
-  sibling run's processes interfere.
+  (``uid_base + slot``; by default derived from the worker's pid), so neither the kernel's root
+  exemption from ``RLIMIT_NPROC`` nor a sibling run's processes interfere.
 
 Nothing runs unsandboxed: ``check()`` runs a program through the real path at start-up and
 raises ``SandboxUnavailable`` when bwrap is missing or cannot create its namespaces.
@@ -108,7 +108,7 @@ class Sandbox:
         bwrap: str | None = None,
         python: str | None = None,
         max_parallel: int = 4,
-        uid_base: int = 64000,
+        uid_base: int | None = None,
         mount_proc: bool = True,
         extra_ro_paths: Sequence[str] = (),
     ) -> None:
@@ -120,7 +120,11 @@ class Sandbox:
         self.mount_proc = mount_proc
         self.extra_ro_paths = [str(Path(p)) for p in extra_ro_paths]
         self.as_root = os.geteuid() == 0
-        self.uid_base = uid_base
+        # Root mode: a uid per slot, and per worker process, so that RLIMIT_NPROC (counted
+        # per uid) of one run never includes another run's processes.
+        self.uid_base = uid_base if uid_base is not None else 200_000 + (os.getpid() % 100_000) * 64
+        if max_parallel > 64 and uid_base is None:
+            raise ValueError("max_parallel over 64 needs an explicit uid_base")
         self._free_slots = asyncio.Queue[int]()
         for slot in range(max_parallel):
             self._free_slots.put_nowait(slot)
