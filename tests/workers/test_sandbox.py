@@ -208,3 +208,17 @@ async def test_a_killed_worker_takes_its_sandboxed_runs_with_it(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_runs_are_counted_by_outcome() -> None:
+    from scaffolding_nats import metrics
+
+    def count(outcome: str) -> float:
+        return metrics.SANDBOX_RUNS.labels(outcome)._value.get()
+
+    before = {o: count(o) for o in ("ok", "exit", "output")}
+    sandbox = Sandbox(SandboxLimits(max_output_bytes=100))
+    await sandbox.run("print(1)")
+    await sandbox.run("raise SystemExit(2)")
+    await sandbox.run("print('x' * 1000)")
+    assert {o: count(o) - before[o] for o in before} == {"ok": 1, "exit": 1, "output": 1}

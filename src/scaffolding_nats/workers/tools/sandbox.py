@@ -31,6 +31,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ... import metrics
 from ..._compat import TaskGroup
 from ..._compat import timeout as deadline
 from ..errors import SandboxUnavailable
@@ -250,6 +251,8 @@ class Sandbox:
         code = await proc.wait()
         if limit is None:
             limit = _limit_from_signal(code, self.limits)
+        outcome = limit.split(" ", 1)[0] if limit else ("ok" if code == 0 else "exit")
+        metrics.SANDBOX_RUNS.labels(outcome).inc()
         return SandboxRun(
             stdout=out[:cap].decode(errors="replace"),
             stderr=err[:cap].decode(errors="replace"),
