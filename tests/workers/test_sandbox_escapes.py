@@ -139,19 +139,28 @@ async def test_writes_outside_tmp_fail_and_tmp_is_private(contained: ToolsServic
     target = tmp_path / "escaped"
     code = f"""
 import os
-for path in ["/escaped", "/usr/escaped", "/etc/escaped", "/sandbox/main.py", "{target}", "/proc/sys/kernel/hostname"]:
+paths = ["/escaped", "/usr/escaped", "/etc/escaped", "/dev/escaped", "/sandbox/main.py", "{target}",
+         "/proc/sys/kernel/hostname"]
+for path in paths:
     try:
         with open(path, "w") as f:
             f.write("x")
         print("wrote", path)
     except OSError as exc:
         print("refused", path, exc.errno)
+try:  # /tmp and /dev/shm are bounded tmpfs mounts
+    for i in range(100):
+        with open(f"/dev/shm/fill{{i}}", "wb") as f:
+            f.write(b"x" * 2**20)
+    print("filled")
+except OSError as exc:
+    print("full", exc.errno)
 open("/tmp/mine", "w").write("ok")
 print(sorted(os.listdir("/tmp")))
 """
     task = await contained.python(code)
     assert "wrote" not in task.stdout, task.stdout
-    assert task.stdout.count("refused") == 6
+    assert task.stdout.count("refused") == 7 and "full 28" in task.stdout  # ENOSPC
     assert task.stdout.strip().endswith("['mine']")  # nothing of the host's /tmp
     assert not target.exists()
     again = await contained.python("import os; print(os.listdir('/tmp'))")

@@ -55,7 +55,7 @@ class SandboxLimits:
     max_processes: int = 16  # processes and threads of the run, counting the launcher
     max_output_bytes: int = 64 * 2**10  # stdout and stderr each; more kills the run
     max_file_bytes: int = 8 * 2**20  # any one file written (RLIMIT_FSIZE)
-    tmp_bytes: int = 16 * 2**20  # size of the private /tmp
+    tmp_bytes: int = 16 * 2**20  # size of the private /tmp (and of /dev/shm)
     max_open_files: int = 64
     max_code_bytes: int = 256 * 2**10
     max_stdin_bytes: int = 256 * 2**10
@@ -276,6 +276,8 @@ class Sandbox:
         }
         argv = [self.bwrap, *self._mounts()]
         argv += ["--size", str(lim.tmp_bytes), "--perms", "1777", "--tmpfs", "/tmp"]
+        # /dev is a tmpfs of bwrap's with no size limit: read-only, but for a bounded /dev/shm.
+        argv += ["--size", str(lim.tmp_bytes), "--perms", "1777", "--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
         argv += ["--perms", "0755", "--dir", "/sandbox"]
         argv += ["--ro-bind", str(LAUNCHER), LAUNCHER_PATH]
         argv += ["--perms", "0444", "--ro-bind-data", str(code_fd), PROGRAM_PATH]
