@@ -95,7 +95,8 @@ def find_bwrap() -> str | None:
 
 
 def default_python() -> str:
-    """The base interpreter (not the venv's): the program sees the standard library only."""
+    """The base interpreter, not the venv's: a worker run from a venv keeps its packages out of
+    the sandbox (the program gets the standard library and the base site-packages)."""
     return os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
 
 
