@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -107,6 +108,14 @@ async def test_mcp_tools_are_called_over_nats(nc: Client, prefix: str, http_serv
             assert hidden.status is TaskStatus.NOT_SUPPORTED
             calc = await call(remote, "calculator", {"expression": "6 * 7"})
             assert calc.result == "42"
+            # the stdio server dies: its tools answer with an error, the others keep working
+            os.kill(stdio_pid, signal.SIGKILL)
+            started = time.monotonic()
+            dead = await call(remote, "local_add", {"a": 1, "b": 1})
+            assert dead.status is TaskStatus.SUCCESS and dead.is_error and "local" in (dead.stderr or "")
+            assert time.monotonic() - started < 20
+            alive_web = await call(remote, "web_add", {"a": 1, "b": 1})
+            assert alive_web.result == "2"
         finally:
             await remote.stop()
     # stopping the worker stops the stdio server it started
