@@ -70,17 +70,18 @@ class ToolsWorker(Worker):
             self.sandbox = sandbox if isinstance(sandbox, Sandbox) else Sandbox.from_config(sandbox or {})
             self.add_tool(python_tool(self.sandbox))
         self.mcp: McpBridge | None = None
-        source = mcp_config if mcp_config is not None else os.environ.get(MCP_CONFIG_ENV) or None
-        if source is not None:
-            from .tools.mcp_bridge import McpBridge, load_config
-
-            self.mcp = McpBridge(load_config(source if isinstance(source, dict) else Path(source)))
+        self._mcp_source = mcp_config if mcp_config is not None else os.environ.get(MCP_CONFIG_ENV) or None
 
     async def start(self) -> None:
         """Refuse to serve without a working sandbox; connect the MCP servers."""
         if self.sandbox is not None:
             await self.sandbox.check()
-        if self.mcp is not None:
+        source = self._mcp_source
+        if source is not None:
+            from .tools.mcp_bridge import McpBridge, load_config
+
+            config = await asyncio.to_thread(load_config, source if isinstance(source, dict) else Path(source))
+            self.mcp = McpBridge(config)
             await self.mcp.start()
             try:
                 for tool in self.mcp.tools():
