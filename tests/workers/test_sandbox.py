@@ -119,11 +119,26 @@ def _system_python() -> str | None:
     return candidate if os.access(candidate, os.X_OK) else None
 
 
+def _reachable_by_others(path: Path) -> bool:
+    """uid 65534 can read ``path``: every directory on the way is world-searchable."""
+    import stat
+
+    return all(p.stat().st_mode & stat.S_IXOTH for p in [path, *path.parents])
+
+
+def _site_packages() -> Path:
+    return Path(next(p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix)))
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start a process as another user")
+@pytest.mark.skipif(
+    not (_reachable_by_others(SRC) and _reachable_by_others(_site_packages())),
+    reason="the checkout is not readable by uid 65534",
+)
 @pytest.mark.skipif(_system_python() is None, reason="needs a system python of this version for uid 65534")
 def test_unprivileged_worker_mode_uses_a_user_namespace_and_holds_the_limits() -> None:
     """As uid 65534 (like the images' uid 10001), bwrap makes a user namespace itself."""
-    site = next(p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix))
+    site = _site_packages()
     python = _system_python()
     assert python is not None
     proc = subprocess.run(
