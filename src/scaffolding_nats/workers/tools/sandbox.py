@@ -159,9 +159,10 @@ class Sandbox:
         except OSError as exc:
             raise SandboxUnavailable(f"cannot start bwrap {self.bwrap}: {exc}", details={"reason": "exec"}) from exc
         if run.stdout.split() != ["42", "True"]:
+            hint = " (a masked /proc in a container? see mount_proc)" if "proc" in run.stderr else ""
             raise SandboxUnavailable(
                 f"bwrap ({self.bwrap}) cannot create the sandbox here (user namespaces disabled, or a seccomp profile "
-                "that forbids unshare/mount?); the python tool will not run code unsandboxed. "
+                f"that forbids unshare/mount?{hint}); the python tool will not run code unsandboxed. "
                 f"exit code {run.exit_code}, stderr: {run.stderr.strip()[:500]}",
                 details={"exit_code": run.exit_code, "stderr": run.stderr[:2000], "bwrap": self.bwrap},
             )
