@@ -237,3 +237,10 @@ async def test_runs_are_counted_by_outcome() -> None:
     await sandbox.run("raise SystemExit(2)")
     await sandbox.run("print('x' * 1000)")
     assert {o: count(o) - before[o] for o in before} == {"ok": 1, "exit": 1, "output": 1}
+
+
+async def test_the_sandbox_runs_without_its_own_proc_where_a_container_masks_it() -> None:
+    sandbox = Sandbox(mount_proc=False)
+    await sandbox.check()
+    run = await sandbox.run("import os\nprint(os.path.exists('/proc/self'), 6 * 7)")
+    assert run.ok and run.stdout.split() == ["False", "42"]
