@@ -64,7 +64,13 @@ def config(http_url: str) -> dict[str, object]:
     return {
         "servers": {
             "local": {"command": sys.executable, "args": [str(SERVER), "stdio"], "prefix": "local_", "timeout": 20},
-            "web": {"url": http_url, "prefix": "web_", "tools": ["add", "whoami"], "timeout": 20},
+            "web": {
+                "url": http_url,
+                "headers": {"X-Scaffolding-Test": "1"},
+                "prefix": "web_",
+                "tools": ["add", "whoami"],
+                "timeout": 20,
+            },
         }
     }
 

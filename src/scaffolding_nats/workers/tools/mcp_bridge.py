@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -110,11 +110,22 @@ class McpServerLink:
         assert self.config.url is not None
         if not self.config.headers:
             return self.config.url
+        return self._http_with_headers(self.config.url)
+
+    @contextlib.asynccontextmanager
+    async def _http_with_headers(self, url: str) -> AsyncIterator[Any]:
+        """Streamable HTTP with the configured headers; the SDK leaves closing a client it was
+        given to the caller."""
         import httpx2  # type: ignore[import-not-found,unused-ignore]
         from mcp.client.streamable_http import streamable_http_client
 
-        http = httpx2.AsyncClient(headers=self.config.headers, timeout=self.config.timeout)
-        return streamable_http_client(self.config.url, http_client=http)
+        async with (
+            # as the SDK's own client: a long read timeout for the server's event stream; calls
+            # have their own deadline (read_timeout_seconds)
+            httpx2.AsyncClient(headers=self.config.headers, timeout=httpx2.Timeout(30.0, read=300.0)) as http,
+            streamable_http_client(url, http_client=http) as streams,
+        ):
+            yield streams
 
     async def _hold(self) -> None:
         from mcp import Client
