@@ -28,7 +28,9 @@ def write_env_file(path: Path, values: dict[str, str]) -> None:
 
 
 def new_secret() -> str:
-    return secrets.token_urlsafe(24)
+    """A letter then 40 hex digits: nats-server parses a password taken from its environment as
+    a config value, so it must not look like a number, a date or a boolean."""
+    return "s" + secrets.token_hex(20)
 
 
 def load_or_create(path: Path, names: Iterable[str]) -> dict[str, str]:

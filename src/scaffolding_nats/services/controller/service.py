@@ -98,7 +98,10 @@ class ControllerService:
     async def __aenter__(self) -> ControllerService:
         js = self.js = self.nc.jetstream()
         if self.provision and await missing(js, self.subjects):
-            await provision(js, self.subjects, self.durability)
+            try:
+                await provision(js, self.subjects, self.durability)
+            except Exception as exc:  # not the admin role: say what is missing, below
+                log.warning("could not provision JetStream (%r); only the admin role may", exc)
         await check(js, self.subjects)  # NotProvisioned, naming what is missing
         self.kv = await js.key_value(self.subjects.results_bucket)
         async with AsyncExitStack() as stack:  # unwinds in reverse: see _drain for the order
