@@ -228,6 +228,8 @@ async def test_readiness_follows_the_consumer_and_services_fail_clearly_without_
     assert await bus.alice.methods()
     # A controller that may not create streams names what is missing and how to create it.
     await admin.delete_stream(S.events_stream)
-    with pytest.raises(NotProvisioned, match=r"missing SEC_EVENTS\. Run `python -m scaffolding_nats.services.admin init`"):
+    with pytest.raises(
+        NotProvisioned, match=r"missing SEC_EVENTS\. Run `python -m scaffolding_nats.services.admin init`"
+    ):
         async with ControllerService(bus.conns["controller"].nc, load_registry(), subjects=S, provision=False):
             pass

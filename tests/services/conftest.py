@@ -22,7 +22,6 @@ from scaffolding_nats.services.gateway import GatewaySettings, create_app
 from scaffolding_nats.services.gateway.auth import KeyStore
 from scaffolding_nats.transport import WorkerHost
 
-
 KEY = "sk-test-" + "a" * 24
 """The tenant ``test``'s API key, made here for the test stack (never in the repository's config)."""
 

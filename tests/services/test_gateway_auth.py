@@ -83,7 +83,9 @@ async def test_rate_limit_and_concurrency_cap_answer_429(make_stack):
             return r.status_code
 
         first = asyncio.create_task(slow_request())
-        while worker.started == 0:  # the first request holds the only slot
+        for _ in range(250):  # until the first request holds the only slot (5 s at most)
+            if worker.started:
+                break
             await asyncio.sleep(0.02)
         second = await h.post("/v1/completions", json={"model": "native", "prompt": "x"}, headers=auth(BUSY))
         assert second.status_code == 429 and second.json()["error"]["code"] == "concurrency_limit_exceeded"
