@@ -1,7 +1,9 @@
 """Security artefacts for a deployment, generated from the role table:
 
   python -m scaffolding_nats.security nats-config [--check] FILE   # the authorization block
-  python -m scaffolding_nats.security secrets FILE                 # NATS passwords (0600 env file)
+  python -m scaffolding_nats.security secrets FILE [--api-key-tenant T]  # 0600 env file of
+      SCAF_NATS_PASSWORD_<USER> lines (and SCAF_API_KEYS="T <key>"): compose's .env, or
+      `kubectl create secret generic scaf-nats --from-env-file=FILE`
   python -m scaffolding_nats.security api-key --tenant NAME        # one gateway key line
 
 ``nats-config`` output is checked in (``k8s/nats/auth.conf``, used by compose too); it holds no
@@ -17,7 +19,7 @@ from pathlib import Path
 from ..proto.subjects import Subjects
 from .natsconf import HEADER, authorization
 from .permissions import Deployment
-from .secrets_file import load_or_create
+from .secrets_file import load_or_create, write_env_file
 
 
 def _deployment(args: argparse.Namespace) -> Deployment:
@@ -38,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         c.add_argument("--worker", action="append", help="KIND=TAG[,TAG] (default: openai, reward, tools)")
         c.add_argument("--client", action="append", help="a NATS client role that owns its jobs")
     sub.choices["nats-config"].add_argument("--check", action="store_true", help="fail if FILE is stale")
+    sub.choices["secrets"].add_argument("--api-key-tenant", help="also a gateway API key for this tenant")
     k = sub.add_parser("api-key")
     k.add_argument("--tenant", required=True)
     args = p.parse_args(argv)
@@ -50,7 +53,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     deployment = _deployment(args)
     if args.command == "secrets":
-        load_or_create(args.output, [r.password_env for r in deployment.roles()])
+        values = load_or_create(args.output, [r.password_env for r in deployment.roles()])
+        if args.api_key_tenant and not values.get("SCAF_API_KEYS"):
+            from ..proto.subjects import check_token
+            from ..services.gateway.auth import new_key
+
+            values["SCAF_API_KEYS"] = f"{check_token(args.api_key_tenant, 'tenant')} {new_key()}"
+            write_env_file(args.output, values)
         print(f"NATS passwords of {len(deployment.roles())} users in {args.output} (mode 0600)")
         return 0
     text = HEADER + authorization(deployment)

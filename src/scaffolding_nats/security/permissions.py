@@ -21,6 +21,7 @@ DEFAULT_WORKERS: Mapping[str, Sequence[str]] = {
     "openai": ("generation",),
     "reward": ("reward",),
     "tools": ("tool_call",),
+    "trtllm": ("generation",),  # k8s/gpu/ only
 }
 """Worker kind -> the tags it serves, as deployed by ``make run``, compose and ``k8s/``."""
 
