@@ -326,7 +326,7 @@ def test_k8s_network_policies_deny_by_default_and_open_only_the_needed_paths():
     assert gateway["ingress"][0]["from"] == [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
     ]
-    egress = {name: spec for name, spec in policies.items() if "Egress" in spec["policyTypes"] and name != "default-deny"}
+    egress = {name: spec for name, spec in policies.items() if "Egress" in spec["policyTypes"]}
     assert egress["to-nats"]["egress"] == [
         {"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "nats"}}}],
          "ports": [{"protocol": "TCP", "port": 4222}]},
