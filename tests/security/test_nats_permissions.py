@@ -5,6 +5,8 @@ record, gateway replay) still works with every service logged in as its own role
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -211,9 +213,23 @@ async def test_only_admin_creates_or_deletes_streams_and_consumers(bus: Bus):
     assert info.name == S.jobs_consumer
 
 
+async def _admin_check(server: NatsServer, user: str) -> tuple[int, str]:
+    """``services.admin check`` as ``user`` (k8s's readiness probe of the controller)."""
+    env = {**os.environ, **server.env_for(user), "SCAF_PREFIX": S.prefix}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "scaffolding_nats.services.admin", "check", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, (out + err).decode()
+
+
 async def test_readiness_follows_the_consumer_and_services_fail_clearly_without_streams(bus: Bus):
+    assert await _admin_check(bus.server, "controller") == (0, "provisioned\n")
     admin = bus.conns["admin"].nc.jetstream()
     await admin.delete_consumer(S.jobs_stream, S.jobs_consumer)
+    rc, out = await _admin_check(bus.server, "controller")
+    assert rc == 1 and "missing SEC_JOBS/SEC_CONTROLLERS" in out
     for _ in range(100):
         if not bus.controller.ready:
             break
