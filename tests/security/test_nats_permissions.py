@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -21,8 +23,9 @@ from scaffolding_nats.devstack import NatsServer
 from scaffolding_nats.methods.registry import load_registry
 from scaffolding_nats.proto import Job, JobEventType, Subjects, pack
 from scaffolding_nats.security import Deployment
+from scaffolding_nats.security.natsconf import Tls
 from scaffolding_nats.services.controller import ControllerService
-from scaffolding_nats.transport import WorkerHost
+from scaffolding_nats.transport import WorkerHost, connect
 from scaffolding_nats.transport.jetstream import NotProvisioned, provision
 from scaffolding_nats.workers.synthetic import SyntheticWorker
 
@@ -249,3 +252,35 @@ async def test_readiness_follows_the_consumer_and_services_fail_clearly_without_
     ):
         async with ControllerService(bus.conns["controller"].nc, load_registry(), subjects=S, provision=False):
             pass
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl makes the test certificate")
+async def test_tls_is_optional_and_services_connect_with_the_ca_from_the_environment(tmp_path, monkeypatch):
+    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
+    made = await asyncio.to_thread(
+        subprocess.run,
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    with NatsServer(deployment=DEPLOYMENT, jetstream=False, tls=Tls(str(cert), str(key))) as srv:
+        monkeypatch.setenv("SCAF_NATS_TLS_CA", str(cert))
+        nc = await connect(srv.bare_url, user="client-alice", password=srv.passwords["client-alice"])
+        try:
+            assert nc.is_connected and nc.connected_url is not None and nc.connected_url.scheme == "tls"
+        finally:
+            await nc.close()
+        monkeypatch.delenv("SCAF_NATS_TLS_CA")
+        errors: list[Exception] = []
+
+        async def on_error(exc: Exception) -> None:
+            errors.append(exc)
+
+        # Without the CA the certificate does not verify: nats-py reports it and never connects.
+        with pytest.raises((TimeoutError, OSError, nats.errors.Error)):
+            await asyncio.wait_for(
+                connect(srv.bare_url, user="client-alice", password=srv.passwords["client-alice"], error_cb=on_error),
+                5,
+            )
+        assert any("CERTIFICATE_VERIFY_FAILED" in str(e) for e in errors)

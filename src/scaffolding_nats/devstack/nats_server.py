@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..security import Deployment
-from ..security.natsconf import password_env, server_config
+from ..security.natsconf import Tls, password_env, server_config
 from ..security.secrets_file import load_or_create, new_secret
 
 
@@ -59,11 +59,13 @@ class NatsServer:
         deployment: Deployment | None = None,
         secrets_file: str | os.PathLike[str] | None = None,
         extra_config: str = "",
+        tls: Tls | None = None,
     ) -> None:
         self.port = port or free_port()
         self.auth = auth
         self.deployment = deployment or Deployment()
         self.extra_config = extra_config
+        self.tls = tls
         roles = self.deployment.roles()
         if secrets_file is not None:
             stored = load_or_create(Path(secrets_file), [r.password_env for r in roles])
@@ -81,8 +83,12 @@ class NatsServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
+    def _scheme(self) -> str:
+        return "tls" if self.tls else "nats"
+
+    @property
     def bare_url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"{self._scheme}://127.0.0.1:{self.port}"
 
     @property
     def url(self) -> str:
@@ -90,7 +96,8 @@ class NatsServer:
         return self.url_for("admin") if self.auth else self.bare_url
 
     def url_for(self, user: str) -> str:
-        return f"nats://{quote(user, safe='')}:{quote(self.passwords[user], safe='')}@127.0.0.1:{self.port}"
+        auth = f"{quote(user, safe='')}:{quote(self.passwords[user], safe='')}"
+        return f"{self._scheme}://{auth}@127.0.0.1:{self.port}"
 
     def env_for(self, user: str) -> dict[str, str]:
         """What a service process needs to log in as ``user`` (see ``transport.connect``)."""
@@ -114,6 +121,7 @@ class NatsServer:
             port=self.port,
             store_dir=self.store_dir if self.jetstream else None,
             max_payload=self.max_payload,
+            tls=self.tls,
             auth=self.auth,
             extra=self.extra_config,
         )

@@ -54,9 +54,11 @@ async def connect(
 ) -> Client:
     """Connect with reconnects on, errors logged (a slow consumer is reported, not silent),
     and the environment's credentials unless ``user``/``password`` are given."""
-    if "user" not in options and "user_credentials" not in options:
-        for key, value in credentials_from_env().items():
-            options.setdefault(key, value)
+    from_env = credentials_from_env()
+    if "user" in options or "user_credentials" in options:  # given credentials win over the environment
+        from_env = {k: v for k, v in from_env.items() if k not in ("user", "password", "user_credentials")}
+    for key, value in from_env.items():
+        options.setdefault(key, value)
     if options.get("user"):
         options.setdefault("inbox_prefix", inbox_prefix(options["user"]))
     options.setdefault("max_reconnect_attempts", -1)
