@@ -98,3 +98,16 @@ def test_key_file_errors_name_the_line():
         KeyStore.parse("ok k1\na.b k2", source="keys")
     with pytest.raises(KeyFileError, match="unknown option 'burst'"):
         KeyStore.parse("t k burst=3")
+
+
+async def test_readyz_goes_false_when_the_controllers_consumer_is_deleted(make_stack):
+    async with make_stack({"generation": SyntheticWorker()}) as s, httpx.AsyncClient(base_url=s.url) as h:
+        assert (await h.get("/readyz")).status_code == 200
+        await s.nc.jetstream().delete_consumer(s.subjects.jobs_stream, s.subjects.jobs_consumer)
+        for _ in range(150):  # the controller checks every 2 s; the gateway caches methods 5 s
+            ready = await h.get("/readyz")
+            if ready.status_code == 503:
+                break
+            await asyncio.sleep(0.1)
+        assert ready.status_code == 503 and ready.json()["controllers"] is False
+        assert "jobs consumer" in ready.json()["reason"] and "services.admin init" in ready.json()["reason"]
