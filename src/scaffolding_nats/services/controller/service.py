@@ -261,9 +261,10 @@ class ControllerService:
         # Not running here: maybe still queued. A "cancelled" record, written only where no
         # record exists yet (a running job has one), makes whichever controller takes it skip it.
         error = ErrorInfo(code=ErrorCode.CANCELLED, message="job cancelled by the client before it started")
+        # An owner's cancel goes under its own key, so it can never pre-empt another owner's job.
         record = JobRecord(job_id=job_id, method="?", state=JobState.FAILED, error=error, owner=owner)
         with contextlib.suppress(Exception):
-            await self.kv.create(job_id, codec.encode(record))
+            await self.kv.create(_cancel_key(job_id, owner), codec.encode(record))
 
     # -- one job ---------------------------------------------------------------------------
 
@@ -297,7 +298,11 @@ class ControllerService:
             return
         events = EventStream(self.nc, self.subjects.events(job.id, owner), job.id, partials=job.stream)
         if await self._cancelled_before_start(job, owner):
-            events.error(ErrorInfo(code=ErrorCode.CANCELLED, message="job cancelled by the client before it started"))
+            error = ErrorInfo(code=ErrorCode.CANCELLED, message="job cancelled by the client before it started")
+            if owner is not None:  # its cancel was kept under the owner's key: record it under the job's
+                await self._fail(job, events, error, owner)
+            else:
+                events.error(error)
             events.close()
             await events.pump()
             await msg.ack()
@@ -381,16 +386,22 @@ class ControllerService:
             self._cancel_requested.discard(job.id)
 
     async def _cancelled_before_start(self, job: Job, owner: str | None) -> bool:
-        try:
-            entry = await self.kv.get(job.id)
-        except Exception:  # no record: the usual case
-            return False
-        if not entry.value:
-            return False
-        record = codec.decode(JobRecord, entry.value)
-        if record.owner is not None and record.owner != owner:
-            return False  # a cancel sent by another owner does not count
-        return record.state is JobState.FAILED and record.error is not None and record.error.code is ErrorCode.CANCELLED
+        """A cancel arrived while the job was queued: a trusted one (no owner), or its owner's."""
+        keys = [job.id] if owner is None else [job.id, _cancel_key(job.id, owner)]
+        for key in keys:
+            try:
+                entry = await self.kv.get(key)
+            except Exception:  # no record: the usual case
+                continue
+            if not entry.value:
+                continue
+            record = codec.decode(JobRecord, entry.value)
+            if record.owner not in (None, owner):
+                continue
+            error = record.error
+            if record.state is JobState.FAILED and error is not None and error.code is ErrorCode.CANCELLED:
+                return True
+        return False
 
     async def _fail(self, job: Job, events: EventStream, error: ErrorInfo, owner: str | None = None) -> None:
         await self._record(JobRecord(job_id=job.id, method=job.method, state=JobState.FAILED, error=error, owner=owner))
@@ -424,6 +435,10 @@ def _sampling_defaults(job: Job) -> dict[str, Any]:
     if job.model is not None:
         defaults.setdefault("model", job.model)
     return defaults
+
+
+def _cancel_key(job_id: str, owner: str | None) -> str:
+    return job_id if owner is None else f"{owner}.{job_id}"
 
 
 def _owner_of(subjects: Subjects, subject: str) -> str | None:
