@@ -66,6 +66,7 @@ async def test_a_tenant_reads_and_cancels_only_its_own_jobs(make_stack):
         theirs = await h.get(f"/v1/jobs/{job_id}", headers=auth(BOB))
         assert theirs.status_code == 404 and theirs.json()["error"]["code"] == "job_not_found"
         assert (await h.delete(f"/v1/jobs/{job_id}", headers=auth(BOB))).status_code == 404
+        assert (await h.get(f"/v1/jobs/{job_id}/events", headers=auth(BOB))).status_code == 404
         still = await h.get(f"/v1/jobs/{job_id}", headers=auth(ALICE))
         assert still.json()["state"] == "succeeded"  # Bob's cancel reached nothing
 

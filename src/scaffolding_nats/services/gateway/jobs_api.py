@@ -60,10 +60,13 @@ async def status(job_id: str, request: Request) -> Any:
     return JSONResponse(body)
 
 
-@router.get("/{job_id}/events")
-async def events(job_id: str, request: Request) -> StreamingResponse:
+@router.get("/{job_id}/events", response_model=None)
+async def events(job_id: str, request: Request) -> StreamingResponse | JSONResponse:
     """Server-sent events: every event of the job from the first, then live ones."""
     state = _state(request)
+    visible, _ = await _own_record(request, job_id)
+    if not visible:
+        return _not_found(job_id)
 
     async def stream() -> AsyncIterator[bytes]:
         try:
