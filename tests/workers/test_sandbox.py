@@ -196,7 +196,7 @@ async def test_a_killed_worker_takes_its_sandboxed_runs_with_it(
         "tool_call",
         stdout=asyncio.subprocess.PIPE,
     )
-    remote = RemoteWorker(nc, subjects=Subjects(prefix), heartbeat=0.2, max_attempts=1)
+    remote = RemoteWorker(nc, subjects=Subjects(prefix), heartbeat=0.2)  # retries cover a late SUB
     try:
         assert proc.stdout is not None
         assert (await asyncio.wait_for(proc.stdout.readline(), 30)).strip() == b"ready"
