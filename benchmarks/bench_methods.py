@@ -359,24 +359,25 @@ def report(specs: Sequence[MethodSpec], problems: Sequence[Problem], args: argpa
 # -- the stack -------------------------------------------------------------------------------
 
 
-async def python_tool(args: argparse.Namespace) -> Any:
-    """The tool program-aided voting calls: the tools worker's sandboxed ``python`` (bubblewrap)
-    when this package has it and the sandbox works here, else (only with ``--local-python``)
-    the benchmark's own limited subprocess."""
-    try:
-        from scaffolding_nats.workers.tools.python_tool import python_tool as sandboxed
-        from scaffolding_nats.workers.tools.sandbox import Sandbox
+async def tools_worker(args: argparse.Namespace) -> Any:
+    """The tools worker program-aided voting calls: with its sandboxed ``python`` tool when the
+    sandbox works here, else (only with ``--local-python``) with the benchmark's own limited
+    subprocess as ``python``."""
+    from scaffolding_nats.workers.tools import CALCULATOR
+    from scaffolding_nats.workers.tools_worker import ToolsWorker
 
-        sandbox = Sandbox()
-        await sandbox.check()
-        return sandboxed(sandbox)
-    except Exception as exc:  # no such module yet, or no bwrap on this machine
+    worker = ToolsWorker(call_timeout=15)
+    try:
+        assert worker.sandbox is not None
+        await worker.sandbox.check()
+        return worker
+    except Exception as exc:  # no bwrap on this machine
         reason = f"{type(exc).__name__}: {exc}"
     if args.local_python:
         from benchmarks.local_python import LOCAL_PYTHON
 
         print(f"sandboxed python tool unavailable ({reason}); using benchmarks.local_python", file=sys.stderr)
-        return LOCAL_PYTHON
+        return ToolsWorker([CALCULATOR, LOCAL_PYTHON], call_timeout=15, python=False)
     raise SystemExit(f"program_vote needs the python tool: {reason}; or pass --local-python")
 
 
@@ -388,9 +389,6 @@ async def main(args: argparse.Namespace) -> int:
     from scaffolding_nats.services.controller import ControllerService
     from scaffolding_nats.transport import WorkerHost
     from scaffolding_nats.workers import LogprobJudgeRewardWorker, OpenAIWorker
-    from scaffolding_nats.workers.tools import CALCULATOR
-    from scaffolding_nats.workers.tools_worker import ToolsWorker
-
     all_specs = method_specs(args)
     unknown = [m for m in args.methods if m not in all_specs]
     if unknown:
@@ -429,7 +427,7 @@ async def main(args: argparse.Namespace) -> int:
                 )
                 hosts.append((judge, "reward"))
             if any("python" in s.needs for s in specs):
-                hosts.append((ToolsWorker([CALCULATOR, await python_tool(args)], call_timeout=15), "tool_call"))
+                hosts.append((await tools_worker(args), "tool_call"))
             for worker, tag in hosts:
                 await stack.enter_async_context(WorkerHost(nc, worker, tags=[tag], subjects=subjects))
             await stack.enter_async_context(

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import nats
 import pytest
 import pytest_asyncio
-from benchmarks.local_python import LOCAL_PYTHON
 from nats.aio.client import Client
 
 from scaffolding_nats.client import JobClient
@@ -30,7 +29,6 @@ from scaffolding_nats.runtime import handles
 from scaffolding_nats.services.controller import ControllerService
 from scaffolding_nats.transport import WorkerHost
 from scaffolding_nats.workers import LogprobJudgeRewardWorker, OpenAIWorker
-from scaffolding_nats.workers.tools import CALCULATOR
 from scaffolding_nats.workers.tools_worker import ToolsWorker
 
 JOB_TIMEOUT = 60.0
@@ -104,9 +102,7 @@ async def stack(
             ]:
                 await es.enter_async_context(WorkerHost(nc, worker, tags=tags, subjects=subjects))
             tools_host = await es.enter_async_context(
-                # The calculator, and a python for program-aided voting (the benchmark's limited
-                # subprocess: the tests run no sandbox).
-                WorkerHost(nc, ToolsWorker([CALCULATOR, LOCAL_PYTHON]), tags=["tool_call"], subjects=subjects)
+                WorkerHost(nc, ToolsWorker(), tags=["tool_call"], subjects=subjects)
             )
             await es.enter_async_context(
                 ControllerService(nc, load_registry(), subjects=subjects, max_job_seconds=JOB_TIMEOUT)
