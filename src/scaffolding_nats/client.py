@@ -20,16 +20,12 @@ from nats.js.api import DeliverPolicy
 
 from .errors import DeadlineExceeded, ProtocolError, ScaffoldingError
 from .proto import codec
-from .proto.errors import ErrorCode
+from .proto.errors import ErrorCode, NoController
 from .proto.messages import Job, JobEvent, JobEventType, JobRecord, JobResult
 from .proto.subjects import HEADER_MSG_ID, Subjects
 from .telemetry import inject_headers
 
 _TERMINAL = (JobEventType.RESULT, JobEventType.ERROR)
-
-
-class NoController(ScaffoldingError):
-    code = ErrorCode.NO_CONTROLLER
 
 
 class JobClient:

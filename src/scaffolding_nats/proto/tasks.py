@@ -13,22 +13,12 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from .errors import ErrorInfo, TaskFailed
+from .errors import ErrorInfo, TaskFailed, TaskStatus
 
 
 def new_id() -> str:
     """128 random bits as hex: unique like a UUID4, at a third of the cost."""
     return os.urandom(16).hex()
-
-
-class TaskStatus(str, Enum):
-    PENDING = "pending"
-    SUCCESS = "success"
-    NOT_SUPPORTED = "not_supported"
-    WORKER_ERROR = "worker_error"
-    TIMEOUT = "timeout"
-    CANCELLED = "cancelled"
-    REJECTED = "rejected"
 
 
 class Usage(BaseModel):
@@ -122,7 +112,14 @@ class Task(BaseModel):
             + (f": {info.message}" if info else ""),
             code=info.code if info else None,
             retryable=info.retryable if info else False,
-            details={"task_id": self.id, "status": self.status.value},
+            details={
+                **(info.details if info else {}),
+                "task_id": self.id,
+                "kind": self.kind,
+                "worker_tag": self.worker_tag,
+                "status": self.status.value,
+                "attempts": (info.details.get("attempts", 1) if info else 1),
+            },
         )
 
 

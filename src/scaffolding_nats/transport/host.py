@@ -26,7 +26,7 @@ from .. import metrics, telemetry
 from .._compat import TaskGroup, timeout
 from ..errors import ProtocolError
 from ..proto import codec
-from ..proto.errors import ErrorCode, ErrorInfo
+from ..proto.errors import ErrorCode, ErrorInfo, http_status_for, task_status_for
 from ..proto.messages import FrameType, TaskReply, TaskRequest
 from ..proto.subjects import HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE, Subjects
 from ..proto.tasks import StreamingGenerationTask, Task, TaskStatus
@@ -34,18 +34,6 @@ from ..proto.version import DEFAULT_MAX_TASK_BYTES, PROTOCOL_VERSION
 from ..runtime.worker import Worker, fail
 
 log = logging.getLogger(__name__)
-
-_HTTP_LIKE = {
-    ErrorCode.MALFORMED: "400",
-    ErrorCode.INVALID: "400",
-    ErrorCode.UNSUPPORTED_VERSION: "400",
-    ErrorCode.UNKNOWN_TASK_TYPE: "400",
-    ErrorCode.PAYLOAD_TOO_LARGE: "413",
-    ErrorCode.NOT_SUPPORTED: "501",
-    ErrorCode.AT_CAPACITY: "503",
-    ErrorCode.TIMEOUT: "504",
-}
-
 
 @dataclass
 class HostStats:
@@ -292,13 +280,13 @@ class WorkerHost:
         body = codec.encode(
             TaskReply(
                 task_id=task_id,
-                status=TaskStatus.REJECTED if error.code is not ErrorCode.INTERNAL else TaskStatus.WORKER_ERROR,
+                status=task_status_for(error.code),
                 error=error,
             )
         )
         headers = {
             HEADER_SERVICE_ERROR: error.message[:200],
-            HEADER_SERVICE_ERROR_CODE: _HTTP_LIKE.get(error.code, "500"),
+            HEADER_SERVICE_ERROR_CODE: str(http_status_for(error.code)),
         }
         try:
             await req.respond(body, headers=headers)

@@ -10,24 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ...errors import ScaffoldingError
-from ...proto.errors import ErrorCode, ErrorInfo
-
-_STATUS = {
-    ErrorCode.MALFORMED: 400,
-    ErrorCode.INVALID: 400,
-    ErrorCode.UNSUPPORTED_VERSION: 400,
-    ErrorCode.PAYLOAD_TOO_LARGE: 413,
-    ErrorCode.UNKNOWN_METHOD: 404,
-    ErrorCode.NOT_SUPPORTED: 501,
-    ErrorCode.NO_WORKER: 503,
-    ErrorCode.NO_CONTROLLER: 503,
-    ErrorCode.AT_CAPACITY: 503,
-    ErrorCode.TIMEOUT: 504,
-    ErrorCode.CANCELLED: 499,
-    ErrorCode.BUDGET_EXHAUSTED: 422,
-    ErrorCode.BACKEND_ERROR: 502,
-    ErrorCode.WORKER_ERROR: 502,
-}
+from ...proto.errors import ErrorCode, ErrorInfo, http_status_for
 
 _TYPE = {
     400: "invalid_request_error",
@@ -60,7 +43,7 @@ def error_response(
 
 
 def from_info(info: ErrorInfo) -> JSONResponse:
-    status = _STATUS.get(info.code, 500)
+    status = http_status_for(info.code)
     code = "model_not_found" if info.code is ErrorCode.UNKNOWN_METHOD else info.code.value
     return error_response(info.message, code=code, status=status, details=info.details or None)
 
