@@ -46,6 +46,10 @@ class Controller:
     name: str | None = None
     """Label for usage accounting; defaults to the class name."""
 
+    accepts_messages: ClassVar[bool] = False
+    """True for chat-aware methods: the controller service passes a job's chat messages to
+    ``generate`` unrendered, instead of one prompt in the model's chat format."""
+
     collection_factories: ClassVar[dict[str, Callable[[], Any]]] = {}
     """Set by ``with_task_collection``: observers every instance and clone gets fresh."""
 
@@ -71,6 +75,10 @@ class Controller:
         yield from self.process([task], **kwargs)
         task.raise_for_status()
         return Output.from_task(task)
+
+    def best_so_far(self) -> Output | None:
+        """The best answer so far, asked for when a budget runs out; ``None``: nothing yet."""
+        return None
 
     def process(self, tasks: list[Task], **kwargs: Any) -> ControllerGen:
         raise NotImplementedError(f"{type(self).__name__}.process")

@@ -63,8 +63,7 @@ async def run_request(
         try:
             output = await drive(controller, controller.generate(prompt, **(kwargs or {})), runner, ctx)
         except BudgetExhausted as exc:
-            best = getattr(controller, "best_so_far", None)
-            output = best() if callable(best) else None
+            output = controller.best_so_far()
             if output is None:
                 raise
             stop_reason = _STOP_REASONS.get(str(exc.details.get("budget")), "budget_tokens")

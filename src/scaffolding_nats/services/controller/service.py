@@ -7,7 +7,6 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -26,29 +25,12 @@ from ...proto.messages import Job, JobEventType, JobRecord, JobResult, JobState
 from ...proto.subjects import Subjects
 from ...runtime.request import run_request
 from ...runtime.runner import TaskRunner
-from ...runtime.worker import Worker
 from ...transport import RemoteWorker
 from ...transport.jetstream import Durability, ensure_streams, jobs_consumer_config, results_bucket
 from .events import EventStream
 from .prompting import prompt_for
 
 log = logging.getLogger(__name__)
-
-
-class AnyTag(Mapping[str, Worker]):
-    """Every worker tag maps to the bus: whether anyone serves it is the bus's to answer."""
-
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-
-    def __getitem__(self, tag: str) -> Worker:
-        return self.worker
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
 
 
 class ControllerService:
@@ -78,7 +60,7 @@ class ControllerService:
         self.durability = durability or Durability()
         self.version = version
         self.remote = RemoteWorker(nc, subjects=self.subjects, timeout=task_timeout)
-        self.runner = TaskRunner(AnyTag(self.remote))
+        self.runner = TaskRunner(fallback=self.remote)
         self._slots = asyncio.Semaphore(max_jobs)
         self._running: dict[str, tuple[asyncio.Task[Any], Msg]] = {}
         self._cancel_requested: set[str] = set()
