@@ -20,8 +20,8 @@ from nats.js.api import DeliverPolicy
 
 from .errors import DeadlineExceeded, ProtocolError, ScaffoldingError
 from .proto import codec
-from .proto.errors import ErrorCode, NoController
-from .proto.messages import Job, JobEvent, JobEventType, JobRecord, JobResult
+from .proto.errors import ErrorCode, ErrorInfo, NoController
+from .proto.messages import Job, JobEvent, JobEventType, JobRecord, JobResult, JobState
 from .proto.subjects import HEADER_MSG_ID, Subjects
 from .telemetry import inject_headers
 
@@ -88,7 +88,19 @@ class JobClient:
         return codec.decode(JobRecord, entry.value) if entry.value else None
 
     async def cancel(self, job_id: str) -> None:
+        """Stop a running job (its controller hears the cancel) or a queued one, even while no
+        controller runs: a ``cancelled`` record, written only where the job has none yet, makes
+        whichever controller takes it later end it at once without running it."""
+        from .transport.jetstream import results_bucket
+
         await self.nc.publish(self.subjects.cancel_job(job_id), b"")
+        error = ErrorInfo(code=ErrorCode.CANCELLED, message="job cancelled by the client before it started")
+        record = JobRecord(job_id=job_id, method="?", state=JobState.FAILED, error=error)
+        try:
+            kv = await results_bucket(self.js, self.subjects)
+            await kv.create(job_id, codec.encode(record))
+        except Exception:  # a record exists: the job runs or ran, and the published cancel is what counts
+            pass
 
     async def methods(self, *, timeout: float = 1.0) -> list[str]:
         """The methods a controller serves; ``NoController`` if none answers."""

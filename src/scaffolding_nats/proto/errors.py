@@ -49,9 +49,9 @@ class TaskStatus(str, Enum):
 class ErrorInfo(BaseModel):
     """A typed error: what went wrong, whether trying again may help, and data to act on."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    code: ErrorCode
+    code: ErrorCode = Field(strict=False)
     message: str
     retryable: bool = False
     details: dict[str, Any] = Field(default_factory=dict)

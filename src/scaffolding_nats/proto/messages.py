@@ -21,7 +21,7 @@ def _version_required(schema: dict[str, Any]) -> None:
 
 
 class _Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_version_required)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_version_required)
 
     v: int = PROTOCOL_VERSION
 
@@ -48,9 +48,9 @@ class TaskReply(_Message):
     """One frame of a task's reply. Exactly one ``final`` frame ends every reply."""
 
     task_id: str
-    frame: FrameType = FrameType.FINAL
+    frame: FrameType = Field(default=FrameType.FINAL, strict=False)  # enums: their wire values
     seq: int = 0
-    status: TaskStatus | None = None
+    status: TaskStatus | None = Field(default=None, strict=False)
     result: dict[str, Any] = Field(default_factory=dict)
     error: ErrorInfo | None = None
 
@@ -61,7 +61,7 @@ class TaskReply(_Message):
 class Budget(BaseModel):
     """Caps for one job, enforced across every task of every branch."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     max_tokens: int | None = Field(default=None, ge=1)
     max_tasks: int | None = Field(default=None, ge=1)
@@ -102,7 +102,7 @@ StopReason = Literal["completed", "budget_tokens", "budget_tasks", "budget_time"
 class JobResult(BaseModel):
     """What a finished job returns. ``stop_reason`` says why it ended (e.g. a budget)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     text: str
     answer: str | None = None
@@ -120,7 +120,7 @@ class JobEvent(_Message):
 
     job_id: str
     seq: int
-    type: JobEventType
+    type: JobEventType = Field(strict=False)
     ts: float = Field(default_factory=time.time)
     text: str | None = None
     progress: dict[str, Any] | None = None
@@ -140,7 +140,7 @@ class JobRecord(_Message):
 
     job_id: str
     method: str
-    state: JobState
+    state: JobState = Field(strict=False)
     updated_at: float = Field(default_factory=time.time)
     result: JobResult | None = None
     error: ErrorInfo | None = None

@@ -5,7 +5,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .errors import ProtocolError
+
 _TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+class InvalidToken(ProtocolError, ValueError):
+    """An id or name that cannot be one subject token."""
+
 
 HEADER_TRACEPARENT = "traceparent"
 HEADER_MSG_ID = "Nats-Msg-Id"  # JetStream de-duplication of jobs
@@ -14,9 +20,10 @@ HEADER_SERVICE_ERROR_CODE = "Nats-Service-Error-Code"
 
 
 def check_token(value: str, what: str) -> str:
-    """Subject tokens may not contain dots, wildcards or spaces."""
-    if not _TOKEN.match(value):
-        raise ValueError(f"{what} {value!r} is not a valid subject token ([A-Za-z0-9_-]+)")
+    """Subject tokens may not contain dots, wildcards or spaces (``InvalidToken``, a
+    ``ValueError`` and an ``invalid`` ScaffoldingError, otherwise)."""
+    if not isinstance(value, str) or not _TOKEN.match(value) or len(value) > 128:
+        raise InvalidToken(f"{what} {value!r} is not a valid subject token ([A-Za-z0-9_-]{{1,128}})")
     return value
 
 
@@ -37,7 +44,7 @@ class Subjects:
         return f"{self.prefix}-workers-{worker_tag}"
 
     def cancel_task(self, task_id: str) -> str:
-        return f"{self.prefix}.cancel.task.{task_id}"
+        return f"{self.prefix}.cancel.task.{check_token(task_id, 'task id')}"
 
     @property
     def cancel_task_all(self) -> str:
@@ -51,14 +58,15 @@ class Subjects:
         return f"{self.prefix}.jobs.*"
 
     def events(self, job_id: str) -> str:
-        return f"{self.prefix}.events.{job_id}"
+        """Ids from clients and URLs are checked: ``*`` or ``a.b`` must not widen a subscription."""
+        return f"{self.prefix}.events.{check_token(job_id, 'job id')}"
 
     @property
     def events_all(self) -> str:
         return f"{self.prefix}.events.*"
 
     def cancel_job(self, job_id: str) -> str:
-        return f"{self.prefix}.cancel.job.{job_id}"
+        return f"{self.prefix}.cancel.job.{check_token(job_id, 'job id')}"
 
     @property
     def cancel_job_all(self) -> str:

@@ -24,7 +24,7 @@ def new_id() -> str:
 class Usage(BaseModel):
     """Token counts of one task, or summed over many."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -41,12 +41,16 @@ class Usage(BaseModel):
 
 
 class TopLogprob(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     token: str
     logprob: float
 
 
 class TokenLogprob(BaseModel):
     """Log-probability of one generated token, with the most likely alternatives."""
+
+    model_config = ConfigDict(strict=True)
 
     token: str
     logprob: float
@@ -57,7 +61,7 @@ class TokenLogprob(BaseModel):
 class Task(BaseModel):
     """Fields every task has. Subclasses name their result fields in ``RESULT_FIELDS``."""
 
-    model_config = ConfigDict(validate_assignment=True, extra="forbid")
+    model_config = ConfigDict(validate_assignment=True, extra="forbid", strict=True)
 
     kind: ClassVar[str] = "task"
     DEFAULT_TAG: ClassVar[str] = "generation"
@@ -67,7 +71,7 @@ class Task(BaseModel):
     worker_tag: str = "generation"
     metadata: dict[str, Any] = Field(default_factory=dict)
     # Outcome of the last run: not task fields on the wire (replies carry them separately).
-    status: TaskStatus = Field(default=TaskStatus.PENDING, exclude=True)
+    status: TaskStatus = Field(default=TaskStatus.PENDING, exclude=True, strict=False)
     error: ErrorInfo | None = Field(default=None, exclude=True)
 
     def set_outcome(self, status: TaskStatus, error: ErrorInfo | None = None) -> None:
@@ -131,14 +135,16 @@ def _results_model(cls: type[Task]) -> type[BaseModel]:
     model = _RESULT_MODELS.get(cls)
     if model is None:
         fields: dict[str, Any] = {name: (cls.model_fields[name].annotation, None) for name in sorted(cls.RESULT_FIELDS)}
-        model = _RESULT_MODELS[cls] = create_model(f"{cls.__name__}Results", **fields)
+        model = _RESULT_MODELS[cls] = create_model(
+            f"{cls.__name__}Results", __config__=ConfigDict(strict=True), **fields
+        )
     return model
 
 
 class SamplingParams(BaseModel):
     """The sampling set. ``None`` means "the backend's default", so anything can override it."""
 
-    model_config = ConfigDict(validate_assignment=True, extra="forbid")
+    model_config = ConfigDict(validate_assignment=True, extra="forbid", strict=True)
 
     model: str | None = None
     max_tokens: int | None = Field(default=None, ge=0)
@@ -162,6 +168,8 @@ class SamplingParams(BaseModel):
 
 class GenerationChoice(BaseModel):
     """One of several outputs when ``n`` > 1."""
+
+    model_config = ConfigDict(strict=True)
 
     text: str
     token_ids: list[int] | None = None
@@ -228,12 +236,16 @@ class StreamingGenerationTask(GenerationTask):
 class ToolCall(BaseModel):
     """A call the assistant asks for: ``arguments`` is a JSON text, as OpenAI sends it."""
 
+    model_config = ConfigDict(strict=True)
+
     id: str
     name: str
     arguments: str = "{}"
 
 
 class ChatMessage(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     role: Literal["system", "user", "assistant", "tool"]
     content: str | None = None
     name: str | None = None
@@ -243,6 +255,8 @@ class ChatMessage(BaseModel):
 
 class ToolDefinition(BaseModel):
     """A tool offered to the model; ``parameters`` is a JSON Schema object."""
+
+    model_config = ConfigDict(strict=True)
 
     name: str
     description: str = ""

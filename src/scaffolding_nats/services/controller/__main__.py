@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 
-from ...methods.registry import load_registry
+from ...methods.registry import load_registry, parse_limits
 from ...proto.subjects import Subjects
 from ...transport import connect
 from .._cli import base_parser, run_service
@@ -21,8 +21,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-job-seconds", type=float, default=float(env("SCAF_MAX_JOB_SECONDS", "900")))
     p.add_argument("--task-timeout", type=float, default=float(env("SCAF_TASK_TIMEOUT", "600")))
     p.add_argument("--prompt-template", default=env("SCAF_PROMPT_TEMPLATE", "chatml"), choices=["chatml", "plain"])
+    p.add_argument(
+        "--param-limits",
+        default=env("SCAF_PARAM_LIMITS", ""),
+        help="upper bounds of fan-out parameters over the defaults, e.g. sample_num=128,beam_width=32",
+    )
     args = p.parse_args(argv)
-    registry = load_registry(args.methods)
+    registry = load_registry(args.methods, limits=parse_limits(args.param_limits))
 
     async def serve(stop: asyncio.Event) -> None:
         nc = await connect(args.nats.split(","), name="scaffolding-controller")

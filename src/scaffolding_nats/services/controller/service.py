@@ -22,7 +22,8 @@ from ...methods.registry import MethodRegistry
 from ...proto import codec
 from ...proto.errors import ErrorCode, ErrorInfo
 from ...proto.messages import Job, JobEventType, JobRecord, JobResult, JobState
-from ...proto.subjects import Subjects
+from ...proto.subjects import HEADER_MSG_ID, Subjects
+from ...runtime.controller import Controller
 from ...runtime.request import run_request
 from ...runtime.runner import TaskRunner
 from ...transport import RemoteWorker
@@ -67,6 +68,8 @@ class ControllerService:
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
         self.jobs_done = 0
+        self.jobs_failed = 0
+        self.jobs_rejected = 0
         self.drain_seconds = drain_seconds
         self._closing = False
 
@@ -96,6 +99,8 @@ class ControllerService:
                     "running": len(self._running),
                     "capacity": self.max_jobs,
                     "done": self.jobs_done,
+                    "failed": self.jobs_failed,
+                    "rejected": self.jobs_rejected,
                 },
             )
             await self._service.add_endpoint(
@@ -198,6 +203,8 @@ class ControllerService:
 
     async def _on_cancel(self, msg: Msg) -> None:
         job_id = msg.subject.rsplit(".", 1)[-1]
+        if not codec.is_id(job_id):
+            return
         running = self._running.get(job_id)
         if running is not None:
             if job_id not in self._cancel_requested:
@@ -217,16 +224,29 @@ class ControllerService:
         metrics.JOBS_RUNNING.inc()
         try:
             await self._run_job(msg)
-        except Exception:
+        except Exception as exc:  # the job boundary: a typed error at once, never a redelivery loop
             log.exception("job handling failed")
+            await self._fail_boundary(msg, exc)
         finally:
             metrics.JOBS_RUNNING.dec()
             self._slots.release()
             self.jobs_done += 1
 
+    def _label(self, method: str) -> str:
+        """Metric label of a method: served names only, so labels come from a closed set."""
+        return method if method in self.registry else "unknown"
+
+    def _decode(self, msg: Msg) -> Job:
+        """A job without an ``id`` takes its ``Nats-Msg-Id`` (the de-duplication key)."""
+        obj = codec.unpack_map(msg.data, max_bytes=self.durability.max_job_bytes)
+        msg_id = msg.headers.get(HEADER_MSG_ID) if msg.headers else None
+        if "id" not in obj and codec.is_id(msg_id):
+            obj["id"] = msg_id
+        return codec.validate(Job, obj)
+
     async def _run_job(self, msg: Msg) -> None:
         try:
-            job = codec.decode(Job, msg.data, max_bytes=self.durability.max_job_bytes)
+            job = self._decode(msg)
         except ProtocolError as exc:
             await self._reject(msg, exc)
             return
@@ -247,6 +267,16 @@ class ControllerService:
             await events.pump()
             await msg.ack()
             return
+        try:  # an unknown method or bad params fail the job before it is accepted
+            controller = self._build(job)
+        except ScaffoldingError as exc:
+            self.jobs_failed += 1
+            await self._fail(job, events, exc.to_info())
+            events.close()
+            await events.pump()
+            await msg.term()
+            metrics.JOBS.labels(self._label(job.method), exc.code.value).inc()
+            return
         started = time.monotonic()
         outcome = "failed"
         async with TaskGroup() as tg:
@@ -255,7 +285,7 @@ class ControllerService:
                 deliveries = msg.metadata.num_delivered if msg.metadata else 1
                 events.add(JobEventType.ACCEPTED, progress={"method": job.method, "delivery": deliveries})
                 await self._record(JobRecord(job_id=job.id, method=job.method, state=JobState.RUNNING))
-                result = await self._execute(job, events, msg)
+                result = await self._execute(job, controller, events, msg)
                 await self._record(JobRecord(job_id=job.id, method=job.method, state=JobState.SUCCEEDED, result=result))
                 events.result(result)
                 outcome = "succeeded"
@@ -263,7 +293,13 @@ class ControllerService:
                 metrics.JOB_TOKENS.labels(job.method, "prompt").inc(result.usage.prompt_tokens)
             except ScaffoldingError as exc:
                 outcome = exc.code.value
+                self.jobs_failed += 1
                 await self._fail(job, events, exc.to_info())
+            except Exception as exc:  # a defect, not the job's fault: still a typed error event
+                log.exception("job %s failed unexpectedly", job.id)
+                outcome = ErrorCode.INTERNAL.value
+                self.jobs_failed += 1
+                await self._fail(job, events, _internal(exc))
             except asyncio.CancelledError:
                 # Shutting down mid-job: hand it back at once so another replica runs it.
                 with contextlib.suppress(Exception):
@@ -276,13 +312,15 @@ class ControllerService:
         metrics.JOBS.labels(job.method, outcome).inc()
         metrics.JOB_SECONDS.labels(job.method).observe(time.monotonic() - started)
 
-    async def _execute(self, job: Job, events: EventStream, msg: Msg) -> JobResult:
+    def _build(self, job: Job) -> Controller:
         if job.method not in self.registry:
             raise UnknownMethod(
                 f"unknown method {job.method!r}",
                 details={"method": job.method, "known": self.registry.names()},
             )
-        controller = self.registry.build(job.method, job.params)
+        return self.registry.build(job.method, job.params)
+
+    async def _execute(self, job: Job, controller: Controller, events: EventStream, msg: Msg) -> JobResult:
         prompt = prompt_for(job, controller, self.prompt_template)
         if telemetry.enabled():
             with telemetry.tracer.start_as_current_span(
@@ -343,16 +381,46 @@ class ControllerService:
 
     async def _reject(self, msg: Msg, exc: ProtocolError) -> None:
         """A job that breaks the contract is not retried; its sender hears why if it has an id."""
-        job_id = codec.peek_id(msg.data, "id")
-        log.warning("rejected job %s: %s", job_id or "<no id>", exc.message)
-        if job_id:
-            events = EventStream(self.nc, self.subjects.events(job_id), job_id)
-            events.error(exc.to_info())
-            events.close()
-            await events.pump()
-            await self._record(JobRecord(job_id=job_id, method="?", state=JobState.FAILED, error=exc.to_info()))
+        self.jobs_rejected += 1
+        await self._tell(msg, exc.to_info())
         metrics.JOBS.labels("?", exc.code.value).inc()
         await msg.term()
+
+    async def _fail_boundary(self, msg: Msg, exc: Exception) -> None:
+        """Handling a job raised: tell its sender (best effort) and drop it from the stream now,
+        so a poison job neither crashes a controller nor waits out redeliveries."""
+        self.jobs_failed += 1
+        metrics.JOBS.labels("?", ErrorCode.INTERNAL.value).inc()
+        try:
+            await self._tell(msg, _internal(exc))
+        except Exception:
+            log.exception("could not report a failed job")
+        with contextlib.suppress(Exception):
+            await msg.term()
+
+    async def _tell(self, msg: Msg, error: ErrorInfo) -> None:
+        """An error event (seq 0) and a failed record under the job's id: the one in the job if
+        it is a valid subject token, else its ``Nats-Msg-Id``; with neither, only the log."""
+        job_id = codec.peek_id(msg.data, "id")
+        if job_id is None and msg.headers and codec.is_id(msg.headers.get(HEADER_MSG_ID)):
+            job_id = msg.headers[HEADER_MSG_ID]
+        log.warning("rejected job %s: %s", job_id or "<no usable id>", error.message)
+        if job_id:
+            events = EventStream(self.nc, self.subjects.events(job_id), job_id)
+            events.error(error)
+            events.close()
+            await events.pump()
+            await self._record(JobRecord(job_id=job_id, method="?", state=JobState.FAILED, error=error))
+
+
+def _internal(exc: BaseException) -> ErrorInfo:
+    if isinstance(exc, ScaffoldingError):
+        return exc.to_info()
+    return ErrorInfo(
+        code=ErrorCode.INTERNAL,
+        message=f"the controller failed on this job: {type(exc).__name__}: {exc}"[:500],
+        details={"exception": type(exc).__name__},
+    )
 
 
 def _sampling_defaults(job: Job) -> dict[str, Any]:
