@@ -139,7 +139,8 @@ class ProcessRewardController(_RewardBase):
         if not tasks:
             self.scores = []
             return
-        all_steps = steps if steps is not None else [self.step_splitter(text_of(t)) for t in tasks]
+        split = self.step_splitter or split_steps
+        all_steps = steps if steps is not None else [split(text_of(t)) for t in tasks]
         reward = RewardTask(
             mode="process",
             prompt=prompt if prompt is not None else prompt_of(tasks[0]),

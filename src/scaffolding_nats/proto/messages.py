@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import ErrorInfo
-from .tasks import ChatMessage, SamplingParams, TaskStatus, Usage, new_id
+from .tasks import ChatMessage, SamplingParams, TaskStatus, ToolCall, Usage, new_id
 from .version import PROTOCOL_VERSION
 
 
@@ -96,7 +96,9 @@ class JobEventType(str, Enum):
     ERROR = "error"
 
 
-StopReason = Literal["completed", "budget_tokens", "budget_tasks", "budget_time", "cancelled"]
+StopReason = Literal["completed", "budget_tokens", "budget_tasks", "budget_time"]
+"""Why a job that succeeded ended. A cancelled job does not succeed: it ends in an ``error``
+event with code ``cancelled``."""
 
 
 class JobResult(BaseModel):
@@ -107,7 +109,9 @@ class JobResult(BaseModel):
     text: str
     answer: str | None = None
     finish_reason: str | None = None
-    stop_reason: Literal["completed", "budget_tokens", "budget_tasks", "budget_time", "cancelled"] = "completed"
+    stop_reason: StopReason = "completed"
+    tool_calls: list[ToolCall] | None = None
+    """Tool calls the model asked the client to run (a chat job given client ``tools``)."""
     usage: Usage = Field(default_factory=Usage)
     usage_by_controller: dict[str, Usage] = Field(default_factory=dict)
     num_tasks: int = 0

@@ -8,7 +8,6 @@ merged into the same object.
 from __future__ import annotations
 
 import os
-from enum import Enum
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -141,19 +140,23 @@ def _results_model(cls: type[Task]) -> type[BaseModel]:
     return model
 
 
+INT64_MAX = 2**63 - 1
+"""Integers on the wire are MessagePack int64 (seeds, token counts)."""
+
+
 class SamplingParams(BaseModel):
     """The sampling set. ``None`` means "the backend's default", so anything can override it."""
 
     model_config = ConfigDict(validate_assignment=True, extra="forbid", strict=True)
 
     model: str | None = None
-    max_tokens: int | None = Field(default=None, ge=0)
-    min_tokens: int | None = Field(default=None, ge=0)
+    max_tokens: int | None = Field(default=None, ge=0, le=INT64_MAX)
+    min_tokens: int | None = Field(default=None, ge=0, le=INT64_MAX)
     temperature: float | None = Field(default=None, ge=0)
     top_p: float | None = Field(default=None, gt=0, le=1)
     top_k: int | None = Field(default=None, ge=0)
     n: int | None = Field(default=None, ge=1)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-INT64_MAX - 1, le=INT64_MAX)
     stop: list[str] | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None

@@ -76,15 +76,19 @@ class RequestContext:
             if left <= 0 or (capped and share <= 0):
                 raise BudgetExhausted(
                     f"token budget of {b.max_tokens} reached",
-                    details={"budget": "tokens", "limit": b.max_tokens, "used": self.usage.completion_tokens,
-                             "reserved": sum(self._reserved.values())},
+                    details={
+                        "budget": "tokens",
+                        "limit": b.max_tokens,
+                        "used": self.usage.completion_tokens,
+                        "reserved": sum(self._reserved.values()),
+                    },
                 )
             for task in capped:
-                own = getattr(task, "max_tokens", None)
+                own = task.max_tokens if isinstance(task, SamplingParams) else None
                 caps[task.id] = share if own is None or own > share else own
         for task in fresh:  # the yield is accepted: reserve what it may spend
-            if task.id in caps:
-                setattr(task, "max_tokens", caps[task.id])
+            if task.id in caps and isinstance(task, SamplingParams):
+                task.max_tokens = caps[task.id]
                 self._reserved[task.id] = caps[task.id]
             self._counted[task.id] = (0, 0)
             self.num_tasks += 1

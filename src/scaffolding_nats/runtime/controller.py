@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
 
-from ..proto.tasks import GenerationTask, Task
+from ..proto.tasks import ChatTask, GenerationTask, Task, ToolCall
 
 Yielded = Any  # list[Task] | ParallelProcess
 ControllerGen = Generator[Yielded, None, Any]
@@ -27,13 +27,17 @@ class Output:
     answer: str | None = None
     finish_reason: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    tool_calls: list[ToolCall] | None = None
+    """Tool calls for the caller to run (a chat answer that asks for tools)."""
 
     @classmethod
     def from_task(cls, task: Task) -> Output:
+        message = task.output_message if isinstance(task, ChatTask) else None
         return cls(
             text=getattr(task, "output_str", None) or "",
             token_ids=getattr(task, "output_tokens", None),
             finish_reason=getattr(task, "finish_reason", None),
+            tool_calls=message.tool_calls if message is not None and message.tool_calls else None,
         )
 
 

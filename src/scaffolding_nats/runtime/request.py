@@ -32,6 +32,7 @@ class Outcome:
             answer=self.output.answer,
             finish_reason=self.output.finish_reason,
             stop_reason=self.stop_reason,
+            tool_calls=self.output.tool_calls,
             usage=self.usage,
             usage_by_controller=self.usage_by_controller,
             num_tasks=self.num_tasks,

@@ -28,6 +28,7 @@ from ..runtime.worker import Worker, fail, mark_end, tokens_generated
 from ..telemetry import inject_headers
 from .inbox import FrameQueue, ReplyMux
 
+
 class _Retry(Exception):
     def __init__(self, error: ErrorInfo) -> None:
         self.error = error

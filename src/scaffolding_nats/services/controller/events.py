@@ -12,8 +12,8 @@ from typing import Any
 
 from nats.aio.client import Client
 
-from ...proto import codec
 from ...errors import ProtocolError
+from ...proto import codec
 from ...proto.errors import ErrorCode, ErrorInfo
 from ...proto.messages import JobEvent, JobEventType, JobResult
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import Request
@@ -11,6 +12,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ...errors import ScaffoldingError
 from ...proto.errors import ErrorCode, ErrorInfo, http_status_for
+
+log = logging.getLogger(__name__)
 
 _TYPE = {
     400: "invalid_request_error",
@@ -69,3 +72,11 @@ async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
 async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     return error_response(str(exc.detail), code="http_error", status=exc.status_code)
+
+
+async def on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    """A defect still answers in OpenAI's shape (and is logged); a bad request never gets here."""
+    if isinstance(exc, RecursionError):  # input nested too deep for a parser or serialiser
+        return error_response("request nested too deeply", code="invalid_request", status=400)
+    log.exception("unexpected error serving %s", request.url.path)
+    return error_response(f"internal error: {type(exc).__name__}", code="internal", status=500)

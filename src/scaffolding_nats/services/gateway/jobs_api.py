@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ...proto.messages import Job
-from ...proto.tasks import SamplingParams
 from .errors import error_body, error_response
 from .schemas import JobSubmission
 from .state import GatewayState
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_\-]{1,128}$", description="a job id: one subject token")]
 
 
 def _state(request: Request) -> GatewayState:
@@ -27,9 +28,9 @@ def _state(request: Request) -> GatewayState:
 async def submit(body: JobSubmission, request: Request) -> Any:
     """Accepted durably even when no controller runs yet: it runs when one starts."""
     state = _state(request)
-    fields: dict[str, Any] = body.model_dump(exclude_none=True, exclude={"sampling"})
-    if body.sampling is not None:
-        fields["sampling"] = SamplingParams(**body.sampling)
+    fields: dict[str, Any] = {name: getattr(body, name) for name in body.model_fields_set if name != "id"}
+    if body.id is not None:
+        fields["id"] = body.id
     job = Job(**fields)
     await state.jobs.submit(job)
     return JSONResponse(
@@ -39,7 +40,7 @@ async def submit(body: JobSubmission, request: Request) -> Any:
 
 
 @router.get("/{job_id}")
-async def status(job_id: str, request: Request) -> Any:
+async def status(job_id: JobId, request: Request) -> Any:
     record = await _state(request).jobs.record(job_id)
     if record is None:
         return error_response(
@@ -49,7 +50,7 @@ async def status(job_id: str, request: Request) -> Any:
 
 
 @router.get("/{job_id}/events")
-async def events(job_id: str, request: Request) -> StreamingResponse:
+async def events(job_id: JobId, request: Request) -> StreamingResponse:
     """Server-sent events: every event of the job from the first, then live ones."""
     state = _state(request)
 
@@ -66,6 +67,6 @@ async def events(job_id: str, request: Request) -> StreamingResponse:
 
 
 @router.delete("/{job_id}", status_code=202)
-async def cancel(job_id: str, request: Request) -> Any:
+async def cancel(job_id: JobId, request: Request) -> Any:
     await _state(request).jobs.cancel(job_id)
     return JSONResponse({"id": job_id, "cancel_requested": True}, status_code=202)
