@@ -57,7 +57,7 @@ BAD_BODIES: list[tuple[str, str, dict[str, Any], int]] = [
     ("n_too_large", "/v1/chat/completions", {**CHAT, "n": 1000}, 400),
     ("n_with_stream", "/v1/chat/completions", {**CHAT, "n": 2, "stream": True}, 400),
     ("echo_unsupported", "/v1/completions", {"model": "native", "prompt": "x", "echo": True}, 400),
-    ("fan_out", "/v1/completions", {"model": "majority_vote", "prompt": "x", "method_params": {"sample_num": 999}}, 400),
+    ("fan_out", "/v1/completions", {"model": "majority_vote", "prompt": "", "method_params": {"sample_num": 999}}, 400),
     ("jobs_bad_sampling", "/v1/jobs", {"method": "native", "prompt": "x", "sampling": {"temperature": "hot"}}, 400),
     ("jobs_sampling_extra", "/v1/jobs", {"method": "native", "prompt": "x", "sampling": {"bogus": 1}}, 400),
     ("jobs_deep_metadata", "/v1/jobs", {"method": "native", "prompt": "x", "metadata": _deep(300)}, 400),
