@@ -106,7 +106,7 @@ class JobClient:
         """The methods a controller serves; ``NoController`` if none answers."""
         try:
             msg = await self.nc.request(self.subjects.controller_methods, b"", timeout=timeout)
-        except (NoRespondersError, NatsTimeout, asyncio.TimeoutError):
+        except (TimeoutError, NoRespondersError, NatsTimeout):
             raise NoController("no controller service is answering on this NATS deployment") from None
         return list(json.loads(msg.data)["methods"])
 
@@ -122,7 +122,7 @@ async def _read(
             raise DeadlineExceeded(f"job {job_id} gave no result within {timeout}s", details={"job_id": job_id})
         try:
             msg = await asyncio.wait_for(queue.get(), wait)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise DeadlineExceeded(
                 f"job {job_id} sent no event within {wait:.1f}s", details={"job_id": job_id}
             ) from None

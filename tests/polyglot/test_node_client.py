@@ -62,7 +62,7 @@ async def run_node(script: Path, *args: str, timeout: float = 60) -> tuple[int, 
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         proc.kill()
         await proc.wait()
         raise AssertionError(f"{script.name} {' '.join(args)} did not exit within {timeout}s") from None
@@ -211,7 +211,7 @@ async def node_worker(examples: Path, url: str, prefix: str, *extra: str):
             proc.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(proc.wait(), 10)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 proc.kill()
                 await proc.wait()
 

@@ -60,7 +60,7 @@ def kind_schema(kind: MethodKind, limits: dict[str, int]) -> dict[str, Any]:
         if name in limits:
             schema["maximum"] = limits[name]
         properties[name] = schema
-    schema: dict[str, Any] = {
+    out: dict[str, Any] = {
         "title": cls.__name__,
         "description": inspect.getdoc(cls) or "",
         "type": "object",
@@ -68,9 +68,9 @@ def kind_schema(kind: MethodKind, limits: dict[str, int]) -> dict[str, Any]:
         "additionalProperties": False,
     }
     if sampling:  # extra keyword arguments are sampling fields for the method's generations
-        schema["additionalProperties"] = {"description": "a sampling field (see SamplingParams)"}
-        schema["x-sampling-fields"] = sorted(SamplingParams.model_fields)
-    return schema
+        out["additionalProperties"] = {"description": "a sampling field (see SamplingParams)"}
+        out["x-sampling-fields"] = sorted(SamplingParams.model_fields)
+    return out
 
 
 def generate(registry: MethodRegistry | None = None) -> dict[str, Any]:

@@ -145,7 +145,7 @@ class ControllerService:
                 await self._slots.acquire()
                 try:
                     msgs = await psub.fetch(1, timeout=1.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     self._slots.release()
                     continue
                 except Exception as exc:  # a reconnect in progress; try again shortly

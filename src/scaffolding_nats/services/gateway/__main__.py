@@ -7,19 +7,29 @@ import os
 
 import uvicorn
 
-from .._cli import base_parser
+from ...telemetry import configure_from_env
+from .._cli import base_parser, setting
 from .app import GatewaySettings, create_app
 
 
 def main(argv: list[str] | None = None) -> None:
     env = os.environ.get
     p = base_parser(__doc__)
-    p.add_argument("--host", default=env("SCAF_GATEWAY_HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(env("SCAF_GATEWAY_PORT", "8000")))
-    p.add_argument("--request-timeout", type=float, default=float(env("SCAF_REQUEST_TIMEOUT", "600")))
+    setting(p, "--host", "SCAF_GATEWAY_HOST", "127.0.0.1", "HTTP listen address")
+    setting(p, "--port", "SCAF_GATEWAY_PORT", "8000", "HTTP port", type=int)
+    setting(p, "--request-timeout", "SCAF_REQUEST_TIMEOUT", "600", "longest wait for one job", type=float)
+    setting(p, "--max-body-bytes", "SCAF_MAX_BODY_BYTES", str(1 << 20), "largest request body (413 above)", type=int)
     args = p.parse_args(argv)
     logging.basicConfig(level=env("SCAF_LOG_LEVEL", "INFO"))
-    app = create_app(GatewaySettings(nats_url=args.nats, prefix=args.prefix, request_timeout=args.request_timeout))
+    configure_from_env("scaffolding-gateway")  # spans per request, joined to the job's across services
+    app = create_app(
+        GatewaySettings(
+            nats_url=args.nats,
+            prefix=args.prefix,
+            request_timeout=args.request_timeout,
+            max_body_bytes=args.max_body_bytes,
+        )
+    )
     uvicorn.run(
         app,
         host=args.host,

@@ -12,7 +12,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ... import metrics
+from ... import metrics, telemetry
 from .errors import error_body
 
 
@@ -57,11 +57,22 @@ class GatewayMiddleware:
             if _content_length(scope) > limit:
                 await _too_large(counted_send, limit)
                 return
-            await self.app(scope, limited_receive, counted_send)
+            if telemetry.enabled():  # the request's span: jobs it submits carry it (traceparent)
+                with telemetry.tracer.start_as_current_span(
+                    f"HTTP {scope.get('method', '')} {scope.get('path', '')}",
+                    context=telemetry.extract_context(_headers(scope)),
+                ):
+                    await self.app(scope, limited_receive, counted_send)
+            else:
+                await self.app(scope, limited_receive, counted_send)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             metrics.HTTP_REQUESTS.labels(route, str(status)).inc()
             metrics.HTTP_SECONDS.labels(route).observe(time.perf_counter() - started)
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}
 
 
 def _content_length(scope: Scope) -> int:
