@@ -21,9 +21,10 @@ _leaves = (
     | st.builds(msgpack.Timestamp, st.integers(0, 2**32 - 1), st.integers(0, 999_999_999))
     | st.builds(msgpack.ExtType, st.integers(0, 127), st.binary(max_size=8))
 )
+_KEYS = st.text(max_size=8) | st.integers(-(2**63), 2**63 - 1)
 VALUES = st.recursive(
     _leaves,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8) | st.integers(-(2**63), 2**63 - 1), inner, max_size=4),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_KEYS, inner, max_size=4),
     max_leaves=16,
 )
 

@@ -117,7 +117,8 @@ async def _still_serving(bus: Bus) -> None:
     result = await client.run(Job(method="majority_vote", prompt="x 5 y", params={"sample_num": 3}), timeout=10)
     assert result.answer == "5" and result.num_tasks == 3
     task = {"v": 1, "kind": "generation", "task": {"id": new_id(), "input_str": "p q"}}
-    reply = decode(TaskReply, (await bus.nc.request(bus.subjects.tasks("generation"), msgpack.packb(task), timeout=5)).data)
+    msg = await bus.nc.request(bus.subjects.tasks("generation"), msgpack.packb(task), timeout=5)
+    reply = decode(TaskReply, msg.data)
     assert reply.result["output_str"] == "q p"
     info = await bus.nc.jetstream().consumer_info(bus.subjects.jobs_stream, bus.subjects.jobs_consumer)
     assert info.num_ack_pending == 0, "no fuzzed job is left hanging for redelivery"
