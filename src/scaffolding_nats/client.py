@@ -37,7 +37,15 @@ class JobClient:
     async def submit(self, job: Job) -> None:
         """Store the job durably (de-duplicated by its id for two minutes)."""
         headers = inject_headers({HEADER_MSG_ID: job.id}) or {}
-        await self.js.publish(self.subjects.jobs(job.method), codec.encode(job), headers=headers)
+        data = codec.encode(job)
+        limit = self.nc.max_payload
+        if limit and len(data) > limit:
+            raise ProtocolError(
+                f"job of {len(data)} bytes exceeds the server's max_payload of {limit}",
+                code=ErrorCode.PAYLOAD_TOO_LARGE,
+                details={"size": len(data), "limit": limit},
+            )
+        await self.js.publish(self.subjects.jobs(job.method), data, headers=headers)
 
     async def events(
         self, job: Job, *, timeout: float = 600.0, idle_timeout: float | None = None

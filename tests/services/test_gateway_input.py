@@ -78,6 +78,9 @@ async def test_raw_bodies_deep_json_and_oversize_get_400_or_413(make_stack):
         _assert_openai_error(await http.post("/v1/completions", content=deep), 400)
         deep_list = ("[" * 100000 + "]" * 100000).encode()
         _assert_openai_error(await http.post("/v1/completions", content=deep_list), 400)
+        # Under the body limit but, as a job with its envelope, over NATS' max_payload.
+        r = await http.post("/v1/completions", json={"model": "native", "prompt": "x" * ((1 << 20) - 60)})
+        assert _assert_openai_error(r, 413)["code"] == "payload_too_large"
         for size in (2 << 20, 10_000_000):
             big = json.dumps({"model": "native", "prompt": "x" * size}).encode()
             error = _assert_openai_error(await http.post("/v1/completions", content=big), 413)
