@@ -44,6 +44,7 @@ class NatsServer:
         jetstream: bool = True,
         store_dir: str | os.PathLike[str] | None = None,
         max_payload: int | None = None,
+        max_file_store: int | None = None,
         startup_timeout: float = 10.0,
     ) -> None:
         self.port = port or free_port()
@@ -54,6 +55,7 @@ class NatsServer:
             store_dir = self._tmp.name
         self.store_dir = str(store_dir) if store_dir is not None else None
         self.max_payload = max_payload
+        self.max_file_store = max_file_store
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -65,10 +67,15 @@ class NatsServer:
         args = [find_binary(), "-a", "127.0.0.1", "-p", str(self.port)]
         if self.jetstream:
             args += ["-js", "-sd", str(self.store_dir)]
-        conf = None
+        lines = []
         if self.max_payload is not None:
+            lines.append(f"max_payload: {self.max_payload}")
+        if self.jetstream and self.max_file_store is not None:
+            # What streams may reserve in all (their max_bytes), not what they write.
+            lines.append(f"jetstream {{ max_file_store: {self.max_file_store} }}")
+        if lines:
             conf = Path(tempfile.mkstemp(prefix="scaf-nats-", suffix=".conf")[1])
-            conf.write_text(f"max_payload: {self.max_payload}\n")
+            conf.write_text("\n".join(lines) + "\n")
             args += ["-c", str(conf)]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + self.startup_timeout
