@@ -36,10 +36,35 @@ def encode(message: BaseModel) -> bytes:
         ) from None
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+def _plain(node: Any, depth: int, max_depth: int) -> bool:
+    """The fast path (every message, so no paths are built): True when ``node`` is plain."""
+    if depth > max_depth:
+        return False
+    kind = type(node)
+    if kind is dict:
+        for key, value in node.items():
+            if type(key) is not str or (type(value) not in _PLAIN and not _plain(value, depth + 1, max_depth)):
+                return False
+        return True
+    if kind is list:
+        return all(type(v) in _PLAIN or _plain(v, depth + 1, max_depth) for v in node)
+    return kind in _PLAIN
+
+
 def check_plain(obj: Any, *, max_depth: int = MAX_DEPTH) -> None:
     """Only what JSON can say crosses the bus: maps with string keys, arrays, text (``str``,
     never ``bin``), numbers, booleans and nil, nested at most ``max_depth`` deep. MessagePack
     extension types (e.g. Timestamp) and binary are ``invalid``."""
+    if _plain(obj, 0, max_depth):
+        return
+    _explain(obj, max_depth)
+
+
+def _explain(obj: Any, max_depth: int) -> None:
+    """The slow path: find the first offending value and raise naming its path."""
     stack: list[tuple[Any, int, str]] = [(obj, 0, "")]
     while stack:
         node, depth, path = stack.pop()
