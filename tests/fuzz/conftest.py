@@ -19,10 +19,11 @@ from scaffolding_nats.methods.registry import load_registry
 from scaffolding_nats.proto import Subjects
 from scaffolding_nats.services.controller import ControllerService
 from scaffolding_nats.services.gateway import GatewaySettings, create_app
+from scaffolding_nats.services.gateway.auth import KeyStore
 from scaffolding_nats.transport import WorkerHost
 from scaffolding_nats.workers.synthetic import SyntheticWorker
 
-from ..services.conftest import http_server
+from ..services.conftest import KEY, http_server
 
 T = TypeVar("T")
 
@@ -34,6 +35,7 @@ class Bus:
         self.thread = threading.Thread(target=self.loop.run_forever, name="fuzz-bus", daemon=True)
         self.stack = AsyncExitStack()
         self.url = ""
+        self.headers = {"Authorization": f"Bearer {KEY}"}
         self.nc: Client
         self.controller: ControllerService
         self.host: WorkerHost
@@ -51,7 +53,11 @@ class Bus:
         self.controller = await self.stack.enter_async_context(
             ControllerService(self.nc, load_registry(), subjects=self.subjects)
         )
-        settings = GatewaySettings(nats_url=self.server.url, prefix=self.subjects.prefix, request_timeout=1.0)
+        keys = KeyStore()
+        keys.add(KEY, "fuzz")
+        settings = GatewaySettings(
+            nats_url=self.server.url, prefix=self.subjects.prefix, request_timeout=1.0, api_keys=keys
+        )
         self.url = await self.stack.enter_async_context(http_server(create_app(settings)))
 
     def __enter__(self) -> Bus:

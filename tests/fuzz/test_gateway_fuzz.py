@@ -48,7 +48,7 @@ def test_gateway_never_answers_500(bus: Bus) -> None:
                 )
                 @given(case=operation.as_strategy(generation_mode=mode))
                 def run(case: Any) -> None:
-                    _check(case, case.call(base_url=bus.url, session=session, timeout=15))
+                    _check(case, case.call(base_url=bus.url, session=session, headers=bus.headers, timeout=15))
 
                 try:
                     run()

@@ -18,15 +18,16 @@ from scaffolding_nats.methods.registry import load_registry
 from scaffolding_nats.proto import Subjects
 from scaffolding_nats.services.controller import ControllerService
 from scaffolding_nats.services.gateway import GatewaySettings, create_app
+from scaffolding_nats.services.gateway.auth import KeyStore
 from scaffolding_nats.transport import WorkerHost
 from scaffolding_nats.workers.synthetic import SyntheticWorker
 
-from .conftest import http_server
+from .conftest import KEY, http_server
 
 CLIENT = """
 import httpx, json, sys
-url, path, body = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-with httpx.Client(base_url=url, timeout=120) as http:
+url, path, body, key = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
+with httpx.Client(base_url=url, timeout=120, headers={"Authorization": f"Bearer {key}"}) as http:
     if body.get("stream"):
         with http.stream("POST", path, json=body) as r:
             for line in r.iter_lines():
@@ -52,11 +53,14 @@ async def test_a_killed_client_cancels_its_job_and_tasks_within_a_second(nats_se
         es.push_async_callback(nc.close)
         host = await es.enter_async_context(WorkerHost(nc, worker, tags=["generation", "reward"], subjects=subjects))
         controller = await es.enter_async_context(ControllerService(nc, load_registry(), subjects=subjects))
-        app = create_app(GatewaySettings(nats_url=nats_server.url, prefix=prefix, request_timeout=60))
+        keys = KeyStore()
+        keys.add(KEY, "test")
+        app = create_app(GatewaySettings(nats_url=nats_server.url, prefix=prefix, request_timeout=60, api_keys=keys))
         url = await es.enter_async_context(http_server(app))
         payload = dict(body, stream=stream)
         payload |= {"messages": [{"role": "user", "content": "a b"}]} if "chat" in path else {"prompt": "a b"}
-        proc = subprocess.Popen([sys.executable, "-c", CLIENT, url, path, json.dumps(payload)])  # noqa: ASYNC220
+        args = [sys.executable, "-c", CLIENT, url, path, json.dumps(payload), KEY]
+        proc = subprocess.Popen(args)  # noqa: ASYNC220
         try:
             deadline = time.monotonic() + 20
             while host.stats.in_flight == 0:  # the job runs: tasks are at the worker

@@ -67,7 +67,10 @@ BAD_BODIES: list[tuple[str, str, dict[str, Any], int]] = [
 async def test_bad_input_gets_a_typed_4xx_never_a_500(make_stack):
     """Each case of issue 8 (one stack for all: they must not disturb each other either)."""
     wrong = []
-    async with make_stack({"generation": SyntheticWorker()}) as s, httpx.AsyncClient(base_url=s.url) as http:
+    async with (
+        make_stack({"generation": SyntheticWorker()}) as s,
+        httpx.AsyncClient(base_url=s.url, headers=s.headers) as http,
+    ):
         for name, path, body, status in BAD_BODIES:
             try:
                 _assert_openai_error(await http.post(path, json=body), status)
@@ -79,7 +82,10 @@ async def test_bad_input_gets_a_typed_4xx_never_a_500(make_stack):
 
 
 async def test_raw_bodies_deep_json_and_oversize_get_400_or_413(make_stack):
-    async with make_stack({"generation": SyntheticWorker()}) as s, httpx.AsyncClient(base_url=s.url) as http:
+    async with (
+        make_stack({"generation": SyntheticWorker()}) as s,
+        httpx.AsyncClient(base_url=s.url, headers=s.headers) as http,
+    ):
         deep = ('{"model":"native","prompt":"x","method_params":' + '{"a":' * 5000 + "1" + "}" * 5000 + "}").encode()
         _assert_openai_error(await http.post("/v1/completions", content=deep), 400)
         deep_list = ("[" * 100000 + "]" * 100000).encode()
@@ -110,7 +116,10 @@ class BigReplyWorker(Worker):
 
 
 async def test_a_reply_over_max_payload_fails_the_task_typed(make_stack, nats_server, prefix):
-    async with make_stack({"generation": BigReplyWorker()}) as s, httpx.AsyncClient(base_url=s.url) as http:
+    async with (
+        make_stack({"generation": BigReplyWorker()}) as s,
+        httpx.AsyncClient(base_url=s.url, headers=s.headers) as http,
+    ):
         error = _assert_openai_error(await http.post("/v1/completions", json={"model": "native", "prompt": "x"}), 413)
         assert error["code"] == "payload_too_large" and "max_payload" in error["message"]
         nc = await nats.connect(nats_server.url)
@@ -125,7 +134,7 @@ async def test_a_reply_over_max_payload_fails_the_task_typed(make_stack, nats_se
 async def test_n_gives_n_choices_and_models_by_id(make_stack):
     async with (
         make_stack({"generation": SyntheticWorker()}) as s,
-        openai.AsyncOpenAI(base_url=s.url + "/v1", api_key="unused") as client,
+        openai.AsyncOpenAI(base_url=s.url + "/v1", api_key=s.key) as client,
     ):
         reply = await client.chat.completions.create(
             model="native", messages=[{"role": "user", "content": "a b c"}], n=3
@@ -171,7 +180,7 @@ async def test_chat_with_client_tools_returns_tool_calls(make_stack):
     ]
     async with (
         make_stack({"generation": ToolCallingChat()}) as s,
-        openai.AsyncOpenAI(base_url=s.url + "/v1", api_key="unused") as client,
+        openai.AsyncOpenAI(base_url=s.url + "/v1", api_key=s.key) as client,
     ):
         reply = await client.chat.completions.create(
             model="chat", messages=[{"role": "user", "content": "1+2?"}], tools=tools  # type: ignore[arg-type]

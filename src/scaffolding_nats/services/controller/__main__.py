@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 from ...methods.registry import load_registry, parse_limits
 from ...proto.subjects import Subjects
@@ -13,6 +14,7 @@ from .service import ControllerService
 
 
 def main(argv: list[str] | None = None) -> None:
+    env = os.environ.get
     p = base_parser(__doc__)
     setting(p, "--methods", "SCAF_METHODS_FILE", "", "YAML/JSON method configs to add")
     setting(p, "--max-jobs", "SCAF_MAX_JOBS", "32", "jobs run at once by this replica", type=int)
@@ -25,6 +27,13 @@ def main(argv: list[str] | None = None) -> None:
     setting(
         p, "--param-limits", "SCAF_PARAM_LIMITS", "",
         "upper bounds of fan-out parameters over the defaults, e.g. sample_num=128,beam_width=32",
+    )
+    p.add_argument(
+        "--provision",
+        action="store_true",
+        default=env("SCAF_PROVISION", "") in ("1", "true"),
+        help="create missing streams (needs the admin role; else run `services.admin init` first) "
+        "[env SCAF_PROVISION=1]",
     )
     args = p.parse_args(argv)
     registry = load_registry(args.methods or None, limits=parse_limits(args.param_limits))
@@ -40,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
                 max_job_seconds=args.max_job_seconds,
                 task_timeout=args.task_timeout,
                 prompt_template=args.prompt_template,
+                provision=args.provision,
             ):
                 logging.info("controller serving %d methods on %s", len(registry.names()), args.nats)
                 print("ready", flush=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -18,6 +18,7 @@ from ...errors import ScaffoldingError
 from ...proto.subjects import Subjects
 from ...transport import connect
 from . import jobs_api, openai_api
+from .auth import ApiKeyMiddleware, KeyStore
 from .errors import on_http_error, on_scaffolding_error, on_unexpected_error, on_validation_error
 from .middleware import GatewayMiddleware
 from .state import GatewayState
@@ -30,6 +31,8 @@ class GatewaySettings:
     request_timeout: float = 600.0
     max_body_bytes: int = 1 << 20
     """Larger request bodies get 413 (a job must fit NATS' ``max_payload`` anyway)."""
+    api_keys: KeyStore = field(default_factory=KeyStore)  # none: every /v1 request is refused
+    allow_anonymous: bool = False  # explicitly run without keys (one tenant, no ownership)
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -54,12 +57,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan,
         description="OpenAI-compatible inference-time-compute methods, run as services on NATS.",
     )
+    app.add_middleware(ApiKeyMiddleware, keys=None if settings.allow_anonymous else settings.api_keys)
     app.include_router(openai_api.router)
     app.include_router(jobs_api.router)
     app.add_exception_handler(ScaffoldingError, on_scaffolding_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
-
     app.add_exception_handler(Exception, on_unexpected_error)
     app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes)
 

@@ -18,6 +18,7 @@ from ...errors import DeadlineExceeded, ScaffoldingError, UnknownMethod
 from ...proto.errors import ErrorCode
 from ...proto.messages import Job, JobEvent, JobEventType, JobResult
 from ...proto.tasks import ChatMessage, new_id
+from .auth import tenant_of
 from .errors import error_body, error_response, from_info
 from .schemas import ChatCompletionRequest, CompletionRequest, _OpenAIRequest
 from .state import GatewayState
@@ -106,10 +107,11 @@ class _Run:
         self.state, self.job, self.request = state, job, request
         self.timeout = timeout or state.request_timeout
         self.finished = False
+        self.owner = tenant_of(request)
 
     async def events(self) -> AsyncIterator[JobEvent]:
         try:
-            async for event in self.state.jobs.events(self.job, timeout=self.timeout):
+            async for event in self.state.jobs.events(self.job, timeout=self.timeout, owner=self.owner):
                 if event.type in (JobEventType.RESULT, JobEventType.ERROR):
                     self.finished = True
                 yield event
@@ -118,7 +120,7 @@ class _Run:
                 # Shielded: a disconnect cancels the response's scope, and the cancel must
                 # still go out (bounded, like every wait).
                 with anyio.move_on_after(5, shield=True):
-                    await self.state.jobs.cancel(self.job.id)
+                    await self.state.jobs.cancel(self.job.id, owner=self.owner)
 
     async def result(self) -> JobResult:
         """Wait for the result; if the client disconnects meanwhile, cancel the job."""
