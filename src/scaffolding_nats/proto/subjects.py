@@ -139,6 +139,11 @@ class Subjects:
         return f"{self._name}_CONTROLLERS"
 
     @property
+    def cancels_stream(self) -> str:
+        """Keeps each job's last cancel, so a cancel sent while no controller runs is not lost."""
+        return f"{self._name}_CANCELS"
+
+    @property
     def events_stream(self) -> str:
         return f"{self._name}_EVENTS"
 

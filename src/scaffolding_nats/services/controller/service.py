@@ -406,7 +406,15 @@ class ControllerService:
             self._cancel_requested.discard(job.id)
 
     async def _cancelled_before_start(self, job: Job, owner: str | None) -> bool:
-        """A cancel arrived while the job was queued: a trusted one (no owner), or its owner's."""
+        """A cancel arrived while the job was queued: a trusted one (no owner), or its owner's.
+        Kept in the cancels stream too (on the job's owner-scoped subject), so one sent while
+        no controller ran is still seen."""
+        for who in {None, owner}:
+            try:
+                await self.js.get_last_msg(self.subjects.cancels_stream, self.subjects.cancel_job(job.id, who))
+                return True
+            except Exception:  # none kept (the usual case), or no cancels stream provisioned
+                pass
         keys = [job.id] if owner is None else [job.id, _cancel_key(job.id, owner)]
         for key in keys:
             try:
