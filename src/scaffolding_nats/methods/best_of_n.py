@@ -10,7 +10,7 @@ from .answers import Extractor
 from .base import SamplingMethod, Slot, best_partial, fail_all, prompt_of, set_method_result, text_of
 from .native import NativeGenerationController
 from .results import ScoredOutcome
-from .reward import OutcomeRewardController
+from .reward import OutcomeRewardController, scores_of
 
 
 class BestOfNController(SamplingMethod):
@@ -48,7 +48,7 @@ class BestOfNController(SamplingMethod):
             return
         reward = self.reward_controller.clone()
         yield ParallelProcess([reward], [[self._samples[i] for i in ok]], [{"prompt": prompt_of(caller)}])
-        scores: list[float] | None = getattr(reward, "scores", None)
+        scores = scores_of(reward)
         all_scores: list[float | None] = [None] * self.sample_num
         if scores is not None:
             for i, s in zip(ok, scores, strict=False):
