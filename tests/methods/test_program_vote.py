@@ -72,9 +72,13 @@ async def test_chat_messages_keep_the_conversation() -> None:
     assert [m.role for m in sent] == ["system", "user"] and sent[1].content.startswith("Q?\n\n")
 
 
-async def test_no_program_answering_fails_typed() -> None:
+async def test_no_program_answering_falls_back_and_all_failed_fails_typed() -> None:
     worker = ScriptedWorker(chat=lambda t: "no code here", tool=interpreter)
-    with pytest.raises(TaskFailed, match="no sample contained a program"):
+    out = await run(ProgramVoteController(sample_num=2), worker, "Q")
+    assert out.output.answer is None and out.output.text == "no code here"
+    assert out.output.metadata["fallback"] == "no_answer" and not worker.of(ToolCallTask)
+    worker = ScriptedWorker(chat=lambda t: RuntimeError("backend down"), tool=interpreter)
+    with pytest.raises(TaskFailed, match=r"all 2 samples failed.*backend down"):
         await run(ProgramVoteController(sample_num=2), worker, "Q")
 
 

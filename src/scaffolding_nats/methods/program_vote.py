@@ -64,7 +64,8 @@ class ProgramVoteController(MethodController):
     """``sample_num`` program samples (chat turns, seeded per branch), each program run by the
     tool ``tool_name`` (arguments ``{"code": ...}``, result text = its stdout) on the tools
     worker, and a vote over the numbers the programs print. Programs that fail, time out or
-    print nothing abstain; if none answers, the job fails with the first program's error."""
+    print nothing abstain; if none answers, the first reply is returned without an answer
+    (``fallback: no_answer``); only when every sample failed does the job fail."""
 
     name = "program_vote"
     kind = "program_vote"
@@ -143,24 +144,30 @@ class ProgramVoteController(MethodController):
         answers = [self.extractor(o) if o is not None else None for o in outputs]
         result = vote(answers)
         emit_progress(method=self.label, samples=self.sample_num, programs=len(to_run), answered=len(result.tally))
-        if result.index is None:
-            cause = next((s for s in self._samples if not s.ok), None) or next(
-                (r for r in to_run if not r.ok), None
-            )
-            reason = "no program printed an answer" if to_run else "no sample contained a program"
-            fail_all(tasks, f"{reason} ({self.sample_num} samples)", cause=cause, programs=len(to_run))
-            return
-        index = result.index
-        program, printed = programs[index] or "", outputs[index] or ""
-        text = f"```python\n{program}\n```\n\nOutput: {printed.strip()}\n\nAnswer: {result.answer}"
         outcome = VoteOutcome(
-            index=index,
             num_samples=self.sample_num,
             num_succeeded=sum(s.ok for s in self._samples),
             num_answered=sum(a is not None for a in answers),
             answers=list(answers),
             votes={k: float(v) for k, v in result.tally.items()},
         )
+        if result.index is None:
+            # No program printed an answer (none written, all failed, or cut short by a budget):
+            # the first reply that came back, unanswered, as a majority vote does.
+            first = next((i for i, s in enumerate(self._samples) if s.ok), None)
+            if first is None:
+                fail_all(tasks, f"all {self.sample_num} samples failed", cause=self._samples[0])
+                return
+            outcome.index, outcome.fallback = first, "no_answer"
+            text = text_of(self._samples[first])
+            succeed(caller, text, output_message=ChatMessage(role="assistant", content=text))
+            set_method_result(caller, None, **outcome.to_metadata())
+            self._output = Output(text=text, answer=None, result=outcome)
+            return
+        index = result.index
+        program, printed = programs[index] or "", outputs[index] or ""
+        text = f"```python\n{program}\n```\n\nOutput: {printed.strip()}\n\nAnswer: {result.answer}"
+        outcome.index = index
         winner = self._samples[index]
         succeed(
             caller,
