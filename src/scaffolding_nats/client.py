@@ -1,24 +1,23 @@
 """JobClient: submit jobs and follow their events over NATS (the gateway is one user of it).
 
 Submitting goes through JetStream, so a job published while no controller runs is kept and
-run when one starts. Events are live on ``<prefix>.events.<id>`` and also kept in a stream,
-so a client that subscribes late (or reconnects) can replay them from the start.
+run when one starts. Events are live on ``<prefix>.events.<id>`` and also kept in a stream, so
+a client that subscribes late replays them from the start, and one that reconnects resumes
+after the last seq it saw (``EventFollower``): no terminal event is missed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
-from nats.js.api import DeliverPolicy
 
-from .errors import DeadlineExceeded, ProtocolError, ScaffoldingError
+from .errors import DeadlineExceeded, ScaffoldingError
+from .follow import EventFollower
 from .proto import codec
 from .proto.errors import ErrorCode
 from .proto.messages import Job, JobEvent, JobEventType, JobRecord, JobResult
@@ -47,14 +46,10 @@ class JobClient:
         self, job: Job, *, timeout: float = 600.0, idle_timeout: float | None = None
     ) -> AsyncIterator[JobEvent]:
         """Submit ``job`` and yield its events until the result or error (or a deadline)."""
-        queue: asyncio.Queue[Msg] = asyncio.Queue()
-        sub = await self.nc.subscribe(self.subjects.events(job.id), cb=queue.put)
-        try:
+        async with EventFollower(self.nc, job.id, subjects=self.subjects) as follower:
             await self.submit(job)
-            async for event in _read(queue, timeout, idle_timeout, job.id):
+            async for event in follower.events(timeout=timeout, idle_timeout=idle_timeout):
                 yield event
-        finally:
-            await sub.unsubscribe()
 
     async def run(self, job: Job, *, timeout: float = 600.0) -> JobResult:
         """Submit and wait: the result, or the job's typed error raised."""
@@ -65,26 +60,17 @@ class JobClient:
                 raise ScaffoldingError.from_info(event.error)
         raise DeadlineExceeded(f"job {job.id} ended without a result")  # pragma: no cover
 
-    async def replay(self, job_id: str, *, timeout: float = 600.0) -> AsyncIterator[JobEvent]:
-        """Every event of a job from the first, then live ones, until it ends."""
-        queue: asyncio.Queue[Msg] = asyncio.Queue()
-        sub = await self.js.subscribe(
-            self.subjects.events(job_id),
-            cb=queue.put,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.ALL,
-            stream=self.subjects.events_stream,
-        )
-        try:
-            async for event in _read(queue, timeout, None, job_id):
+    async def replay(self, job_id: str, *, after_seq: int = -1, timeout: float = 600.0) -> AsyncIterator[JobEvent]:
+        """Every event of a job after ``after_seq`` (all by default) from the events stream,
+        then live ones, until it ends."""
+        async with EventFollower(self.nc, job_id, subjects=self.subjects, after_seq=after_seq, replay=True) as follower:
+            async for event in follower.events(timeout=timeout):
                 yield event
-        finally:
-            await sub.unsubscribe()
 
     async def record(self, job_id: str) -> JobRecord | None:
-        from .transport.jetstream import results_bucket
+        from .transport.jetstream import durability_for, results_bucket
 
-        kv = await results_bucket(self.js, self.subjects)
+        kv = await results_bucket(self.js, self.subjects, durability_for(self.nc))
         try:
             entry = await kv.get(job_id)
         except Exception:  # KeyNotFoundError, or deleted by TTL
@@ -101,27 +87,3 @@ class JobClient:
         except (NoRespondersError, NatsTimeout, asyncio.TimeoutError):
             raise NoController("no controller service is answering on this NATS deployment") from None
         return list(json.loads(msg.data)["methods"])
-
-
-async def _read(
-    queue: asyncio.Queue[Msg], timeout: float, idle_timeout: float | None, job_id: str
-) -> AsyncIterator[JobEvent]:
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        wait = left if idle_timeout is None else min(left, idle_timeout)
-        if wait <= 0:
-            raise DeadlineExceeded(f"job {job_id} gave no result within {timeout}s", details={"job_id": job_id})
-        try:
-            msg = await asyncio.wait_for(queue.get(), wait)
-        except asyncio.TimeoutError:
-            raise DeadlineExceeded(
-                f"job {job_id} sent no event within {wait:.1f}s", details={"job_id": job_id}
-            ) from None
-        try:
-            event = codec.decode(JobEvent, msg.data)
-        except ProtocolError:
-            continue  # not ours to interpret; the contract says events are JobEvents
-        yield event
-        if event.type in _TERMINAL:
-            return

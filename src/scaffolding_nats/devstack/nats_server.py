@@ -35,6 +35,7 @@ class NatsServer:
     """A nats-server child process. Use as a (sync or async) context manager.
 
     ``jetstream`` keeps its data under ``store_dir`` (a temporary folder by default).
+    ``cluster_port`` and ``routes`` make it one node of a cluster (see ``NatsCluster``).
     """
 
     def __init__(
@@ -45,6 +46,11 @@ class NatsServer:
         store_dir: str | os.PathLike[str] | None = None,
         max_payload: int | None = None,
         startup_timeout: float = 10.0,
+        server_name: str | None = None,
+        cluster_name: str = "scaf",
+        cluster_port: int | None = None,
+        routes: list[str] | None = None,
+        log_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self.port = port or free_port()
         self.jetstream = jetstream
@@ -56,6 +62,11 @@ class NatsServer:
         self.max_payload = max_payload
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen[bytes] | None = None
+        self.server_name = server_name
+        self.cluster_name = cluster_name
+        self.cluster_port = cluster_port
+        self.routes = routes or []
+        self.log_file = log_file  # the server's own log (else its stderr, read only on failure)
 
     @property
     def url(self) -> str:
@@ -65,6 +76,14 @@ class NatsServer:
         args = [find_binary(), "-a", "127.0.0.1", "-p", str(self.port)]
         if self.jetstream:
             args += ["-js", "-sd", str(self.store_dir)]
+        if self.server_name:
+            args += ["-n", self.server_name]
+        if self.log_file is not None:
+            args += ["-l", str(self.log_file)]
+        if self.cluster_port is not None:
+            args += ["--cluster_name", self.cluster_name, "--cluster", f"nats://127.0.0.1:{self.cluster_port}"]
+            if self.routes:
+                args += ["--routes", ",".join(self.routes)]
         conf = None
         if self.max_payload is not None:
             conf = Path(tempfile.mkstemp(prefix="scaf-nats-", suffix=".conf")[1])
@@ -83,6 +102,15 @@ class NatsServer:
                 time.sleep(0.05)
         self.stop()
         raise TimeoutError(f"nats-server did not listen on port {self.port} in {self.startup_timeout}s")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: the store stays, so ``start()`` brings the same server back."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()
+        self.proc = None
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

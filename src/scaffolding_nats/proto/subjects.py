@@ -69,6 +69,14 @@ class Subjects:
         """Request-reply: a controller answers with the names of the methods it serves."""
         return f"{self.prefix}.controllers.methods"
 
+    def controller_owner(self, job_id: str) -> str:
+        """Request-reply: the controller running ``job_id`` answers (nobody does once it died)."""
+        return f"{self.prefix}.controllers.owner.{job_id}"
+
+    @property
+    def controller_owner_all(self) -> str:
+        return f"{self.prefix}.controllers.owner.*"
+
     @property
     def controller_service(self) -> str:
         """The NATS micro service name of controllers (``$SRV.PING.<name>`` finds them)."""

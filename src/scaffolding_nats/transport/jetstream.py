@@ -1,10 +1,15 @@
 """The durable parts of the bus, declared in one place and created idempotently by whichever
-service starts first: the jobs work queue, the events log and the results bucket."""
+service starts first: the jobs work queue, the events log and the results bucket.
+
+Each is kept in ``Durability.replicas`` copies: 1 on a single server, 3 on a cluster (so losing
+a node loses neither queued jobs nor results); ``SCAF_JS_REPLICAS`` overrides the choice."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
 
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -24,11 +29,28 @@ from ..proto.subjects import Subjects
 
 @dataclass(frozen=True)
 class Durability:
-    job_ack_wait: float = 30.0  # seconds; running jobs report progress to extend it
-    job_max_deliver: int = 3  # a job whose controller died is retried this many times in all
+    job_ack_wait: float = 4.0  # seconds; a dead controller's jobs move on after this long
+    job_max_deliver: int = 5  # a job whose controller died is retried this many times in all
     events_max_age: float = 3600.0  # replayable events are kept this long
     results_ttl: float = 3600.0  # finished jobs stay retrievable this long
     max_job_bytes: int = 1024 * 1024
+    replicas: int = 1  # copies of every stream, consumer and bucket (3 on a cluster)
+
+
+def clustered(nc: Client) -> bool:
+    """Whether the server ``nc`` reached is one of a cluster (its INFO names the cluster)."""
+    return bool(nc._server_info.get("cluster"))
+
+
+def durability_for(nc: Client, base: Durability | None = None) -> Durability:
+    """The durability settings for the deployment ``nc`` reached: ``base`` (defaults if None)
+    with ``SCAF_JS_REPLICAS`` copies if that is set, else 3 on a cluster and 1 on one server."""
+    base = base or Durability()
+    env = os.environ.get("SCAF_JS_REPLICAS", "").strip()
+    replicas = int(env) if env else (3 if clustered(nc) else 1)
+    if not 1 <= replicas <= 5:
+        raise ValueError(f"SCAF_JS_REPLICAS must be 1..5 (JetStream's limit), not {replicas}")
+    return replace(base, replicas=replicas)
 
 
 async def ensure_streams(js: JetStreamContext, subjects: Subjects, durability: Durability | None = None) -> None:
@@ -41,6 +63,7 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects, durability: D
         max_msg_size=d.max_job_bytes,
         duplicate_window=120.0,
         discard=DiscardPolicy.OLD,
+        num_replicas=d.replicas,
     )
     events = StreamConfig(
         name=subjects.events_stream,
@@ -49,6 +72,7 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects, durability: D
         storage=StorageType.FILE,
         max_age=d.events_max_age,
         max_bytes=1024**3,
+        num_replicas=d.replicas,
     )
     for config in (jobs, events):
         try:
@@ -63,7 +87,9 @@ async def results_bucket(js: JetStreamContext, subjects: Subjects, durability: D
     try:
         return await js.key_value(subjects.results_bucket)
     except (NotFoundError, BadRequestError):
-        return await js.create_key_value(KeyValueConfig(bucket=subjects.results_bucket, ttl=d.results_ttl))
+        return await js.create_key_value(
+            KeyValueConfig(bucket=subjects.results_bucket, ttl=d.results_ttl, replicas=d.replicas)
+        )
 
 
 def jobs_consumer_config(subjects: Subjects, durability: Durability | None = None) -> ConsumerConfig:
@@ -76,4 +102,5 @@ def jobs_consumer_config(subjects: Subjects, durability: Durability | None = Non
         max_ack_pending=10_000,
         deliver_policy=DeliverPolicy.ALL,
         filter_subject=subjects.jobs_all,
+        num_replicas=d.replicas,
     )

@@ -194,11 +194,14 @@ class _Call:
             left = self.deadline - time.monotonic()
             if left <= 0:
                 raise _Retry(_timeout(task, w.timeout))
+            reconnects = w.nc.stats["reconnects"]
             try:
                 msg = await frames.get(min(w.idle_timeout, left))
             except TimeoutError:
                 if self.deadline - time.monotonic() <= 0:
                     raise _Retry(_timeout(task, w.timeout)) from None
+                if not w.nc.is_connected or w.nc.stats["reconnects"] != reconnects:
+                    continue  # we were cut off, not the worker silent: its liveness clock restarts
                 raise _Retry(
                     ErrorInfo(
                         code=ErrorCode.TIMEOUT,

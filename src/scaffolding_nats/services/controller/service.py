@@ -28,8 +28,9 @@ from ...runtime.request import run_request
 from ...runtime.runner import TaskRunner
 from ...runtime.worker import Worker
 from ...transport import RemoteWorker
-from ...transport.jetstream import Durability, ensure_streams, jobs_consumer_config, results_bucket
+from ...transport.jetstream import Durability, durability_for, ensure_streams, jobs_consumer_config, results_bucket
 from .events import EventStream
+from .failover import TERMINAL, last_event, owner_alive, retrying
 from .prompting import prompt_for
 
 log = logging.getLogger(__name__)
@@ -75,12 +76,13 @@ class ControllerService:
         self.max_jobs = max_jobs
         self.max_job_seconds = max_job_seconds
         self.prompt_template = prompt_template
-        self.durability = durability or Durability()
+        self.durability = durability or durability_for(nc)
         self.version = version
         self.remote = RemoteWorker(nc, subjects=self.subjects, timeout=task_timeout)
         self.runner = TaskRunner(AnyTag(self.remote))
         self._slots = asyncio.Semaphore(max_jobs)
         self._running: dict[str, tuple[asyncio.Task[Any], Msg]] = {}
+        self._owned: dict[str, Msg] = {}  # job id -> its latest delivery, from intake to ack
         self._cancel_requested: set[str] = set()
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
@@ -97,6 +99,7 @@ class ControllerService:
             stack.push_async_callback(self.remote.stop)
             for subject, cb, queue in (
                 (self.subjects.cancel_job_all, self._on_cancel, ""),
+                (self.subjects.controller_owner_all, self._on_owner, ""),
                 (_max_deliveries_subject(self.subjects), self._on_abandoned, self.subjects.controller_service),
             ):
                 sub = await self.nc.subscribe(subject, cb=cb, queue=queue)
@@ -175,10 +178,11 @@ class ControllerService:
                 await psub.unsubscribe()
 
     async def _keep_alive(self) -> None:
-        """Running jobs tell JetStream they are alive, so long jobs are not redelivered."""
+        """Owned jobs tell JetStream they are alive (4 times per ack wait), so a long job is not
+        redelivered while a dead controller's jobs are, one ack wait after it stopped."""
         while True:
-            await asyncio.sleep(self.durability.job_ack_wait / 3)
-            for _, msg in list(self._running.values()):
+            await asyncio.sleep(self.durability.job_ack_wait / 4)
+            for msg in list(self._owned.values()):
                 try:
                     await msg.in_progress()
                 except Exception as exc:
@@ -194,6 +198,8 @@ class ControllerService:
             log.warning("could not read an abandoned job: %s", exc)
             return
         job_id = codec.peek_id(raw.data or b"", "id")
+        if job_id and await owner_alive(self.nc, self.subjects, str(job_id)):
+            return  # redelivered by outages, but its controller lives and will ack it
         error = ErrorInfo(
             code=ErrorCode.INTERNAL,
             message=f"job abandoned after {self.durability.job_max_deliver} deliveries: "
@@ -210,6 +216,13 @@ class ControllerService:
         metrics.JOBS.labels("?", "abandoned").inc()
         with contextlib.suppress(Exception):
             await self.js.delete_msg(self.subjects.jobs_stream, seq)
+
+    async def _on_owner(self, msg: Msg) -> None:
+        """Answer only for jobs this replica runs: silence means the job needs a new owner."""
+        job_id = msg.subject.rsplit(".", 1)[-1]
+        if job_id in self._owned and msg.reply:
+            with contextlib.suppress(Exception):
+                await msg.respond(b"")
 
     async def _on_methods(self, req: Request) -> None:
         await req.respond(json.dumps({"methods": self.registry.names()}).encode())
@@ -258,7 +271,24 @@ class ControllerService:
                 ),
             )
             return
-        events = EventStream(self.nc, self.subjects.events(job.id), job.id, partials=job.stream)
+        if job.id in self._owned:  # redelivered (an outage) while still running here
+            self._owned[job.id] = msg
+            return
+        self._owned[job.id] = msg
+        try:
+            await self._run_owned(job, msg)
+        finally:
+            self._owned.pop(job.id, None)
+
+    async def _run_owned(self, job: Job, msg: Msg) -> None:
+        deliveries = msg.metadata.num_delivered if msg.metadata else 1
+        start_seq = 0
+        if deliveries > 1:
+            taken = await self._take_over(job, msg)
+            if taken is None:
+                return
+            start_seq = taken
+        events = EventStream(self.nc, self.subjects.events(job.id), job.id, partials=job.stream, start_seq=start_seq)
         if await self._cancelled_before_start(job):
             events.error(ErrorInfo(code=ErrorCode.CANCELLED, message="job cancelled by the client before it started"))
             events.close()
@@ -270,7 +300,6 @@ class ControllerService:
         async with TaskGroup() as tg:
             pump = tg.create_task(events.pump())
             try:
-                deliveries = msg.metadata.num_delivered if msg.metadata else 1
                 events.add(JobEventType.ACCEPTED, progress={"method": job.method, "delivery": deliveries})
                 await self._record(JobRecord(job_id=job.id, method=job.method, state=JobState.RUNNING))
                 result = await self._execute(job, events, msg)
@@ -290,7 +319,7 @@ class ControllerService:
             finally:
                 events.close()
                 await pump
-        await msg.ack()
+        await self._owned.get(job.id, msg).ack()
         metrics.JOBS.labels(job.method, outcome).inc()
         metrics.JOB_SECONDS.labels(job.method).observe(time.monotonic() - started)
 
@@ -339,6 +368,25 @@ class ControllerService:
             self._running.pop(job.id, None)
             self._cancel_requested.discard(job.id)
 
+    async def _take_over(self, job: Job, msg: Msg) -> int | None:
+        """A redelivered job: None if it needs no run here (its owner lives, or it already
+        ended and only its ack was lost), else the event seq to continue from."""
+        self._owned.pop(job.id, None)  # not ours yet: do not claim it to the others' question
+        if await owner_alive(self.nc, self.subjects, job.id):
+            return None  # its owner keeps it alive; JetStream redelivers it if the owner dies
+        self._owned[job.id] = msg
+        last = await last_event(self.nc, self.subjects, job.id)
+        if last is None:
+            return 0
+        if last.type in TERMINAL:
+            state = JobState.SUCCEEDED if last.type is JobEventType.RESULT else JobState.FAILED
+            await self._record(
+                JobRecord(job_id=job.id, method=job.method, state=state, result=last.result, error=last.error)
+            )
+            await msg.ack()
+            return None
+        return last.seq + 1
+
     async def _cancelled_before_start(self, job: Job) -> bool:
         try:
             entry = await self.kv.get(job.id)
@@ -354,9 +402,11 @@ class ControllerService:
         events.error(error)
 
     async def _record(self, record: JobRecord) -> None:
+        """Retried through reconnects; the events still tell the client if it never lands."""
+        data = codec.encode(record)
         try:
-            await self.kv.put(record.job_id, codec.encode(record))
-        except Exception as exc:  # the events still tell the client; the record is a convenience
+            await retrying(lambda: self.kv.put(record.job_id, data), what=f"storing the record of job {record.job_id}")
+        except Exception as exc:
             log.warning("could not store job %s: %s", record.job_id, exc)
 
     async def _reject(self, msg: Msg, exc: ProtocolError) -> None:
