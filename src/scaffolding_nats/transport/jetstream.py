@@ -29,7 +29,7 @@ from ..proto.subjects import Subjects
 
 @dataclass(frozen=True)
 class Durability:
-    job_ack_wait: float = 4.0  # seconds; a dead controller's jobs move on after this long
+    job_ack_wait: float = 3.0  # seconds; a dead controller's jobs move on after this long
     job_max_deliver: int = 5  # a job whose controller died is retried this many times in all
     events_max_age: float = 3600.0  # replayable events are kept this long
     results_ttl: float = 3600.0  # finished jobs stay retrievable this long

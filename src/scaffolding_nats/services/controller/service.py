@@ -13,6 +13,7 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js.errors import KeyNotFoundError
 from nats.micro import add_service
 from nats.micro.request import Request
 
@@ -22,7 +23,7 @@ from ...errors import ProtocolError, ScaffoldingError, UnknownMethod
 from ...methods.registry import MethodRegistry
 from ...proto import codec
 from ...proto.errors import ErrorCode, ErrorInfo
-from ...proto.messages import Job, JobEventType, JobRecord, JobResult, JobState
+from ...proto.messages import Job, JobEvent, JobEventType, JobRecord, JobResult, JobState
 from ...proto.subjects import Subjects
 from ...runtime.request import run_request
 from ...runtime.runner import TaskRunner
@@ -283,18 +284,13 @@ class ControllerService:
     async def _run_owned(self, job: Job, msg: Msg) -> None:
         deliveries = msg.metadata.num_delivered if msg.metadata else 1
         start_seq = 0
-        if deliveries > 1:
-            taken = await self._take_over(job, msg)
+        record = await self._stored_record(job.id)
+        if record is not None or deliveries > 1:  # cancelled, ended, or started elsewhere
+            taken = await self._take_over(job, msg, record)
             if taken is None:
                 return
             start_seq = taken
         events = EventStream(self.nc, self.subjects.events(job.id), job.id, partials=job.stream, start_seq=start_seq)
-        if await self._cancelled_before_start(job):
-            events.error(ErrorInfo(code=ErrorCode.CANCELLED, message="job cancelled by the client before it started"))
-            events.close()
-            await events.pump()
-            await msg.ack()
-            return
         started = time.monotonic()
         outcome = "failed"
         async with TaskGroup() as tg:
@@ -368,34 +364,45 @@ class ControllerService:
             self._running.pop(job.id, None)
             self._cancel_requested.discard(job.id)
 
-    async def _take_over(self, job: Job, msg: Msg) -> int | None:
-        """A redelivered job: None if it needs no run here (its owner lives, or it already
-        ended and only its ack was lost), else the event seq to continue from."""
-        self._owned.pop(job.id, None)  # not ours yet: do not claim it to the others' question
-        if await owner_alive(self.nc, self.subjects, job.id):
-            return None  # its owner keeps it alive; JetStream redelivers it if the owner dies
-        self._owned[job.id] = msg
+    async def _take_over(self, job: Job, msg: Msg, record: JobRecord | None) -> int | None:
+        """A job seen before (a redelivery, a record, or both): None if it needs no run here
+        (its owner lives, or it already ended: then its terminal event is made sure of and the
+        delivery acked), else the event seq to continue from."""
+        if record is None or record.state is JobState.RUNNING:
+            self._owned.pop(job.id, None)  # not ours yet: do not claim it to the question
+            if await owner_alive(self.nc, self.subjects, job.id):
+                return None  # its owner keeps it alive; JetStream redelivers it if the owner dies
+            self._owned[job.id] = msg
         last = await last_event(self.nc, self.subjects, job.id)
-        if last is None:
-            return 0
-        if last.type in TERMINAL:
+        if record is not None and record.state in (JobState.SUCCEEDED, JobState.FAILED):
+            if last is None or last.type not in TERMINAL:  # e.g. cancelled before it started
+                events = EventStream(self.nc, self.subjects.events(job.id), job.id, start_seq=_after(last))
+                if record.result is not None:
+                    events.result(record.result)
+                else:
+                    events.error(record.error or ErrorInfo(code=ErrorCode.INTERNAL, message="job failed"))
+                events.close()
+                await events.pump()
+            await msg.ack()
+            return None
+        if last is not None and last.type in TERMINAL:  # it ended; its record or ack was lost
             state = JobState.SUCCEEDED if last.type is JobEventType.RESULT else JobState.FAILED
             await self._record(
                 JobRecord(job_id=job.id, method=job.method, state=state, result=last.result, error=last.error)
             )
             await msg.ack()
             return None
-        return last.seq + 1
+        return _after(last)
 
-    async def _cancelled_before_start(self, job: Job) -> bool:
-        try:
-            entry = await self.kv.get(job.id)
-        except Exception:  # no record: the usual case
-            return False
-        if not entry.value:
-            return False
-        record = codec.decode(JobRecord, entry.value)
-        return record.state is JobState.FAILED and record.error is not None and record.error.code is ErrorCode.CANCELLED
+    async def _stored_record(self, job_id: str) -> JobRecord | None:
+        async def get() -> JobRecord | None:
+            try:
+                entry = await self.kv.get(job_id)
+            except KeyNotFoundError:  # the usual case: a new job
+                return None
+            return codec.decode(JobRecord, entry.value) if entry.value else None
+
+        return await retrying(get, what=f"reading the record of job {job_id}")
 
     async def _fail(self, job: Job, events: EventStream, error: ErrorInfo) -> None:
         await self._record(JobRecord(job_id=job.id, method=job.method, state=JobState.FAILED, error=error))
@@ -428,6 +435,11 @@ def _sampling_defaults(job: Job) -> dict[str, Any]:
     if job.model is not None:
         defaults.setdefault("model", job.model)
     return defaults
+
+
+def _after(last: JobEvent | None) -> int:
+    """The seq that continues a job's events after ``last`` (0 when it has none)."""
+    return 0 if last is None else last.seq + 1
 
 
 def _max_deliveries_subject(subjects: Subjects) -> str:

@@ -1,0 +1,147 @@
+"""Fault tests: a worker and controllers as real processes on a real nats-server (or a local
+3-node cluster) that the test kills; jobs are followed live exactly as a remote client would.
+
+Tasks run on the synthetic worker (fixed latency, answers checkable), so no model is needed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.js.errors import NotFoundError
+
+from scaffolding_nats.client import JobClient
+from scaffolding_nats.devstack.run import Service
+from scaffolding_nats.proto import Job, JobEvent, JobEventType, JobState, Subjects, decode
+
+TERMINAL = (JobEventType.RESULT, JobEventType.ERROR)
+
+
+class Procs:
+    """Service processes started by a test, stopped (SIGTERM, then SIGKILL) when it ends."""
+
+    def __init__(self, log_dir: Path, prefix: str) -> None:
+        self.log_dir, self.prefix = log_dir, prefix
+        self.started: list[Service] = []
+
+    def start(self, name: str, args: list[str], nats_url: str) -> Service:
+        env = {**os.environ, "SCAF_NATS_URL": nats_url, "SCAF_PREFIX": self.prefix, "PYTHONUNBUFFERED": "1"}
+        service = Service(name, args, self.log_dir, env)
+        self.started.append(service)
+        return service
+
+    def worker(self, nats_url: str, *, latency: float, name: str = "worker") -> Service:
+        args = json.dumps({"latency_s": latency})
+        cmd = ["scaffolding_nats.services.worker", "--worker", "synthetic", "--worker-args", args]
+        return self.start(name, [*cmd, "--max-concurrency", "1024"], nats_url)
+
+    def controller(self, nats_url: str, *, name: str = "controller", max_jobs: int = 200) -> Service:
+        return self.start(name, ["scaffolding_nats.services.controller", "--max-jobs", str(max_jobs)], nats_url)
+
+    def wait_ready(self) -> None:
+        for service in self.started:
+            service.wait_ready(60)
+
+    def stop(self) -> None:
+        for service in self.started:
+            service.stop()
+
+
+@pytest.fixture
+def procs(tmp_path: Path, prefix: str) -> Iterator[Procs]:
+    p = Procs(tmp_path, prefix)
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+async def connect(urls: str) -> Client:
+    """A client that rides out outages the way the services do (reconnects for ever)."""
+
+    async def quiet(exc: Exception) -> None:  # refused reconnects during an outage are expected
+        pass
+
+    return await nats.connect(urls.split(","), max_reconnect_attempts=-1, reconnect_time_wait=0.25, error_cb=quiet)
+
+
+@dataclass
+class Followed:
+    """One job submitted and followed live from before any fault to its end."""
+
+    job: Job
+    expected: str
+    events: list[tuple[float, JobEvent]] = field(default_factory=list)
+    failure: BaseException | None = None
+
+    async def run(self, client: JobClient, timeout: float) -> None:
+        try:
+            async for event in client.events(self.job, timeout=timeout):
+                self.events.append((time.monotonic(), event))
+        except Exception as exc:
+            self.failure = exc
+
+    @property
+    def accepted(self) -> bool:
+        return any(e.type is JobEventType.ACCEPTED for _, e in self.events)
+
+    @property
+    def ended(self) -> float | None:
+        return next((t for t, e in self.events if e.type in TERMINAL), None)
+
+    def check(self) -> None:
+        """Exactly one terminal event, a correct result, and seq strictly rising from 0."""
+        seqs = [e.seq for _, e in self.events]
+        assert seqs == list(range(len(seqs))), (self.job.id, seqs)
+        ends = [e for _, e in self.events if e.type in TERMINAL]
+        assert len(ends) == 1, (self.job.id, self.failure, [e.type for _, e in self.events])
+        assert ends[0].result is not None and ends[0].result.answer == self.expected, ends[0]
+
+
+def majority_jobs(n: int, samples: int) -> list[Followed]:
+    return [
+        Followed(Job(method="majority_vote", prompt=f"q r {i}", params={"sample_num": samples}), str(i))
+        for i in range(n)
+    ]
+
+
+async def until(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
+        await asyncio.sleep(0.05)
+
+
+async def stored_events(nc: Client, subjects: Subjects, job_id: str) -> list[JobEvent]:
+    """Every event of a job that the events stream holds, in stream order."""
+    js, events, seq = nc.jetstream(), [], 1
+    while True:
+        try:
+            raw = await js.get_msg(subjects.events_stream, seq=seq, subject=subjects.events(job_id), next=True)
+        except NotFoundError:
+            return events
+        events.append(decode(JobEvent, raw.data or b""))
+        seq = (raw.seq or seq) + 1
+
+
+async def check_stream_and_records(nc: Client, subjects: Subjects, followed: list[Followed]) -> None:
+    """Nothing lost and nothing doubled as stored: one terminal event per job in the events
+    stream, and a succeeded record per job."""
+    js = nc.jetstream()
+    client = JobClient(nc, subjects=subjects)
+    for f in followed:
+        stored = await stored_events(nc, subjects, f.job.id)
+        assert [e.seq for e in stored] == list(range(len(stored))), (f.job.id, stored)
+        assert [e.type in TERMINAL for e in stored].count(True) == 1, f.job.id
+        record = await client.record(f.job.id)
+        assert record is not None and record.state is JobState.SUCCEEDED, (f.job.id, record)
+    info = await js.stream_info(subjects.jobs_stream)
+    assert info.state.messages == 0  # every job acked: none left to run again
