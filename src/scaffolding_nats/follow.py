@@ -5,6 +5,10 @@ what is published while the client is disconnected, so the follower also reads t
 stream, where every event is kept: from the start when replaying, and again whenever the live
 feed may have missed something (the connection was re-established, a ``seq`` was skipped, or
 nothing came for ``resync`` seconds). Both paths feed one buffer, de-duplicated by ``seq``.
+
+An event published but never stored (a plain publish while the stream had no leader) cannot be
+replayed: once the stream holds a later event but not that one, the follower skips the gap
+(logged) rather than wait for it. The terminal event is always stored (confirmed by JetStream).
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class EventFollower:
         self.resyncs = 0  # how often the stream was read (for tests and logs)
         self._need_sync = replay or after_seq >= 0
         self._cursor = 1  # the stream sequence the next read of the stream starts at
+        self._stored_max = -1  # the highest seq read from the stream
         self._queue: asyncio.Queue[Msg] = asyncio.Queue()
         self._held: dict[int, JobEvent] = {}
         self._sub: Subscription | None = None
@@ -110,13 +115,16 @@ class EventFollower:
             if self.nc.stats["reconnects"] != self._reconnects:
                 self._need_sync = True
 
-    def _take(self, data: bytes | None) -> None:
+    def _take(self, data: bytes | None) -> JobEvent | None:
         try:
             event = codec.decode(JobEvent, data or b"")
         except ProtocolError:
-            return  # not ours to interpret; the contract says events are JobEvents
-        if event.job_id == self.job_id and event.seq >= self.next_seq:
+            return None  # not ours to interpret; the contract says events are JobEvents
+        if event.job_id != self.job_id:
+            return None
+        if event.seq >= self.next_seq:
             self._held.setdefault(event.seq, event)
+        return event
 
     async def _sync(self) -> None:
         """Read the job's events kept in the stream since the last read. A failure (still
@@ -132,8 +140,15 @@ class EventFollower:
                 except NotFoundError:
                     break
                 self._cursor = (raw.seq or self._cursor) + 1
-                self._take(raw.data)
+                event = self._take(raw.data)
+                if event is not None:
+                    self._stored_max = max(self._stored_max, event.seq)
         except Exception as exc:
             log.debug("reading the events of job %s from the stream failed: %s", self.job_id, exc)
             return
         self._need_sync = False
+        if self.next_seq not in self._held and self._stored_max > self.next_seq:
+            # The stream holds a later event but not this one: it was never stored, and never will be.
+            resume = min(seq for seq in self._held if seq > self.next_seq)
+            log.warning("job %s: events %d..%d were lost, not stored", self.job_id, self.next_seq, resume - 1)
+            self.next_seq = resume
