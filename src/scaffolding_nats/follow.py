@@ -59,6 +59,7 @@ class EventFollower:
         self._need_sync = replay or after_seq >= 0
         self._cursor = 1  # the stream sequence the next read of the stream starts at
         self._stored_max = -1  # the highest seq read from the stream
+        self._synced_at = time.monotonic()
         self._queue: asyncio.Queue[Msg] = asyncio.Queue()
         self._held: dict[int, JobEvent] = {}
         self._sub: Subscription | None = None
@@ -101,17 +102,19 @@ class EventFollower:
                 raise DeadlineExceeded(
                     f"job {self.job_id} sent no event within {idle_timeout:.1f}s", details={"job_id": self.job_id}
                 )
-            wait = min(deadline - now, self.resync if not self._need_sync else 0.5)
+            # Wake at least every 0.5 s: a reconnect shows only in the client's counter.
+            wait = min(deadline - now, 0.5)
             if idle_timeout is not None:
                 wait = min(wait, idle_since + idle_timeout - now)
             try:
-                msg = await asyncio.wait_for(self._queue.get(), wait)
+                msg = await asyncio.wait_for(self._queue.get(), max(wait, 0.0))
             except asyncio.TimeoutError:
-                self._need_sync = True  # quiet: check the stream for anything the feed lost
-                continue
-            self._take(msg.data)
-            if self._held and min(self._held) > self.next_seq:
-                self._need_sync = True  # a seq was skipped: the live feed lost some
+                if time.monotonic() - max(idle_since, self._synced_at) >= self.resync:
+                    self._need_sync = True  # quiet: check the stream for anything the feed lost
+            else:
+                self._take(msg.data)
+                if self._held and min(self._held) > self.next_seq:
+                    self._need_sync = True  # a seq was skipped: the live feed lost some
             if self.nc.stats["reconnects"] != self._reconnects:
                 self._need_sync = True
 
@@ -130,6 +133,7 @@ class EventFollower:
         """Read the job's events kept in the stream since the last read. A failure (still
         reconnecting) leaves the flag set: the next turn tries again."""
         self._reconnects = self.nc.stats["reconnects"]
+        self._synced_at = time.monotonic()
         js = self.nc.jetstream()
         subject = self.subjects.events(self.job_id)
         self.resyncs += 1

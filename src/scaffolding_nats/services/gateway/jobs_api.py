@@ -50,12 +50,15 @@ async def status(job_id: str, request: Request) -> Any:
 
 @router.get("/{job_id}/events")
 async def events(job_id: str, request: Request) -> StreamingResponse:
-    """Server-sent events: every event of the job from the first, then live ones."""
+    """Server-sent events: every event of the job from the first (or after the ``Last-Event-ID``
+    an EventSource sends when it reconnects), then live ones."""
     state = _state(request)
+    last = request.headers.get("last-event-id", "")
+    after_seq = int(last) if last.isdigit() else -1
 
     async def stream() -> AsyncIterator[bytes]:
         try:
-            async for event in state.jobs.replay(job_id, timeout=state.request_timeout):
+            async for event in state.jobs.replay(job_id, after_seq=after_seq, timeout=state.request_timeout):
                 data = event.model_dump_json(exclude_none=True)
                 yield f"event: {event.type.value}\nid: {event.seq}\ndata: {data}\n\n".encode()
         except Exception as exc:
