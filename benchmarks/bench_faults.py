@@ -31,7 +31,7 @@ from typing import Any
 import nats
 
 from scaffolding_nats.client import JobClient
-from scaffolding_nats.devstack import NatsServer, free_port
+from scaffolding_nats.devstack import NatsServer
 from scaffolding_nats.devstack.run import Service
 from scaffolding_nats.proto import Job, JobEvent, JobEventType, Subjects, decode
 
@@ -121,9 +121,7 @@ async def outage(args: argparse.Namespace) -> None:
         services: list[Service] = []
         try:
             services = _services(server.url, Path(tmp), latency=args.latency, controllers=1, max_jobs=args.jobs)
-            nc = await nats.connect(
-                server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=_quiet
-            )
+            nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=_quiet)
             client = JobClient(nc, subjects=subjects)
             jobs = [Job(method="majority_vote", prompt=f"a b {i}", params={"sample_num": 4}) for i in range(args.jobs)]
             followers = [Follower(job) for job in jobs]
@@ -144,10 +142,14 @@ async def outage(args: argparse.Namespace) -> None:
                 correct = sum(
                     1
                     for f in followers
-                    if (t := f.terminal) is not None and t.result is not None and t.result.answer == f.job.prompt.split()[-1]  # type: ignore[union-attr]
+                    if (t := f.terminal) is not None
+                    and t.result is not None
+                    and t.result.answer == f.job.prompt.split()[-1]  # type: ignore[union-attr]
                 )
                 codes = collections.Counter(
-                    (t.error.code.value if t.error else "?") for f in followers if (t := f.terminal) and t.type is JobEventType.ERROR
+                    (t.error.code.value if t.error else "?")
+                    for f in followers
+                    if (t := f.terminal) and t.type is JobEventType.ERROR
                 )
                 missed = [f for f in followers if f.terminal is None]
                 terminals = await _terminal_counts(nc, subjects, jobs)
@@ -155,11 +157,15 @@ async def outage(args: argparse.Namespace) -> None:
             stored = sum(s.log_path.read_text(errors="replace").count("could not store job") for s in services)
             print(f"    all followers ended {done:.1f}s after the kill")
             print(f"    correct {correct}/{args.jobs}; failed by code {dict(codes)}")
-            print(f"    followers that missed their terminal event: {len(missed)}"
-                  + (f" (e.g. {missed[0].error})" if missed else ""))
+            print(
+                f"    followers that missed their terminal event: {len(missed)}"
+                + (f" (e.g. {missed[0].error})" if missed else "")
+            )
             print(f"    terminal events per job in the stream: {dict(sorted(terminals.items()))}")
-            print(f"    worker tasks completed {completed} (the jobs need {4 * args.jobs}); "
-                  f"'could not store job' warnings: {stored}")
+            print(
+                f"    worker tasks completed {completed} (the jobs need {4 * args.jobs}); "
+                f"'could not store job' warnings: {stored}"
+            )
         finally:
             for service in services:
                 service.stop()
@@ -175,7 +181,9 @@ async def controller_kill(args: argparse.Namespace) -> None:
             services = _services(server.url, Path(tmp), latency=args.kill_latency, controllers=2, max_jobs=32)
             nc = await nats.connect(server.url)
             client = JobClient(nc, subjects=subjects)
-            jobs = [Job(method="majority_vote", prompt=f"a b {i}", params={"sample_num": 2}) for i in range(args.kill_jobs)]
+            jobs = [
+                Job(method="majority_vote", prompt=f"a b {i}", params={"sample_num": 2}) for i in range(args.kill_jobs)
+            ]
             followers = [Follower(job) for job in jobs]
             runs = [asyncio.create_task(f.run(client, args.timeout)) for f in followers]
             await _wait(lambda: all(f.accepted for f in followers), 60, "every job accepted")
@@ -190,9 +198,13 @@ async def controller_kill(args: argparse.Namespace) -> None:
             finished = [max(t for t, _ in f.events) - killed for f in moved]
             reused = sum(1 for f in followers if len({e.seq for _, e in f.events}) != len(f.events))
             ok = sum(1 for f in followers if (t := f.terminal) is not None and t.type is JobEventType.RESULT)
-            print(f"\nF2  controller killed (-9) with {args.kill_jobs} jobs on 2 controllers, {args.kill_latency}s tasks")
-            print(f"    jobs redelivered: {len(moved)}; redelivery {min(redelivered, default=0):.1f}-"
-                  f"{max(redelivered, default=0):.1f}s after the kill; finished by {max(finished, default=0):.1f}s")
+            print(
+                f"\nF2  controller killed (-9) with {args.kill_jobs} jobs on 2 controllers, {args.kill_latency}s tasks"
+            )
+            print(
+                f"    jobs redelivered: {len(moved)}; redelivery {min(redelivered, default=0):.1f}-"
+                f"{max(redelivered, default=0):.1f}s after the kill; finished by {max(finished, default=0):.1f}s"
+            )
             print(f"    succeeded {ok}/{args.kill_jobs}; followers that saw a seq twice: {reused}")
         finally:
             for service in services:

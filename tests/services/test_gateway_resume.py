@@ -19,8 +19,13 @@ async def _sse(http: httpx.AsyncClient, url: str, headers: dict[str, str] | None
 
 
 async def test_sse_resumes_after_last_event_id(make_stack):
-    async with make_stack({"generation": SyntheticWorker()}) as s, httpx.AsyncClient(base_url=s.url, timeout=30) as http:
-        r = await http.post("/v1/jobs", json={"method": "majority_vote", "prompt": "a 1 b", "params": {"sample_num": 2}})
+    async with (
+        make_stack({"generation": SyntheticWorker()}) as s,
+        httpx.AsyncClient(base_url=s.url, timeout=30) as http,
+    ):
+        r = await http.post(
+            "/v1/jobs", json={"method": "majority_vote", "prompt": "a 1 b", "params": {"sample_num": 2}}
+        )
         url = f"/v1/jobs/{r.json()['id']}/events"
         everything = await _sse(http, url)
         assert [e["seq"] for e in everything] == list(range(len(everything))) and len(everything) >= 3

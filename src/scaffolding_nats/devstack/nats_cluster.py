@@ -19,11 +19,17 @@ from .nats_server import NatsServer, free_port
 class NatsCluster:
     """``size`` nodes on loopback, each with its own store under ``store_dir``; every node routes
     to every other. ``start()`` returns once JetStream has a meta leader (streams can be made).
+    Clients connect on ``base_port``, ``base_port + 1``, ... (free ports by default).
 
     Node ``i`` is named ``n<i>``: the name JetStream reports as a stream's leader."""
 
     def __init__(
-        self, size: int = 3, *, store_dir: str | os.PathLike[str] | None = None, ready_timeout: float = 30.0
+        self,
+        size: int = 3,
+        *,
+        store_dir: str | os.PathLike[str] | None = None,
+        base_port: int | None = None,
+        ready_timeout: float = 30.0,
     ) -> None:
         if size < 1:
             raise ValueError("a cluster needs at least one node")
@@ -39,6 +45,7 @@ class NatsCluster:
             (root / f"n{i}").mkdir(parents=True, exist_ok=True)
             self.nodes.append(
                 NatsServer(
+                    port=None if base_port is None else base_port + i,
                     store_dir=root / f"n{i}",
                     server_name=f"n{i}",
                     cluster_port=port,
