@@ -10,8 +10,8 @@ F2 (controller kill): two controller processes share ``--kill-jobs`` jobs; one i
 mid-job. Reported: how long after the kill its jobs were redelivered and finished, and whether a
 client saw an event ``seq`` twice.
 
-Run: ``python -m benchmarks.bench_faults`` (add ``--cluster`` for F1 on a 3-node cluster, killing
-the node that leads the jobs stream instead of stopping the only server).
+Run: ``python -m benchmarks.bench_faults`` (``--cluster --only outage``: F3, the same on a 3-node
+cluster, killing the node that leads the jobs stream instead of stopping the only server).
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import nats
+from nats.aio.client import Client
 
 from scaffolding_nats.client import JobClient
-from scaffolding_nats.devstack import NatsServer
+from scaffolding_nats.devstack import NatsCluster, NatsServer
 from scaffolding_nats.devstack.run import Service
 from scaffolding_nats.proto import Job, JobEvent, JobEventType, Subjects, decode
 
@@ -79,6 +80,11 @@ def _services(url: str, logs: Path, *, latency: float, controllers: int, max_job
     return services
 
 
+def _correct(f: Follower) -> bool:
+    end = f.terminal
+    return end is not None and end.result is not None and end.result.answer == (f.job.prompt or "").split()[-1]
+
+
 async def _quiet(exc: Exception) -> None:
     """Reconnect attempts during the outage are expected; they are not news."""
 
@@ -91,7 +97,7 @@ async def _wait(cond: Any, timeout: float, what: str) -> None:
         await asyncio.sleep(0.05)
 
 
-async def _terminal_counts(nc: nats.aio.client.Client, subjects: Subjects, jobs: list[Job]) -> collections.Counter[int]:
+async def _terminal_counts(nc: Client, subjects: Subjects, jobs: list[Job]) -> collections.Counter[int]:
     """How many result/error events each job has in the events stream."""
     js = nc.jetstream()
     counts: collections.Counter[int] = collections.Counter()
@@ -109,7 +115,7 @@ async def _terminal_counts(nc: nats.aio.client.Client, subjects: Subjects, jobs:
     return counts
 
 
-async def _worker_completed(nc: nats.aio.client.Client) -> int:
+async def _worker_completed(nc: Client) -> int:
     msg = await nc.request("$SRV.STATS.scaffolding-worker", b"", timeout=5)
     return sum(int(e.get("data", {}).get("completed", 0)) for e in json.loads(msg.data)["endpoints"])
 
@@ -117,11 +123,17 @@ async def _worker_completed(nc: nats.aio.client.Client) -> int:
 async def outage(args: argparse.Namespace) -> None:
     subjects = Subjects(PREFIX)
     with tempfile.TemporaryDirectory(prefix="scaf-faults-") as tmp:
-        server = NatsServer(store_dir=Path(tmp) / "nats").start()
+        server: NatsServer | NatsCluster
+        if args.cluster:
+            server = NatsCluster(3, store_dir=Path(tmp) / "nats").start()
+        else:
+            server = NatsServer(store_dir=Path(tmp) / "nats").start()
         services: list[Service] = []
         try:
             services = _services(server.url, Path(tmp), latency=args.latency, controllers=1, max_jobs=args.jobs)
-            nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=_quiet)
+            nc = await nats.connect(
+                server.url.split(","), max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=_quiet
+            )
             client = JobClient(nc, subjects=subjects)
             jobs = [Job(method="majority_vote", prompt=f"a b {i}", params={"sample_num": 4}) for i in range(args.jobs)]
             followers = [Follower(job) for job in jobs]
@@ -129,23 +141,23 @@ async def outage(args: argparse.Namespace) -> None:
                 stack.push_async_callback(nc.close)
                 runs = [asyncio.create_task(f.run(client, args.timeout)) for f in followers]
                 await _wait(lambda: all(f.accepted for f in followers), 60, "every job accepted")
-                assert server.proc is not None
-                server.proc.kill()
-                server.proc.wait()
-                down = time.monotonic()
-                print(f"F1  nats-server killed with {args.jobs} jobs running; down for {args.outage:.0f}s", flush=True)
-                await asyncio.sleep(args.outage)
-                server.start()
-                print(f"    restarted after {time.monotonic() - down:.1f}s", flush=True)
+                if isinstance(server, NatsCluster):
+                    info = await nc.jetstream().stream_info(subjects.jobs_stream)
+                    leader = info.cluster.leader if info.cluster else None
+                    assert leader, "the jobs stream has no leader"
+                    server.node(leader).kill()
+                    down = time.monotonic()
+                    print(f"F3  the jobs stream's leader {leader} of 3 nodes killed with {args.jobs} jobs running")
+                else:
+                    server.kill()
+                    down = time.monotonic()
+                    print(f"F1  nats-server killed with {args.jobs} jobs running; down for {args.outage:.0f}s")
+                    await asyncio.sleep(args.outage)
+                    server.start()
+                    print(f"    restarted after {time.monotonic() - down:.1f}s", flush=True)
                 await asyncio.gather(*runs)
                 done = time.monotonic() - down
-                correct = sum(
-                    1
-                    for f in followers
-                    if (t := f.terminal) is not None
-                    and t.result is not None
-                    and t.result.answer == f.job.prompt.split()[-1]  # type: ignore[union-attr]
-                )
+                correct = len([f for f in followers if _correct(f)])
                 codes = collections.Counter(
                     (t.error.code.value if t.error else "?")
                     for f in followers
@@ -221,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kill-latency", type=float, default=3.0)
     p.add_argument("--timeout", type=float, default=120.0, help="each follower's deadline (s)")
     p.add_argument("--only", choices=["outage", "kill"], default=None)
+    p.add_argument("--cluster", action="store_true", help="F3: kill the jobs stream's leader of 3 nodes instead")
     args = p.parse_args(argv)
     if args.only in (None, "outage"):
         asyncio.run(outage(args))
