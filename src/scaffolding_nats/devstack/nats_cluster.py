@@ -8,6 +8,7 @@ import json
 import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
@@ -71,7 +72,9 @@ class NatsCluster:
             for node in self.nodes:
                 if node.proc is None:
                     node.start()
-            asyncio.run(self.wait_jetstream(self.ready_timeout))
+            # In a thread of its own: ``start()`` may be called from inside an event loop.
+            with ThreadPoolExecutor(1) as pool:
+                pool.submit(asyncio.run, self.wait_jetstream(self.ready_timeout)).result()
         except BaseException:
             self.stop()
             raise
