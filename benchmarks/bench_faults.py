@@ -150,7 +150,7 @@ async def outage(args: argparse.Namespace) -> None:
                     assert leader, "the jobs stream has no leader"
                     server.node(leader).kill()
                     down = time.monotonic()
-                    print(f"F3  the jobs stream's leader {leader} of 3 nodes killed; {args.jobs} jobs, {running} running")
+                    print(f"F3  jobs stream leader {leader} of 3 nodes killed; {args.jobs} jobs, {running} running")
                 else:
                     server.kill()
                     down = time.monotonic()
