@@ -21,7 +21,7 @@ def test_the_setting_wins_and_is_checked(nc: Client, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("SCAF_JS_REPLICAS", "3")
     assert durability_for(nc).replicas == 3
     monkeypatch.setenv("SCAF_JS_REPLICAS", "9")
-    with pytest.raises(ValueError, match="1..5"):
+    with pytest.raises(ValueError, match=r"1\.\.5"):
         durability_for(nc)
 
 
