@@ -9,9 +9,11 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import nats
 import pytest
@@ -23,6 +25,7 @@ from scaffolding_nats.devstack.run import Service
 from scaffolding_nats.proto import Job, JobEvent, JobEventType, JobState, Subjects, decode
 
 TERMINAL = (JobEventType.RESULT, JobEventType.ERROR)
+T = TypeVar("T")
 
 
 class Procs:
@@ -128,7 +131,9 @@ async def stored_events(nc: Client, subjects: Subjects, job_id: str) -> list[Job
     js, events, seq = nc.jetstream(), [], 1
     while True:
         try:
-            raw = await js.get_msg(subjects.events_stream, seq=seq, subject=subjects.events(job_id), next=True)
+            raw = await retried(
+                partial(js.get_msg, subjects.events_stream, seq=seq, subject=subjects.events(job_id), next=True)
+            )
         except NotFoundError:
             return events
         events.append(decode(JobEvent, raw.data or b""))
@@ -147,7 +152,19 @@ async def check_stream_and_records(
         seqs = [e.seq for e in stored]
         assert seqs == (list(range(len(seqs))) if gapless else sorted(set(seqs))), (f.job.id, stored)
         assert [e.type in TERMINAL for e in stored].count(True) == 1, f.job.id
-        record = await client.record(f.job.id)
+        record = await retried(partial(client.record, f.job.id))
         assert record is not None and record.state is JobState.SUCCEEDED, (f.job.id, record)
-    info = await js.stream_info(subjects.jobs_stream)
+    info = await retried(lambda: js.stream_info(subjects.jobs_stream))
     assert info.state.messages == 0  # every job acked: none left to run again
+
+
+async def retried(call: Callable[[], Awaitable[T]], timeout: float = 30.0) -> T:
+    """A JetStream API call, retried while a cluster that just lost a node settles."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await call()
+        except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)

@@ -11,7 +11,7 @@ from scaffolding_nats.client import JobClient
 from scaffolding_nats.devstack import NatsCluster, NatsServer
 from scaffolding_nats.proto import Subjects
 
-from .conftest import Procs, check_stream_and_records, connect, majority_jobs, until
+from .conftest import Procs, check_stream_and_records, connect, majority_jobs, retried, until
 
 OUTAGE_S = 20.0
 
@@ -55,21 +55,22 @@ async def test_killing_the_jobs_stream_leader_of_a_3_node_cluster_loses_no_job(p
         nc = await connect(cluster.url)
         try:
             js = nc.jetstream()
-            info = await js.stream_info(subjects.jobs_stream)
+            info = await retried(lambda: js.stream_info(subjects.jobs_stream))
             assert info.config.num_replicas == 3 and info.cluster is not None and info.cluster.leader
-            kv = await js.stream_info(f"KV_{subjects.results_bucket}")
+            kv = await retried(lambda: js.stream_info(f"KV_{subjects.results_bucket}"))
             assert kv.config.num_replicas == 3
             client = JobClient(nc, subjects=subjects)
             followed = majority_jobs(200, samples=2)
             runs = [asyncio.create_task(f.run(client, timeout=90)) for f in followed]
             await until(lambda: sum(f.accepted for f in followed) >= 20, 30, "jobs running")
-            leader = (await js.stream_info(subjects.jobs_stream)).cluster.leader  # type: ignore[union-attr]
+            leader = (await retried(lambda: js.stream_info(subjects.jobs_stream))).cluster.leader  # type: ignore[union-attr]
             await asyncio.to_thread(cluster.node(leader).kill)
             await asyncio.wait_for(asyncio.gather(*runs), 90)
             for f in followed:  # events published while no node led the events stream are lost
                 f.check(gapless=False)
             await check_stream_and_records(nc, subjects, followed, gapless=False)
-            assert (await js.stream_info(subjects.jobs_stream)).cluster.leader != leader  # type: ignore[union-attr]
+            after = await retried(lambda: js.stream_info(subjects.jobs_stream))
+            assert after.cluster is not None and after.cluster.leader != leader
         finally:
             await nc.close()
 
