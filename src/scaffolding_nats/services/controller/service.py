@@ -13,7 +13,7 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import NotFoundError
 from nats.micro import add_service
 from nats.micro.request import Request
 
@@ -398,7 +398,7 @@ class ControllerService:
         async def get() -> JobRecord | None:
             try:
                 entry = await self.kv.get(job_id)
-            except KeyNotFoundError:  # the usual case: a new job
+            except NotFoundError:  # no such key (or deleted): the usual case, a new job
                 return None
             return codec.decode(JobRecord, entry.value) if entry.value else None
 
