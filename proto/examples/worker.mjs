@@ -12,6 +12,8 @@ import process from "node:process";
 import { decode, encode } from "@msgpack/msgpack";
 import { connect, headers } from "nats";
 
+import { connectOptions } from "./connect_options.mjs";
+
 const PROTOCOL_VERSION = 1;
 const MAX_TASK_BYTES = 900 * 1024; // the Python host's default; replies must fit max_payload
 const KNOWN_KINDS = new Set(["generation", "streaming_generation", "chat", "reward", "tool_call"]);
@@ -51,7 +53,7 @@ class TaskError extends Error {
 }
 
 const args = parseArgs(process.argv.slice(2));
-const nc = await connect({ servers: args.server, timeout: 10_000, name: `node-worker-${args.tag}` });
+const nc = await connect({ ...connectOptions(args.server, `node-worker-${args.tag}`).options, timeout: 10_000 });
 const running = new Map(); // task id -> AbortController
 
 // One reply = frames on the request's reply subject; seq counts every frame from 0.

@@ -46,13 +46,17 @@ class EventFollower:
         job_id: str,
         *,
         subjects: Subjects | None = None,
+        owner: str | None = None,
         after_seq: int = -1,
         replay: bool = False,
         resync: float = 5.0,
+        read_stream: bool = True,
     ) -> None:
         self.nc = nc
         self.job_id = job_id
         self.subjects = subjects or Subjects()
+        self.subject = self.subjects.events(job_id, owner)
+        self.read_stream = read_stream  # a role that may not read the stream follows live only
         self.next_seq = after_seq + 1
         self.resync = resync
         self.resyncs = 0  # how often the stream was read (for tests and logs)
@@ -67,7 +71,7 @@ class EventFollower:
 
     async def __aenter__(self) -> EventFollower:
         self._reconnects = self.nc.stats["reconnects"]
-        self._sub = await self.nc.subscribe(self.subjects.events(self.job_id), cb=self._queue.put)
+        self._sub = await self.nc.subscribe(self.subject, cb=self._queue.put)
         return self
 
     async def __aexit__(
@@ -134,8 +138,11 @@ class EventFollower:
         reconnecting) leaves the flag set: the next turn tries again."""
         self._reconnects = self.nc.stats["reconnects"]
         self._synced_at = time.monotonic()
-        js = self.nc.jetstream()
-        subject = self.subjects.events(self.job_id)
+        if not self.read_stream:
+            self._need_sync = False
+            return
+        js = self.nc.jetstream(timeout=2.0)
+        subject = self.subject
         self.resyncs += 1
         try:
             while True:
@@ -148,6 +155,10 @@ class EventFollower:
                 if event is not None:
                     self._stored_max = max(self._stored_max, event.seq)
         except Exception as exc:
+            if "permissions violation" in str(self.nc.last_error or "").lower():
+                log.warning("job %s: this NATS user may not read the events stream; following live only", self.job_id)
+                self.read_stream, self._need_sync = False, False
+                return
             log.debug("reading the events of job %s from the stream failed: %s", self.job_id, exc)
             return
         self._need_sync = False

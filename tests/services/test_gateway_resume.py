@@ -21,7 +21,7 @@ async def _sse(http: httpx.AsyncClient, url: str, headers: dict[str, str] | None
 async def test_sse_resumes_after_last_event_id(make_stack):
     async with (
         make_stack({"generation": SyntheticWorker()}) as s,
-        httpx.AsyncClient(base_url=s.url, timeout=30) as http,
+        httpx.AsyncClient(base_url=s.url, headers=s.headers, timeout=30) as http,
     ):
         r = await http.post(
             "/v1/jobs", json={"method": "majority_vote", "prompt": "a 1 b", "params": {"sample_num": 2}}

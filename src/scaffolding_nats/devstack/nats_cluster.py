@@ -11,9 +11,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import nats
 
+from ..security.permissions import Deployment
 from .nats_server import NatsServer, free_port
 
 
@@ -31,6 +33,9 @@ class NatsCluster:
         store_dir: str | os.PathLike[str] | None = None,
         base_port: int | None = None,
         ready_timeout: float = 30.0,
+        auth: bool = True,
+        deployment: Deployment | None = None,
+        secrets_file: str | os.PathLike[str] | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("a cluster needs at least one node")
@@ -39,6 +44,8 @@ class NatsCluster:
             self._tmp = tempfile.TemporaryDirectory(prefix="scaf-nats-cluster-")
             store_dir = self._tmp.name
         root = Path(store_dir)
+        # Every node has the same users: their passwords are made once and shared through a file.
+        secrets = Path(secrets_file) if secrets_file is not None else root / "secrets.env"
         self.ready_timeout = ready_timeout
         cluster_ports = [free_port() for _ in range(size)]
         self.nodes = []
@@ -52,17 +59,48 @@ class NatsCluster:
                     cluster_port=port,
                     routes=[f"nats://127.0.0.1:{p}" for p in cluster_ports if p != port],
                     log_file=root / f"n{i}.log",
+                    auth=auth,
+                    deployment=deployment,
+                    secrets_file=secrets,
                 )
             )
 
     @property
     def urls(self) -> list[str]:
+        """Every node's admin URL (credentials included when auth is on)."""
         return [node.url for node in self.nodes]
 
     @property
     def url(self) -> str:
-        """Every node's URL, comma-separated: what ``SCAF_NATS_URL`` takes."""
+        """Every node's admin URL, comma-separated."""
         return ",".join(self.urls)
+
+    @property
+    def bare_url(self) -> str:
+        """Every node's URL without credentials, comma-separated: what ``SCAF_NATS_URL`` takes."""
+        return ",".join(node.bare_url for node in self.nodes)
+
+    @property
+    def passwords(self) -> dict[str, str]:
+        return self.nodes[0].passwords
+
+    def url_for(self, user: str) -> str:
+        return ",".join(node.url_for(user) for node in self.nodes)
+
+    def env_for(self, user: str) -> dict[str, str]:
+        """What a service process needs to log in as ``user`` on any node."""
+        return {**self.nodes[0].env_for(user), "SCAF_NATS_URL": self.bare_url}
+
+    async def connect(self, user: str = "admin", **options: Any) -> Any:
+        """A connection as ``user`` that fails over between the nodes."""
+        from ..transport.connect import connect
+
+        options.setdefault("max_reconnect_attempts", 0)
+        first = self.nodes[0]
+        servers = [node.bare_url for node in self.nodes]
+        if not first.auth:
+            return await connect(servers, name=user, **options)
+        return await connect(servers, name=user, user=user, password=first.passwords[user], **options)
 
     def node(self, name: str) -> NatsServer:
         return next(n for n in self.nodes if n.server_name == name)
@@ -86,7 +124,7 @@ class NatsCluster:
         for node in self.nodes:
             if node.proc is None:
                 continue
-            nc = await nats.connect(node.url, max_reconnect_attempts=0)
+            nc = await node.connect("admin")
             try:
                 while True:
                     try:

@@ -1,5 +1,6 @@
-"""The durable parts of the bus, declared in one place and created idempotently by whichever
-service starts first: the jobs work queue, the events log and the results bucket.
+"""The durable parts of the bus, declared in one place: the jobs work queue and its consumer,
+the events log and the results bucket. ``provision`` creates them (idempotently) and needs
+the admin role; services only ``check`` them and fail with ``NotProvisioned`` when missing.
 
 Each is kept in ``Durability.replicas`` copies: 1 on a single server, 3 on a cluster (so losing
 a node loses neither queued jobs nor results); ``SCAF_JS_REPLICAS`` overrides the choice."""
@@ -7,6 +8,7 @@ a node loses neither queued jobs nor results); ``SCAF_JS_REPLICAS`` overrides th
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 
 from nats.aio.client import Client
@@ -24,7 +26,17 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
 
+from ..errors import ScaffoldingError
+from ..proto.errors import ErrorCode
 from ..proto.subjects import Subjects
+
+ADMIN_INIT = "python -m scaffolding_nats.services.admin init"
+
+
+class NotProvisioned(ScaffoldingError):
+    """A stream, consumer or bucket is missing: only the admin role creates them."""
+
+    code = ErrorCode.INTERNAL
 
 
 @dataclass(frozen=True)
@@ -104,3 +116,42 @@ def jobs_consumer_config(subjects: Subjects, durability: Durability | None = Non
         filter_subject=subjects.jobs_all,
         num_replicas=d.replicas,
     )
+
+
+async def _exists(lookup: Awaitable[object]) -> bool:
+    try:
+        await lookup
+    except (NotFoundError, BadRequestError):
+        return False
+    return True
+
+
+async def missing(js: JetStreamContext, subjects: Subjects, *, consumer: bool = True) -> list[str]:
+    """The names of the durable parts that do not exist (read-only: any role may ask)."""
+    names = [subjects.jobs_stream, subjects.events_stream, f"KV_{subjects.results_bucket}"]
+    gone = [n for n in names if not await _exists(js.stream_info(n))]
+    if not consumer or subjects.jobs_stream in gone:
+        return gone
+    if not await _exists(js.consumer_info(subjects.jobs_stream, subjects.jobs_consumer)):
+        gone.append(f"{subjects.jobs_stream}/{subjects.jobs_consumer}")
+    return gone
+
+
+async def check(js: JetStreamContext, subjects: Subjects, *, consumer: bool = True) -> None:
+    """Raise ``NotProvisioned`` (naming what is missing and the command that creates it)."""
+    gone = await missing(js, subjects, consumer=consumer)
+    if gone:
+        raise NotProvisioned(
+            f"JetStream is not provisioned for prefix {subjects.prefix!r}: missing {', '.join(gone)}. "
+            f"Run `{ADMIN_INIT}` as the NATS admin user first.",
+            details={"missing": gone, "prefix": subjects.prefix},
+        )
+
+
+async def provision(js: JetStreamContext, subjects: Subjects, durability: Durability | None = None) -> KeyValue:
+    """Create or update every durable part (needs the admin role); returns the bucket."""
+    await ensure_streams(js, subjects, durability)
+    kv = await results_bucket(js, subjects, durability)
+    # Creates the durable, or updates it in place when it exists.
+    await js.add_consumer(subjects.jobs_stream, jobs_consumer_config(subjects, durability))
+    return kv

@@ -71,13 +71,13 @@ async def owner_alive(nc: Client, subjects: Subjects, job_id: str, *, tries: int
     return False
 
 
-async def last_event(nc: Client, subjects: Subjects, job_id: str) -> JobEvent | None:
-    """The newest event of ``job_id`` kept in the events stream, or None if it has none."""
+async def last_event(nc: Client, subjects: Subjects, subject: str) -> JobEvent | None:
+    """The newest event on a job's events ``subject`` kept in the events stream, or None."""
     js = nc.jetstream()
 
     async def get() -> JobEvent | None:
         try:
-            raw = await js.get_last_msg(subjects.events_stream, subjects.events(job_id))
+            raw = await js.get_last_msg(subjects.events_stream, subject)
         except NotFoundError:
             return None
         try:
@@ -85,4 +85,4 @@ async def last_event(nc: Client, subjects: Subjects, job_id: str) -> JobEvent | 
         except ProtocolError:
             return None
 
-    return await retrying(get, what=f"reading the last event of job {job_id}")
+    return await retrying(get, what=f"reading the last event on {subject}")

@@ -1,0 +1,43 @@
+"""Create the deployment's streams, consumer and bucket, or check them:
+``python -m scaffolding_nats.services.admin init|check`` (as SCAF_NATS_USER=admin)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from ...proto.subjects import Subjects
+from ...transport import connect
+from ...transport.jetstream import NotProvisioned, check, durability_for, provision
+from .._cli import base_parser
+
+
+async def _run(command: str, servers: list[str], prefix: str) -> int:
+    nc = await connect(servers, name="scaffolding-admin", max_reconnect_attempts=0)
+    try:
+        subjects, js = Subjects(prefix), nc.jetstream()
+        if command == "init":
+            await provision(js, subjects, durability_for(nc))
+            print(f"provisioned {subjects.jobs_stream}, {subjects.jobs_consumer}, {subjects.events_stream}, "
+                  f"{subjects.results_bucket}", flush=True)
+        else:
+            try:
+                await check(js, subjects)
+            except NotProvisioned as exc:
+                print(exc.message, file=sys.stderr, flush=True)
+                return 1
+            print("provisioned", flush=True)
+        return 0
+    finally:
+        await nc.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = base_parser(__doc__)
+    p.add_argument("command", choices=["init", "check"])
+    args = p.parse_args(argv)
+    sys.exit(asyncio.run(_run(args.command, args.nats.split(","), args.prefix)))
+
+
+if __name__ == "__main__":
+    main()
