@@ -21,9 +21,7 @@ async def test_a_20s_nats_outage_fails_no_job_and_followers_see_every_end(procs:
     """100 jobs running (4 samples of 2 s each); nats-server killed (-9) for 20 s and restarted
     on the same store. Every job succeeds once, and every live follower sees its end."""
     subjects = Subjects(prefix)
-    # auth=False: see the report; with per-role permissions a reply buffered across a server
-    # restart is refused (the restarted server does not know the request), so tasks rerun.
-    server = NatsServer(store_dir=tmp_path / "nats", deployment=Deployment(subjects=subjects), auth=False).start()
+    server = NatsServer(store_dir=tmp_path / "nats", deployment=Deployment(subjects=subjects)).start()
     try:
         nc = await connect(server.url, subjects)
         procs.worker(server, latency=2.0)

@@ -152,11 +152,15 @@ class NatsServer:
             if self.routes:
                 args += ["--routes", ",".join(self.routes)]
         env = {**os.environ, **password_env(self.deployment, self.passwords)}
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        # Its log goes to a file, never an unread pipe: a full pipe (a burst of permission
+        # violations after a restart, say) would block the server's writes and hang it.
+        self._stderr = tempfile.TemporaryFile(prefix="scaf-nats-log-")  # noqa: SIM115 (lives with the process)
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self._stderr, env=env)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                self._stderr.seek(0)
+                err = self._stderr.read().decode(errors="replace")[-4000:]
                 raise RuntimeError(f"nats-server exited with {self.proc.returncode}: {err}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
@@ -171,8 +175,8 @@ class NatsServer:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=5)
-        if self.proc is not None and self.proc.stderr is not None:
-            self.proc.stderr.close()
+        if getattr(self, "_stderr", None) is not None:
+            self._stderr.close()
         self.proc = None
 
     def stop(self) -> None:
@@ -183,8 +187,8 @@ class NatsServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
-        if self.proc is not None and self.proc.stderr is not None:
-            self.proc.stderr.close()
+        if getattr(self, "_stderr", None) is not None:
+            self._stderr.close()
         self.proc = None
         conf = getattr(self, "_conf", None)
         if conf is not None:
