@@ -36,8 +36,11 @@ from scaffolding_nats.client import JobClient
 from scaffolding_nats.devstack import NatsCluster, NatsServer
 from scaffolding_nats.devstack.run import Service
 from scaffolding_nats.proto import Job, JobEvent, JobEventType, Subjects, decode
+from scaffolding_nats.security.permissions import Deployment
+from scaffolding_nats.transport.jetstream import durability_for, provision
 
 PREFIX = "faults"
+DEPLOYMENT = Deployment(subjects=Subjects(PREFIX))  # the NATS users and their permissions
 
 
 class Follower:
@@ -65,8 +68,13 @@ class Follower:
         return ends[-1] if ends else None
 
 
-def _services(url: str, logs: Path, *, latency: float, controllers: int, max_jobs: int) -> list[Service]:
-    env = {**os.environ, "SCAF_NATS_URL": url, "SCAF_PREFIX": PREFIX, "PYTHONUNBUFFERED": "1"}
+def _services(
+    bus: NatsServer | NatsCluster, logs: Path, *, latency: float, controllers: int, max_jobs: int
+) -> list[Service]:
+    """Each service logs in as its own NATS role; the streams are provisioned (as admin) first."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SCAF_NATS_")}
+    base |= {"SCAF_PREFIX": PREFIX, "PYTHONUNBUFFERED": "1"}
+    asyncio.run(_provision(bus))
     worker_args = json.dumps({"latency_s": latency})
     worker = ["scaffolding_nats.services.worker", "--worker", "synthetic", "--worker-args", worker_args]
     # Capacity enough for every task at once: these figures are about faults, not load.
@@ -75,7 +83,8 @@ def _services(url: str, logs: Path, *, latency: float, controllers: int, max_job
         (f"controller{i}", ["scaffolding_nats.services.controller", "--max-jobs", str(max_jobs)])
         for i in range(controllers)
     ]
-    services = [Service(name, cmd, logs, env) for name, cmd in specs]
+    users = {"worker": "worker-openai"}  # the synthetic worker serves "generation", as that role may
+    services = [Service(name, cmd, logs, {**base, **bus.env_for(users.get(name, "controller"))}) for name, cmd in specs]
     for service in services:
         service.wait_ready(60)
     return services
@@ -84,6 +93,14 @@ def _services(url: str, logs: Path, *, latency: float, controllers: int, max_job
 def _correct(f: Follower) -> bool:
     end = f.terminal
     return end is not None and end.result is not None and end.result.answer == (f.job.prompt or "").split()[-1]
+
+
+async def _provision(bus: NatsServer | NatsCluster) -> None:
+    nc = await nats.connect(bus.url.split(","))
+    try:
+        await provision(nc.jetstream(), Subjects(PREFIX), durability_for(nc))
+    finally:
+        await nc.close()
 
 
 async def _quiet(exc: Exception) -> None:
@@ -125,14 +142,16 @@ async def outage(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="scaf-faults-") as tmp:
         server: NatsServer | NatsCluster
         if args.cluster:
-            server = NatsCluster(3, store_dir=Path(tmp) / "nats").start()
+            server = NatsCluster(3, store_dir=Path(tmp) / "nats", deployment=DEPLOYMENT).start()
         else:
-            server = NatsServer(store_dir=Path(tmp) / "nats").start()
+            server = NatsServer(store_dir=Path(tmp) / "nats", deployment=DEPLOYMENT).start()
         services: list[Service] = []
         try:
             # On the cluster most jobs wait in the jobs stream when its leader dies (40 run at once).
             max_jobs = 40 if args.cluster else args.jobs
-            services = _services(server.url, Path(tmp), latency=args.latency, controllers=1, max_jobs=max_jobs)
+            services = await asyncio.to_thread(
+                _services, server, Path(tmp), latency=args.latency, controllers=1, max_jobs=max_jobs
+            )
             nc = await nats.connect(
                 server.url.split(","), max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=_quiet
             )
@@ -193,10 +212,12 @@ async def outage(args: argparse.Namespace) -> None:
 async def controller_kill(args: argparse.Namespace) -> None:
     subjects = Subjects(PREFIX)
     with tempfile.TemporaryDirectory(prefix="scaf-faults-") as tmp:
-        server = NatsServer(store_dir=Path(tmp) / "nats").start()
+        server = NatsServer(store_dir=Path(tmp) / "nats", deployment=DEPLOYMENT).start()
         services: list[Service] = []
         try:
-            services = _services(server.url, Path(tmp), latency=args.kill_latency, controllers=2, max_jobs=32)
+            services = await asyncio.to_thread(
+                _services, server, Path(tmp), latency=args.kill_latency, controllers=2, max_jobs=32
+            )
             nc = await nats.connect(server.url)
             client = JobClient(nc, subjects=subjects)
             jobs = [
