@@ -24,3 +24,8 @@ TASK_SECONDS = Histogram(
 )
 TASKS_IN_FLIGHT = Gauge("scaffolding_worker_tasks_in_flight", "Tasks running in this worker host", ["tag"])
 TASKS_REJECTED = Counter("scaffolding_worker_rejected_total", "Tasks refused (capacity or bad input)", ["tag", "code"])
+SANDBOX_RUNS = Counter(
+    "scaffolding_sandbox_runs_total",
+    "Sandboxed program runs (python tool), by outcome: ok, exit (non-zero), or the limit that ended it",
+    ["outcome"],
+)
