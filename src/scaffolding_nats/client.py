@@ -8,7 +8,6 @@ after the last seq it saw (``EventFollower``): no terminal event is missed.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -16,19 +15,15 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from .errors import DeadlineExceeded, ScaffoldingError
+from .errors import DeadlineExceeded, ProtocolError, ScaffoldingError
 from .follow import EventFollower
 from .proto import codec
-from .proto.errors import ErrorCode
+from .proto.errors import ErrorCode, NoController
 from .proto.messages import Job, JobEvent, JobEventType, JobRecord, JobResult
 from .proto.subjects import HEADER_MSG_ID, Subjects
 from .telemetry import inject_headers
 
 _TERMINAL = (JobEventType.RESULT, JobEventType.ERROR)
-
-
-class NoController(ScaffoldingError):
-    code = ErrorCode.NO_CONTROLLER
 
 
 class JobClient:
@@ -51,7 +46,15 @@ class JobClient:
     async def submit(self, job: Job, *, owner: str | None = None) -> None:
         """Store the job durably (de-duplicated by its id for two minutes)."""
         headers = inject_headers({HEADER_MSG_ID: job.id}) or {}
-        await self.js.publish(self.subjects.jobs(job.method, self._owner(owner)), codec.encode(job), headers=headers)
+        data = codec.encode(job)
+        limit = self.nc.max_payload
+        if limit and len(data) > limit:
+            raise ProtocolError(
+                f"job of {len(data)} bytes exceeds the server's max_payload of {limit}",
+                code=ErrorCode.PAYLOAD_TOO_LARGE,
+                details={"size": len(data), "limit": limit},
+            )
+        await self.js.publish(self.subjects.jobs(job.method, self._owner(owner)), data, headers=headers)
 
     async def events(
         self,
@@ -103,6 +106,9 @@ class JobClient:
         return codec.decode(JobRecord, entry.value) if entry.value else None
 
     async def cancel(self, job_id: str, *, owner: str | None = None) -> None:
+        """Stop a running job, or a queued one even while no controller runs: the cancel is
+        kept (stream ``<NAME>_CANCELS``), and whichever controller takes the job later looks
+        for it there before running it."""
         await self.nc.publish(self.subjects.cancel_job(job_id, self._owner(owner)), b"")
 
     async def methods(self, *, timeout: float = 1.0) -> list[str]:
@@ -110,11 +116,10 @@ class JobClient:
         answers cannot take jobs (its jobs consumer is gone)."""
         try:
             msg = await self.nc.request(self.subjects.controller_methods, b"", timeout=timeout)
-        except (NoRespondersError, NatsTimeout, asyncio.TimeoutError):
+        except (TimeoutError, NoRespondersError, NatsTimeout):
             raise NoController("no controller service is answering on this NATS deployment") from None
         body = json.loads(msg.data)
         if body.get("ready") is False:
             reason = body.get("reason", "?")
             raise NoController(f"the controller that answered is not ready: {reason}", details={"reason": reason})
         return list(body["methods"])
-

@@ -112,7 +112,7 @@ class EventFollower:
                 wait = min(wait, idle_since + idle_timeout - now)
             try:
                 msg = await asyncio.wait_for(self._queue.get(), max(wait, 0.0))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if time.monotonic() - max(idle_since, self._synced_at) >= self.resync:
                     self._need_sync = True  # quiet: check the stream for anything the feed lost
             else:

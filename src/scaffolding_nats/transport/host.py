@@ -26,7 +26,7 @@ from .. import metrics, telemetry
 from .._compat import TaskGroup, timeout
 from ..errors import ProtocolError
 from ..proto import codec
-from ..proto.errors import ErrorCode, ErrorInfo
+from ..proto.errors import ErrorCode, ErrorInfo, http_status_for, task_status_for
 from ..proto.messages import FrameType, TaskReply, TaskRequest
 from ..proto.subjects import HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE, Subjects
 from ..proto.tasks import StreamingGenerationTask, Task, TaskStatus
@@ -34,18 +34,6 @@ from ..proto.version import DEFAULT_MAX_TASK_BYTES, PROTOCOL_VERSION
 from ..runtime.worker import Worker, fail
 
 log = logging.getLogger(__name__)
-
-_HTTP_LIKE = {
-    ErrorCode.MALFORMED: "400",
-    ErrorCode.INVALID: "400",
-    ErrorCode.UNSUPPORTED_VERSION: "400",
-    ErrorCode.UNKNOWN_TASK_TYPE: "400",
-    ErrorCode.PAYLOAD_TOO_LARGE: "413",
-    ErrorCode.NOT_SUPPORTED: "501",
-    ErrorCode.AT_CAPACITY: "503",
-    ErrorCode.TIMEOUT: "504",
-}
-
 
 @dataclass
 class HostStats:
@@ -211,6 +199,7 @@ class WorkerHost:
                 self.stats.completed += 1
             else:
                 self.stats.failed += 1
+                self._count_error(req.subject, task.error)
         except Exception as exc:  # never let one task take the host down
             log.exception("worker host failed serving task %s", task_id)
             self.stats.failed += 1
@@ -234,7 +223,7 @@ class WorkerHost:
         run = asyncio.current_task()
         assert run is not None
         interval = max(self.min_heartbeat, (request.heartbeat_ms or 1000) / 1000)
-        live = _Live(req, task.id, interval, run)
+        live = _Live(req, task.id, interval, run, max_payload=self.nc.max_payload)
         self._running[task.id] = live
         budget = request.timeout_ms / 1000 if request.timeout_ms else None
         try:
@@ -265,7 +254,9 @@ class WorkerHost:
         finally:
             self._running.pop(task.id, None)
             self._cancel_requested.discard(task.id)
-        await live.send(FrameType.FINAL, status=task.status, result=task.results(), error=task.error)
+        too_large = await live.send(FrameType.FINAL, status=task.status, result=task.results(), error=task.error)
+        if too_large is not None:
+            fail(task, too_large)
 
     async def _heartbeats(self) -> None:
         """One ticker for every running task: a frame to each that has been quiet too long."""
@@ -288,17 +279,28 @@ class WorkerHost:
                 pending = 0
                 await live.send(FrameType.PARTIAL, result=task.results())
 
+    def _count_error(self, subject: str, error: ErrorInfo | None) -> None:
+        """Count a failed or rejected task in the endpoint's ``$SRV.STATS`` (``num_errors``,
+        ``last_error``): nats-py counts only handlers that raise, and ours reply instead."""
+        if self.service is None:
+            return
+        for endpoint in self.service._endpoints:  # nats-py has no public way to count an error
+            if endpoint._subject == subject:
+                endpoint._num_errors += 1
+                endpoint._last_error = f"{error.code.value}: {error.message}"[:200] if error else "failed"
+
     async def _reply_error(self, req: Request, task_id: str, error: ErrorInfo) -> None:
+        self._count_error(req.subject, error)
         body = codec.encode(
             TaskReply(
                 task_id=task_id,
-                status=TaskStatus.REJECTED if error.code is not ErrorCode.INTERNAL else TaskStatus.WORKER_ERROR,
+                status=task_status_for(error.code),
                 error=error,
             )
         )
         headers = {
             HEADER_SERVICE_ERROR: error.message[:200],
-            HEADER_SERVICE_ERROR_CODE: _HTTP_LIKE.get(error.code, "500"),
+            HEADER_SERVICE_ERROR_CODE: str(http_status_for(error.code)),
         }
         try:
             await req.respond(body, headers=headers)
@@ -309,14 +311,19 @@ class WorkerHost:
 class _Live:
     """A task being served: where its frames go and when it last showed signs of life."""
 
-    __slots__ = ("interval", "last_sent", "req", "run", "seq", "task_id")
+    __slots__ = ("interval", "last_sent", "max_payload", "req", "run", "seq", "task_id")
 
-    def __init__(self, req: Request, task_id: str, interval: float, run: asyncio.Task[Any]) -> None:
+    def __init__(
+        self, req: Request, task_id: str, interval: float, run: asyncio.Task[Any], *, max_payload: int = 0
+    ) -> None:
         self.req, self.task_id, self.interval, self.run = req, task_id, interval, run
+        self.max_payload = max_payload
         self.seq = 0
         self.last_sent = asyncio.get_running_loop().time()
 
-    async def send(self, frame: FrameType, **fields: Any) -> None:
+    async def send(self, frame: FrameType, **fields: Any) -> ErrorInfo | None:
+        """Send one frame; a final frame too large for the bus goes out as a typed error
+        instead, which is returned."""
         # A plain map on the hot path; its shape is TaskReply (see proto/).
         body: dict[str, Any] = {
             "v": PROTOCOL_VERSION,
@@ -331,9 +338,26 @@ class _Live:
             body["result"] = result
         if error is not None:
             body["error"] = error.model_dump(mode="json")
+        data = codec.pack(body)
+        limit = self.max_payload
+        if limit and len(data) > limit:  # the reply cannot cross the bus: fail the task, typed
+            if frame is not FrameType.FINAL:
+                return None  # a partial frame too large is skipped; the final one says why
+            error = ErrorInfo(
+                code=ErrorCode.PAYLOAD_TOO_LARGE,
+                message=f"the task's result of {len(data)} bytes exceeds the server's max_payload of {limit}",
+                details={"size": len(data), "limit": limit, "task_id": self.task_id},
+            )
+            body.pop("result", None)
+            body["status"] = task_status_for(error.code).value
+            body["error"] = error.model_dump(mode="json")
+            data = codec.pack(body)
+        else:
+            error = None
         self.seq += 1
         self.last_sent = asyncio.get_running_loop().time()
-        await self.req.respond(codec.pack(body))
+        await self.req.respond(data)
+        return error
 
 
 def _tag(subject: str) -> str:

@@ -86,7 +86,18 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects, durability: D
         max_bytes=1024**3,
         num_replicas=d.replicas,
     )
-    for config in (jobs, events):
+    cancels = StreamConfig(
+        name=subjects.cancels_stream,
+        subjects=[subjects.cancel_job_all],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=d.results_ttl,
+        max_msgs_per_subject=1,
+        max_bytes=64 * 1024**2,
+        discard=DiscardPolicy.OLD,
+        num_replicas=d.replicas,
+    )
+    for config in (jobs, events, cancels):
         try:
             await js.stream_info(config.name)  # type: ignore[arg-type]
             await js.update_stream(config)

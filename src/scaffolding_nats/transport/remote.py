@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from ..errors import ProtocolError, ScaffoldingError
 from ..proto import codec
-from ..proto.errors import ErrorCode, ErrorInfo
+from ..proto.errors import RESEND_CODES, ErrorCode, ErrorInfo
 from ..proto.messages import FrameType, TaskReply
 from ..proto.subjects import Subjects
 from ..proto.tasks import Task, TaskStatus
@@ -27,8 +27,6 @@ from ..proto.version import PROTOCOL_VERSION
 from ..runtime.worker import Worker, fail, mark_end, tokens_generated
 from ..telemetry import inject_headers
 from .inbox import FrameQueue, ReplyMux
-
-_RETRY_CODES = frozenset({ErrorCode.NO_WORKER, ErrorCode.AT_CAPACITY, ErrorCode.TIMEOUT})
 
 
 class _Retry(Exception):
@@ -225,8 +223,10 @@ class _Call:
                     return True
                 continue
             self._close()
-            if reply.error is not None and reply.error.code in _RETRY_CODES:
+            if reply.error is not None and reply.error.code in RESEND_CODES:
                 raise _Retry(reply.error)
+            if reply.error is not None:
+                reply.error.details.setdefault("attempts", self.attempt)
             task.set_outcome(reply.status or TaskStatus.WORKER_ERROR, reply.error)
             mark_end(task)
             return False

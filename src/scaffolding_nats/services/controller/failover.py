@@ -66,7 +66,7 @@ async def owner_alive(nc: Client, subjects: Subjects, job_id: str, *, tries: int
         except NoRespondersError:
             if attempt + 1 < tries:
                 await asyncio.sleep(wait)
-        except (NatsTimeout, asyncio.TimeoutError):
+        except (TimeoutError, NatsTimeout):
             pass
     return False
 

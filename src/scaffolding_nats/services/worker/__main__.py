@@ -10,13 +10,12 @@ import asyncio
 import importlib
 import json
 import logging
-import os
 from typing import Any
 
 from ...proto.subjects import Subjects
 from ...runtime.worker import Worker
 from ...transport import WorkerHost, connect
-from .._cli import base_parser, run_service
+from .._cli import base_parser, run_service, setting
 
 BUILTIN = {
     "synthetic": "scaffolding_nats.workers.synthetic:SyntheticWorker",
@@ -37,13 +36,12 @@ def load_worker(spec: str, kwargs: dict[str, Any]) -> Worker:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    env = os.environ.get
     p = base_parser(__doc__)
-    p.add_argument("--worker", default=env("SCAF_WORKER", "synthetic"), help="builtin name or MODULE:CLASS")
-    p.add_argument("--worker-args", default=env("SCAF_WORKER_ARGS", "{}"), help="JSON constructor kwargs")
-    p.add_argument("--tags", default=env("SCAF_TAGS", "generation"), help="comma-separated worker tags")
-    p.add_argument("--max-concurrency", type=int, default=int(env("SCAF_MAX_CONCURRENCY", "64")))
-    p.add_argument("--name", default=env("SCAF_SERVICE_NAME", "scaffolding-worker"))
+    setting(p, "--worker", "SCAF_WORKER", "synthetic", f"builtin name ({', '.join(BUILTIN)}) or MODULE:CLASS")
+    setting(p, "--worker-args", "SCAF_WORKER_ARGS", "{}", "JSON constructor kwargs")
+    setting(p, "--tags", "SCAF_TAGS", "generation", "comma-separated worker tags")
+    setting(p, "--max-concurrency", "SCAF_MAX_CONCURRENCY", "64", "tasks in flight on this replica", type=int)
+    setting(p, "--name", "SCAF_SERVICE_NAME", "scaffolding-worker", "NATS micro service name")
     return p.parse_args(argv)
 
 
