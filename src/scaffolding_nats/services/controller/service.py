@@ -336,6 +336,8 @@ class ControllerService:
             await msg.ack()
             return
         record = await self._stored_record(job.id, owner)
+        if record is not None and not _written_since(record, msg):
+            record = None  # an earlier job's, whose id this one reuses: not this job's history
         if record is not None or deliveries > 1:  # ended, or started (here or elsewhere) before
             taken = await self._take_over(job, msg, record, owner)
             if taken is None:
@@ -572,6 +574,13 @@ def _sampling_defaults(job: Job) -> dict[str, Any]:
     if job.model is not None:
         defaults.setdefault("model", job.model)
     return defaults
+
+
+def _written_since(record: JobRecord, msg: Msg) -> bool:
+    """Whether ``record`` was written after ``msg`` was stored, so it is that job's (a delivery
+    that lost its state after a server restart), not an earlier job's with the same id."""
+    stored = msg.metadata.timestamp if msg.metadata else None
+    return stored is None or record.updated_at >= stored.timestamp()
 
 
 def _after(last: JobEvent | None) -> int:
