@@ -29,6 +29,7 @@ class Durability:
     events_max_age: float = 3600.0  # replayable events are kept this long
     results_ttl: float = 3600.0  # finished jobs stay retrievable this long
     max_job_bytes: int = 1024 * 1024
+    replicas: int = 1
 
 
 async def ensure_streams(js: JetStreamContext, subjects: Subjects, durability: Durability | None = None) -> None:
@@ -77,3 +78,75 @@ def jobs_consumer_config(subjects: Subjects, durability: Durability | None = Non
         deliver_policy=DeliverPolicy.ALL,
         filter_subject=subjects.jobs_all,
     )
+
+
+@dataclass(frozen=True)
+class TaskQueueSettings:
+    """The per-tag task work queues: a replica that stops reporting progress for ``ack_wait``
+    seconds (killed, partitioned) has its tasks redelivered to another, at most
+    ``max_deliver`` times in all; tasks nobody took are dropped after ``max_age``."""
+
+    ack_wait: float = 6.0
+    max_deliver: int = 5
+    max_age: float = 3600.0
+    max_task_bytes: int = 1024 * 1024
+
+
+async def ensure_task_stream(
+    js: JetStreamContext,
+    subjects: Subjects,
+    durability: Durability | None = None,
+    settings: TaskQueueSettings | None = None,
+) -> None:
+    """One work-queue stream holds every tag's queued tasks (each tag its own subject)."""
+    d, q = durability or Durability(), settings or TaskQueueSettings()
+    config = StreamConfig(
+        name=subjects.tasks_stream,
+        subjects=[subjects.task_queue_all],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        max_msg_size=q.max_task_bytes,
+        max_age=q.max_age,
+        max_bytes=1024**3,
+        discard=DiscardPolicy.NEW,  # a full queue refuses new tasks (the caller retries) rather than drop old ones
+        num_replicas=d.replicas,
+    )
+    try:
+        await js.add_stream(config)
+    except BadRequestError:  # exists with another configuration
+        await js.update_stream(config)
+
+
+def task_consumer_config(
+    subjects: Subjects,
+    worker_tag: str,
+    durability: Durability | None = None,
+    settings: TaskQueueSettings | None = None,
+) -> ConsumerConfig:
+    d, q = durability or Durability(), settings or TaskQueueSettings()
+    return ConsumerConfig(
+        durable_name=subjects.task_consumer(worker_tag),
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=q.ack_wait,
+        max_deliver=q.max_deliver,
+        max_ack_pending=100_000,  # each replica bounds itself by its free slots
+        max_waiting=4096,
+        deliver_policy=DeliverPolicy.ALL,
+        filter_subject=subjects.task_queue(worker_tag),
+        num_replicas=d.replicas,
+    )
+
+
+async def ensure_task_consumer(
+    js: JetStreamContext,
+    subjects: Subjects,
+    worker_tag: str,
+    durability: Durability | None = None,
+    settings: TaskQueueSettings | None = None,
+) -> None:
+    """Idempotent: every replica of a tag declares the same durable consumer."""
+    config = task_consumer_config(subjects, worker_tag, durability, settings)
+    try:
+        await js.add_consumer(subjects.tasks_stream, config)
+    except BadRequestError:  # exists with another configuration: ours wins
+        await js.add_consumer(subjects.tasks_stream, config)

@@ -1,8 +1,14 @@
 """RemoteWorker: the controller side of the bus. A Worker whose tasks run elsewhere.
 
-Each task goes to ``<prefix>.tasks.<worker_tag>``; frames come back on a private inbox and
-are merged into the same task object. Every wait has a deadline: the worker heartbeats while
-it works, so a dead worker is noticed after ``idle_timeout`` even during a long generation.
+Each task is queued in its tag's JetStream work queue (``<prefix>.queue.<worker_tag>``, stream
+``<NAME>_TASKS``) with the private inbox its frames should come back on; replicas pull tasks
+only into free slots, so a task above the fleet's capacity waits, bounded by its own deadline,
+for the first free slot. Frames, heartbeats and cancels stay on core NATS.
+
+Every wait has a deadline. Once a worker starts a task it heartbeats, so a dead worker is
+noticed after ``idle_timeout`` (a clock that stops while this side is disconnected from NATS);
+JetStream then redelivers the task to another replica, and frames of an older attempt are
+ignored and that attempt cancelled, so a task never runs twice at once on the caller's behalf.
 """
 
 from __future__ import annotations
@@ -11,27 +17,33 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
+from .. import metrics
+from .._compat import timeout as deadline_after
 from ..errors import ProtocolError, ScaffoldingError
 from ..proto import codec
 from ..proto.errors import ErrorCode, ErrorInfo
 from ..proto.messages import FrameType, TaskReply
-from ..proto.subjects import Subjects
+from ..proto.subjects import HEADER_ATTEMPTS_BELOW, HEADER_REPLY_TO, Subjects
 from ..proto.tasks import Task, TaskStatus
 from ..proto.version import PROTOCOL_VERSION
+from ..runtime.context import current_request
 from ..runtime.worker import Worker, fail, mark_end, tokens_generated
 from ..telemetry import inject_headers
+from .fairness import FairAdmission
 from .inbox import FrameQueue, ReplyMux
 
 _RETRY_CODES = frozenset({ErrorCode.NO_WORKER, ErrorCode.AT_CAPACITY, ErrorCode.TIMEOUT})
+_REQUEUED = frozenset({ErrorCode.AT_CAPACITY})  # a final that says "handed back to the queue"
 
 
-class _Retry(Exception):
+class _Fail(Exception):
     def __init__(self, error: ErrorInfo) -> None:
         self.error = error
 
@@ -39,9 +51,12 @@ class _Retry(Exception):
 class RemoteWorker(Worker):
     """Sends tasks over NATS. Bind one instance to every tag served remotely.
 
-    ``timeout``: total deadline of one task, all attempts included.
-    ``heartbeat``: how often the worker host is asked to show it is alive.
-    ``max_attempts``: tries on no-responders, at-capacity or a silent (dead) worker.
+    ``timeout``: total deadline of one task, queueing and every attempt included.
+    ``heartbeat``: how often a worker is asked to show it is alive while it runs a task.
+    ``max_attempts``: checks for a consumer of the tag before failing with ``no_worker``, and
+    attempts that may go silent (worker died) before the task fails.
+    ``queue_window``: tasks one job (request) keeps queued-but-not-started per tag; the rest
+    wait here, so one large job cannot starve later ones (see ``fairness``).
     """
 
     def __init__(
@@ -54,11 +69,13 @@ class RemoteWorker(Worker):
         max_attempts: int = 3,
         backoff: float = 0.05,
         max_backoff: float = 1.0,
+        queue_window: int = 16,
     ) -> None:
         super().__init__()
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self.nc = nc
+        self.js = nc.jetstream()
         self.subjects = subjects or Subjects()
         self.timeout = timeout
         self.heartbeat = heartbeat
@@ -67,7 +84,9 @@ class RemoteWorker(Worker):
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.fairness = FairAdmission(queue_window)
         self._mux = ReplyMux(nc)
+        self._served: set[str] = set()  # tags whose consumer exists (some worker declared it)
 
     async def start(self) -> None:
         await self._mux.start()
@@ -95,23 +114,27 @@ class RemoteWorker(Worker):
         finally:
             await call.abandon()
 
-    async def _cancel_remote(self, task: Task) -> None:
-        """Tell the worker to stop: the caller gave up (cancel, early exit, or deadline)."""
+    async def _cancel_remote(self, task: Task, *, below: int | None = None) -> None:
+        """Tell workers to stop ``task`` (only attempts before ``below`` when given)."""
         # A closed connection cannot carry the cancel; the worker's deadline ends the task then.
+        headers = {HEADER_ATTEMPTS_BELOW: str(below)} if below is not None else None
         with contextlib.suppress(Exception):
-            await self.nc.publish(self.subjects.cancel_task(task.id), b"")
+            await self.nc.publish(self.subjects.cancel_task(task.id), b"", headers=headers)
+
+    async def _served_by_someone(self, tag: str, left: float) -> bool:
+        if tag in self._served:
+            return True
+        try:
+            consumer = self.subjects.task_consumer(tag)
+            await self.js.consumer_info(self.subjects.tasks_stream, consumer, timeout=min(2.0, left))
+        except NotFoundError:
+            return False
+        except Exception:  # no JetStream answer (yet): treat as not served, the caller retries
+            return False
+        self._served.add(tag)
+        return True
 
     def _decode(self, msg: Msg, task: Task) -> TaskReply:
-        if msg.headers and msg.headers.get("Status") == "503":
-            raise _Retry(
-                ErrorInfo(
-                    code=ErrorCode.NO_WORKER,
-                    message=f"no worker serves tag {task.worker_tag!r} "
-                    f"(nobody subscribes to {self.subjects.tasks(task.worker_tag)})",
-                    retryable=True,
-                    details={"worker_tag": task.worker_tag},
-                )
-            )
         try:
             return codec.decode(TaskReply, msg.data)
         except ProtocolError as exc:
@@ -123,53 +146,57 @@ class RemoteWorker(Worker):
 
 
 class _Call:
-    """One task's exchange over the bus, across retries. ``next()`` returns True after a
+    """One task's exchange over the bus, across attempts. ``next()`` returns True after a
     partial frame (streaming) and False once the task has its final status."""
 
     def __init__(self, worker: RemoteWorker, task: Task, *, streaming: bool) -> None:
         self.w, self.task, self.streaming = worker, task, streaming
         self.deadline = time.monotonic() + worker.timeout
-        self.attempt = 0
         self.inbox: str | None = None
         self.frames: FrameQueue | None = None
+        self.seq: int | None = None  # the task's message in the stream, while it may be there
+        self.attempt = 0  # the delivery whose frames are followed; 0 until a worker starts it
+        self.started = False
+        self.silent_attempts = 0
+        self.quiet_since = 0.0
+        self.reconnects = 0
         self.streamed = False
         self.tokens_seen = tokens_generated(task)
         self.new_tokens = 0
+        ctx = current_request()
+        self.job: Hashable | None = ctx  # the fairness lane: one per request (job)
+        self.admitted = False
+        self.waiting = False
 
     async def next(self) -> bool:
-        while True:
-            try:
-                if self.frames is None and not await self._send():
-                    return False
-                return await self._receive()
-            except _Retry as retry:
-                self._close()
-                left = self.deadline - time.monotonic()
-                if self.streamed or self.attempt >= self.w.max_attempts or left <= 0:
-                    retry.error.details.setdefault("attempts", self.attempt)
-                    self._finish(retry.error)
-                    return False
-                pause = min(self.w.max_backoff, self.w.backoff * 2 ** (self.attempt - 1))
-                await asyncio.sleep(min(pause * (0.5 + random.random()), left))
-            except ScaffoldingError as exc:
-                await self.abandon()
-                self._finish(exc.to_info())
+        try:
+            if self.frames is None and not await self._send():
                 return False
-            except BaseException:
-                await self.abandon()
-                raise
+            return await self._receive()
+        except _Fail as failure:
+            await self.abandon()
+            self._finish(failure.error)
+            return False
+        except ScaffoldingError as exc:
+            await self.abandon()
+            self._finish(exc.to_info())
+            return False
+        except BaseException:
+            await self.abandon()
+            raise
+
+    def _left(self) -> float:
+        return self.deadline - time.monotonic()
 
     async def _send(self) -> bool:
-        self.attempt += 1
         task, w = self.task, self.w
-        timeout_ms = max(1, int((self.deadline - time.monotonic()) * 1000))
         # Built as a plain map on the hot path; its shape is TaskRequest (see proto/).
         payload = codec.pack(
             {
                 "v": PROTOCOL_VERSION,
                 "kind": task.kind,
                 "task": task.inputs(),
-                "timeout_ms": timeout_ms,
+                "timeout_ms": max(1, int(self._left() * 1000)),
                 "heartbeat_ms": w._heartbeat_ms,
             }
         )
@@ -183,31 +210,93 @@ class _Call:
                 )
             )
             return False
+        await self._await_consumer()
+        self._set_waiting(True)
+        if self.job is not None:
+            try:
+                async with deadline_after(max(0.0, self._left())):
+                    await w.fairness.enter(self.job)
+            except TimeoutError:
+                raise _Fail(_timeout(task, w.timeout)) from None
+            self.admitted = True
         self.inbox, self.frames = w._mux.open()
-        await w.nc.publish(w.subjects.tasks(task.worker_tag), payload, reply=self.inbox, headers=inject_headers())
+        headers = inject_headers({HEADER_REPLY_TO: self.inbox}) or {}
+        await self._publish(payload, headers)
         return True
+
+    async def _await_consumer(self) -> None:
+        """Fail fast with ``no_worker`` when no worker ever declared the tag's queue consumer."""
+        tag, w = self.task.worker_tag, self.w
+        for attempt in range(1, w.max_attempts + 1):
+            if await w._served_by_someone(tag, max(0.1, self._left())):
+                return
+            if attempt == w.max_attempts or self._left() <= 0:
+                break
+            await asyncio.sleep(min(self._pause(attempt), max(0.0, self._left())))
+        raise _Fail(
+            ErrorInfo(
+                code=ErrorCode.NO_WORKER,
+                message=f"no worker serves tag {tag!r} (no consumer {w.subjects.task_consumer(tag)} "
+                f"on stream {w.subjects.tasks_stream})",
+                retryable=True,
+                details={"worker_tag": tag, "attempts": attempt},
+            )
+        )
+
+    def _pause(self, attempt: int) -> float:
+        pause = min(self.w.max_backoff, self.w.backoff * 2 ** (attempt - 1))
+        return pause * (0.5 + random.random())
+
+    async def _publish(self, payload: bytes, headers: dict[str, str]) -> None:
+        """Queue the task; a full or unreachable stream is retried until the deadline."""
+        w, attempt = self.w, 0
+        while True:
+            attempt += 1
+            try:
+                ack = await w.js.publish(
+                    w.subjects.task_queue(self.task.worker_tag), payload, timeout=min(5.0, max(0.1, self._left())),
+                    headers=headers,
+                )  # fmt: skip
+                self.seq = ack.seq
+                return
+            except Exception as exc:
+                if self._left() <= 0:
+                    raise _Fail(
+                        ErrorInfo(
+                            code=ErrorCode.TIMEOUT,
+                            message=f"could not queue the task on tag {self.task.worker_tag!r}: {exc!r}",
+                            retryable=True,
+                            details={"worker_tag": self.task.worker_tag, "reason": "queue_unavailable"},
+                        )
+                    ) from None
+                await asyncio.sleep(min(self._pause(attempt), max(0.0, self._left())))
 
     async def _receive(self) -> bool:
         task, w, frames = self.task, self.w, self.frames
         assert frames is not None
         while True:
-            left = self.deadline - time.monotonic()
+            left = self._left()
             if left <= 0:
-                raise _Retry(_timeout(task, w.timeout))
+                raise _Fail(_timeout(task, w.timeout))
+            # Before a worker starts the task it waits in the queue: only its deadline counts.
+            wait = min(left, w.idle_timeout - (time.monotonic() - self.quiet_since)) if self.started else left
             try:
-                msg = await frames.get(min(w.idle_timeout, left))
+                msg = await frames.get(max(0.0, wait))
             except TimeoutError:
-                if self.deadline - time.monotonic() <= 0:
-                    raise _Retry(_timeout(task, w.timeout)) from None
-                raise _Retry(
-                    ErrorInfo(
-                        code=ErrorCode.TIMEOUT,
-                        message=f"worker for tag {task.worker_tag!r} went silent for {w.idle_timeout:.1f}s",
-                        retryable=True,
-                        details={"worker_tag": task.worker_tag, "reason": "worker_silent"},
-                    )
-                ) from None
+                if self.started:
+                    await self._on_quiet()
+                continue
             reply = w._decode(msg, task)
+            attempt = reply.attempt or 1
+            if attempt < self.attempt:
+                continue  # a stale attempt, already told to stop
+            if attempt > self.attempt:
+                if self.attempt and self.streamed:
+                    raise _Fail(self._lost("the worker streaming it was replaced"))
+                if self.attempt:
+                    await w._cancel_remote(task, below=attempt)  # never two attempts at once
+                self.attempt = attempt
+            self._mark_alive()
             if reply.frame is FrameType.HEARTBEAT:
                 continue
             try:
@@ -221,12 +310,61 @@ class _Call:
                 if self.streaming:
                     return True
                 continue
+            if reply.error is not None and reply.error.code in _REQUEUED and not self.streamed:
+                self.started = False  # handed back to the queue (a replica shutting down)
+                self._set_waiting(True)
+                continue
+            self.seq = None  # done: the worker acks it
             self._close()
-            if reply.error is not None and reply.error.code in _RETRY_CODES:
-                raise _Retry(reply.error)
             task.set_outcome(reply.status or TaskStatus.WORKER_ERROR, reply.error)
             mark_end(task)
             return False
+
+    def _mark_alive(self) -> None:
+        self.quiet_since = time.monotonic()
+        self.reconnects = self.w.nc.stats.get("reconnects", 0)
+        if not self.started:
+            self.started = True
+            self._set_waiting(False)
+            self._leave_window()
+
+    async def _on_quiet(self) -> None:
+        """No frame for ``idle_timeout`` from a started attempt."""
+        nc = self.w.nc
+        if not nc.is_connected or nc.stats.get("reconnects", 0) != self.reconnects:
+            # We were cut off, not the worker: the clock restarts once we are back.
+            self.reconnects = nc.stats.get("reconnects", 0)
+            self.quiet_since = time.monotonic()
+            return
+        if time.monotonic() - self.quiet_since < self.w.idle_timeout:
+            return
+        self.silent_attempts += 1
+        if self.streamed or self.silent_attempts >= self.w.max_attempts:
+            raise _Fail(self._lost(f"went silent for {self.w.idle_timeout:.1f}s"))
+        # Presumed dead: stop it in case it is only cut off, and wait for JetStream to hand
+        # the unacked task to another replica (after the queue's ack wait).
+        await self.w._cancel_remote(self.task, below=self.attempt + 1)
+        self.started = False
+        self._set_waiting(True)
+
+    def _lost(self, why: str) -> ErrorInfo:
+        tag = self.task.worker_tag
+        return ErrorInfo(
+            code=ErrorCode.TIMEOUT,
+            message=f"worker for tag {tag!r} {why}",
+            retryable=True,
+            details={"worker_tag": tag, "reason": "worker_silent", "attempts": self.attempt},
+        )
+
+    def _set_waiting(self, waiting: bool) -> None:
+        if waiting != self.waiting:
+            self.waiting = waiting
+            metrics.TASKS_WAITING.labels(self.task.worker_tag).inc(1 if waiting else -1)
+
+    def _leave_window(self) -> None:
+        if self.admitted:
+            self.admitted = False
+            self.w.fairness.leave(self.job)
 
     def _finish(self, error: ErrorInfo) -> None:
         fail(self.task, error)
@@ -237,12 +375,21 @@ class _Call:
         if self.inbox is not None:
             self.w._mux.close(self.inbox)
         self.inbox, self.frames = None, None
+        self._set_waiting(False)
+        self._leave_window()
 
     async def abandon(self) -> None:
-        """The caller stops listening before the final frame: tell the worker to stop too."""
+        """The caller stops listening before the final frame: drop the task from the queue if
+        no worker has taken it, and tell any worker running it to stop."""
+        self._set_waiting(False)
+        self._leave_window()
         if self.frames is not None:
             self._close()
             await self.w._cancel_remote(self.task)
+        if self.seq is not None:
+            seq, self.seq = self.seq, None
+            with contextlib.suppress(Exception):  # already taken and acked, or the server is away
+                await self.w.js.delete_msg(self.w.subjects.tasks_stream, seq)
 
 
 def _timeout(task: Task, timeout: float) -> ErrorInfo:
@@ -252,5 +399,3 @@ def _timeout(task: Task, timeout: float) -> ErrorInfo:
         retryable=False,
         details={"worker_tag": task.worker_tag, "reason": "deadline", "timeout_s": timeout},
     )
-
-
