@@ -107,7 +107,7 @@ async def ensure_task_stream(
         storage=StorageType.FILE,
         max_msg_size=q.max_task_bytes,
         max_age=q.max_age,
-        max_bytes=1024**3,
+        max_msgs=1_000_000,  # a count, not bytes: a byte limit reserves storage up front
         discard=DiscardPolicy.NEW,  # a full queue refuses new tasks (the caller retries) rather than drop old ones
         num_replicas=d.replicas,
     )

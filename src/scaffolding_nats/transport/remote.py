@@ -164,7 +164,7 @@ class _Call:
         self.tokens_seen = tokens_generated(task)
         self.new_tokens = 0
         ctx = current_request()
-        self.job: Hashable | None = ctx  # the fairness lane: one per request (job)
+        self.job: Hashable | None = id(ctx) if ctx is not None else None  # fairness lane: one per job
         self.admitted = False
         self.waiting = False
 
