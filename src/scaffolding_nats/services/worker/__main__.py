@@ -16,6 +16,7 @@ from typing import Any
 from ...proto.subjects import Subjects
 from ...runtime.worker import Worker
 from ...transport import WorkerHost, connect
+from ...transport.jetstream import Durability, TaskQueueSettings
 from .._cli import base_parser, run_service
 
 BUILTIN = {
@@ -44,6 +45,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tags", default=env("SCAF_TAGS", "generation"), help="comma-separated worker tags")
     p.add_argument("--max-concurrency", type=int, default=int(env("SCAF_MAX_CONCURRENCY", "64")))
     p.add_argument("--name", default=env("SCAF_SERVICE_NAME", "scaffolding-worker"))
+    p.add_argument(
+        "--task-ack-wait",
+        type=float,
+        default=float(env("SCAF_TASK_ACK_WAIT", "6")),
+        help="seconds without progress after which a task of a dead replica is redelivered",
+    )
+    p.add_argument("--js-replicas", type=int, default=int(env("SCAF_JS_REPLICAS", "1")), help="JetStream replicas")
     return p.parse_args(argv)
 
 
@@ -58,6 +66,8 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
             subjects=Subjects(args.prefix),
             max_concurrency=args.max_concurrency,
             name=args.name,
+            durability=Durability(replicas=args.js_replicas),
+            queue=TaskQueueSettings(ack_wait=args.task_ack_wait),
         ):
             logging.info("worker %s serving %s on %s", args.worker, args.tags, args.nats)
             print("ready", flush=True)
