@@ -134,6 +134,13 @@ class WorkerHost:
         self._tg: TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
         self.service: Service | None = None
+        self._tag_metrics: dict[str, _TagMetrics] = {}
+
+    def _metrics(self, tag: str) -> _TagMetrics:
+        m = self._tag_metrics.get(tag)
+        if m is None:
+            m = self._tag_metrics[tag] = _TagMetrics(tag)
+        return m
 
     async def __aenter__(self) -> WorkerHost:
         js = self.nc.jetstream()
@@ -307,17 +314,18 @@ class WorkerHost:
                 log.warning("a queued task on %s has no %s header: dropped", msg.subject, HEADER_REPLY_TO)
                 await msg.term()
                 return
-            task_id = codec.peek_id(msg.data, "task", "id") or ""
-            if self._cancelled_early.pop(task_id, None) is not None:
-                self.stats.cancelled += 1
-                await msg.term()  # cancelled while it waited in the queue: never run it
-                return
             attempt = msg.metadata.num_delivered
-            live = self._running.get(task_id)
-            if live is not None and live.jsmsg is not None:
-                # Redelivered to the replica already running it (a lease lapsed): keep the one run.
-                live.jsmsg, live.attempt = msg, attempt
-                return
+            if self._cancelled_early or attempt > 1:  # (the id costs a decode: only when it matters)
+                task_id = codec.peek_id(msg.data, "task", "id") or ""
+                if self._cancelled_early.pop(task_id, None) is not None:
+                    self.stats.cancelled += 1
+                    await msg.term()  # cancelled while it waited in the queue: never run it
+                    return
+                live = self._running.get(task_id)
+                if live is not None and live.jsmsg is not None:
+                    # Redelivered to the replica already running it (a lease lapsed): keep one run.
+                    live.jsmsg, live.attempt = msg, attempt
+                    return
             if attempt > 1:
                 self.stats.redelivered += 1
             await self._serve(tag, msg.data, msg.headers, partial(self.nc.publish, reply_to), msg)
@@ -350,15 +358,16 @@ class WorkerHost:
                 return
             task_id = task.id
             started = time.perf_counter()
-            metrics.TASKS_IN_FLIGHT.labels(tag).inc()
+            m = self._metrics(tag)
+            m.in_flight.inc()
             self._in_flight_by_tag[tag] += 1
             try:
                 await self._traced(respond, headers, request, task, jsmsg)
             finally:
-                metrics.TASKS_IN_FLIGHT.labels(tag).dec()
+                m.in_flight.dec()
                 self._in_flight_by_tag[tag] -= 1
-            metrics.TASKS.labels(tag, task.status.value).inc()
-            metrics.TASK_SECONDS.labels(tag).observe(time.perf_counter() - started)
+            m.finished(task.status.value).inc()
+            m.seconds.observe(time.perf_counter() - started)
             if task.status is TaskStatus.SUCCESS:
                 self.stats.completed += 1
             else:
@@ -562,6 +571,22 @@ class _Live:
         self.seq += 1
         self.last_sent = asyncio.get_running_loop().time()
         await self.respond(codec.pack(body))
+
+
+class _TagMetrics:
+    """A tag's metric children, looked up once (``labels()`` is not free on the hot path)."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+        self.in_flight = metrics.TASKS_IN_FLIGHT.labels(tag)
+        self.seconds = metrics.TASK_SECONDS.labels(tag)
+        self._finished: dict[str, Any] = {}
+
+    def finished(self, status: str) -> Any:
+        child = self._finished.get(status)
+        if child is None:
+            child = self._finished[status] = metrics.TASKS.labels(self.tag, status)
+        return child
 
 
 def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:

@@ -75,6 +75,7 @@ class Puller:
         self._pulls: dict[str, _Pull] = {}
         self._sub: Subscription | None = None
         self._backoff = 0.0
+        self._refill = max(1, slots.capacity // 4)
 
     async def run(self) -> None:
         """Pull whenever slots are free, until cancelled."""
@@ -92,6 +93,13 @@ class Puller:
                     continue
                 n = min(self.slots.free(), max(1, self.share()))
                 if n <= 0:
+                    continue
+                if self._pulls and n < self._refill:
+                    # Pulls are still outstanding: top them up in batches, not one slot at a
+                    # time (a pull per finished task would cost the server a request and an
+                    # expiry status each).
+                    self.slots._changed.clear()
+                    await self.slots._changed.wait()
                     continue
                 token = secrets.token_hex(6)
                 self._pulls[token] = _Pull(n, loop.time() + self.expires + 1.0)

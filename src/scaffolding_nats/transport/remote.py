@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import time
 from collections.abc import AsyncIterator, Hashable
+from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
-from .. import metrics
+from .. import metrics, telemetry
 from .._compat import timeout as deadline_after
 from ..errors import ProtocolError, ScaffoldingError
 from ..proto import codec
@@ -35,12 +37,12 @@ from ..proto.tasks import Task, TaskStatus
 from ..proto.version import PROTOCOL_VERSION
 from ..runtime.context import current_request
 from ..runtime.worker import Worker, fail, mark_end, tokens_generated
-from ..telemetry import inject_headers
 from .fairness import FairAdmission
 from .inbox import FrameQueue, ReplyMux
 
 _RETRY_CODES = frozenset({ErrorCode.NO_WORKER, ErrorCode.AT_CAPACITY, ErrorCode.TIMEOUT})
 _REQUEUED = frozenset({ErrorCode.AT_CAPACITY})  # a final that says "handed back to the queue"
+_HEARTBEAT_KEYS = frozenset({"v", "task_id", "frame", "seq", "attempt"})
 
 
 class _Fail(Exception):
@@ -87,6 +89,13 @@ class RemoteWorker(Worker):
         self.fairness = FairAdmission(queue_window)
         self._mux = ReplyMux(nc)
         self._served: set[str] = set()  # tags whose consumer exists (some worker declared it)
+        self._waiting_gauges: dict[str, Any] = {}
+
+    def _waiting_gauge(self, tag: str) -> Any:
+        gauge = self._waiting_gauges.get(tag)
+        if gauge is None:
+            gauge = self._waiting_gauges[tag] = metrics.TASKS_WAITING.labels(tag)
+        return gauge
 
     async def start(self) -> None:
         await self._mux.start()
@@ -136,13 +145,29 @@ class RemoteWorker(Worker):
 
     def _decode(self, msg: Msg, task: Task) -> TaskReply:
         try:
-            return codec.decode(TaskReply, msg.data)
+            obj = codec.unpack_map(msg.data)
+            if obj.get("frame") == "heartbeat" and obj.keys() <= _HEARTBEAT_KEYS:
+                # The most frequent frame carries nothing to validate but its attempt number.
+                attempt = obj.get("attempt")
+                if attempt is None or (type(attempt) is int and attempt >= 1):
+                    return _Heartbeat(attempt)  # type: ignore[return-value]
+            return codec.validate(TaskReply, obj)
         except ProtocolError as exc:
             raise ScaffoldingError(
                 f"bad reply from the worker for tag {task.worker_tag!r}: {exc.message}",
                 code=ErrorCode.WORKER_ERROR,
                 details=exc.details,
             ) from None
+
+
+class _Heartbeat:
+    """A heartbeat frame, read without building a pydantic model (the fields ``_receive`` uses)."""
+
+    __slots__ = ("attempt",)
+    frame = FrameType.HEARTBEAT
+
+    def __init__(self, attempt: int | None) -> None:
+        self.attempt = attempt
 
 
 class _Call:
@@ -220,7 +245,9 @@ class _Call:
                 raise _Fail(_timeout(task, w.timeout)) from None
             self.admitted = True
         self.inbox, self.frames = w._mux.open()
-        headers = inject_headers({HEADER_REPLY_TO: self.inbox}) or {}
+        headers = {HEADER_REPLY_TO: self.inbox}
+        if telemetry.enabled():
+            headers = telemetry.inject_headers(headers) or headers
         await self._publish(payload, headers)
         return True
 
@@ -253,11 +280,15 @@ class _Call:
         while True:
             attempt += 1
             try:
-                ack = await w.js.publish(
+                # A JetStream publish is a request to the stream; its PubAck names the message.
+                msg = await w.nc.request(
                     w.subjects.task_queue(self.task.worker_tag), payload, timeout=min(5.0, max(0.1, self._left())),
                     headers=headers,
                 )  # fmt: skip
-                self.seq = ack.seq
+                ack = json.loads(msg.data)
+                if "error" in ack or "seq" not in ack:
+                    raise RuntimeError(f"the task stream refused the task: {ack.get('error', ack)}")
+                self.seq = int(ack["seq"])
                 return
             except Exception as exc:
                 if self._left() <= 0:
@@ -359,7 +390,7 @@ class _Call:
     def _set_waiting(self, waiting: bool) -> None:
         if waiting != self.waiting:
             self.waiting = waiting
-            metrics.TASKS_WAITING.labels(self.task.worker_tag).inc(1 if waiting else -1)
+            self.w._waiting_gauge(self.task.worker_tag).inc(1 if waiting else -1)
 
     def _leave_window(self) -> None:
         if self.admitted:
