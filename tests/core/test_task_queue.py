@@ -5,6 +5,7 @@ connections (the worker-kill test with real processes is in tests/services)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -168,3 +169,53 @@ async def test_cancelled_tasks_are_dropped_from_the_queue_unrun(nats_server, nc,
     await remote.stop()
     assert blocker.status is TaskStatus.SUCCESS and after.status is TaskStatus.SUCCESS
     assert worker.ran == ["blocker x", "after x"]  # the cancelled ones never ran
+
+
+async def test_backlog_and_in_flight_show_in_srv_stats_and_prometheus(nats_server, nc, prefix):
+    """One slot busy and three tasks queued: the tag's backlog is 3 and in flight 1, in the
+    micro service's stats and in the Prometheus gauges KEDA-style scaling reads."""
+    from prometheus_client import REGISTRY
+
+    subjects = Subjects(prefix)
+    tag = f"gen{prefix}"
+    gate = asyncio.Event()
+    worker = Counting(gate=gate)
+    remote = RemoteWorker(nc, subjects=subjects, heartbeat=0.2, timeout=60)
+    await remote.start()
+    host_nc = await nats.connect(nats_server.url)
+    async with WorkerHost(
+        host_nc, worker, tags=[tag], subjects=subjects, max_concurrency=1, name=f"w-{prefix}", queue_stats_every=0.1
+    ):
+        tasks = [GenerationTask(input_str="blocker x", worker_tag=tag)]
+        tasks += [GenerationTask(input_str=f"q{i} x", worker_tag=tag) for i in range(3)]
+        running = [asyncio.create_task(remote.run_task(tasks[0]))]
+
+        async def blocker_running() -> bool:
+            return worker.running == 1
+
+        await _until(blocker_running, "the blocker to run")
+        running += [asyncio.create_task(remote.run_task(t)) for t in tasks[1:]]
+
+        async def stats() -> dict:  # type: ignore[type-arg]
+            reply = await nc.request(f"$SRV.STATS.w-{prefix}", b"", timeout=2)
+            return json.loads(reply.data)["endpoints"][0]["data"]
+
+        async def backlog_seen() -> bool:
+            data = await stats()
+            return data["queue_pending"] == 3 and data["tag_in_flight"] == 1
+
+        await _until(backlog_seen, "the backlog in $SRV stats")
+        assert REGISTRY.get_sample_value("scaffolding_task_queue_pending", {"tag": tag}) == 3
+        assert REGISTRY.get_sample_value("scaffolding_worker_tasks_in_flight", {"tag": tag}) == 1
+        assert REGISTRY.get_sample_value("scaffolding_controller_tasks_waiting", {"tag": tag}) == 3
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(*running), 20)
+
+        async def drained() -> bool:
+            return (await stats())["queue_pending"] == 0
+
+        await _until(drained, "the backlog to drain")
+        assert REGISTRY.get_sample_value("scaffolding_controller_tasks_waiting", {"tag": tag}) == 0
+    await host_nc.close()
+    await remote.stop()
+    assert all(t.status is TaskStatus.SUCCESS for t in tasks)
