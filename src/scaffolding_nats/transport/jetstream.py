@@ -3,6 +3,7 @@ service starts first: the jobs work queue, the events log and the results bucket
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
@@ -20,6 +21,8 @@ from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
 
 from ..proto.subjects import Subjects
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -144,9 +147,12 @@ async def ensure_task_consumer(
     durability: Durability | None = None,
     settings: TaskQueueSettings | None = None,
 ) -> None:
-    """Idempotent: every replica of a tag declares the same durable consumer."""
+    """Idempotent: every replica of a tag declares the same durable consumer. The server updates
+    one that exists with other settings (another replica's ``--task-ack-wait``): the last replica
+    to start sets them, so give a tag's replicas the same settings."""
     config = task_consumer_config(subjects, worker_tag, durability, settings)
     try:
         await js.add_consumer(subjects.tasks_stream, config)
-    except BadRequestError:  # exists with another configuration: ours wins
-        await js.add_consumer(subjects.tasks_stream, config)
+    except BadRequestError as exc:
+        info = await js.consumer_info(subjects.tasks_stream, subjects.task_consumer(worker_tag))
+        log.warning("consumer %s exists with other settings (%s); keeping them", info.name, exc.description)
