@@ -32,7 +32,7 @@ from nats.micro.service import EndpointStats, Service
 
 from .. import metrics, telemetry
 from .._compat import TaskGroup, timeout
-from ..errors import ProtocolError
+from ..errors import ProtocolError, ScaffoldingError
 from ..proto import codec
 from ..proto.errors import ErrorCode, ErrorInfo
 from ..proto.messages import FrameType, TaskReply, TaskRequest
@@ -149,7 +149,11 @@ class WorkerHost:
             for tag in self.tags:
                 await ensure_task_consumer(js, self.subjects, tag, self.durability, self.queue)
         except JetStreamError as exc:
-            raise RuntimeError(f"the worker host needs JetStream for its task queues: {exc!r}") from exc
+            raise ScaffoldingError(
+                f"the worker host needs JetStream for its task queues ({self.subjects.tasks_stream}): {exc!r}",
+                code=ErrorCode.INTERNAL,
+                details={"stream": self.subjects.tasks_stream, "tags": self.tags},
+            ) from exc
         async with AsyncExitStack() as stack:
             # Unwinds in reverse: intake stops, in-flight tasks drain (still heartbeating and
             # cancellable), then the ticker, the cancel subscription and the worker stop.
