@@ -219,3 +219,27 @@ async def test_backlog_and_in_flight_show_in_srv_stats_and_prometheus(nats_serve
     await host_nc.close()
     await remote.stop()
     assert all(t.status is TaskStatus.SUCCESS for t in tasks)
+
+
+async def test_fair_admission_holds_a_jobs_excess_and_forgets_idle_jobs():
+    """Pure logic: a job's window admits ``window`` tasks; the next waits for one to leave;
+    other jobs are not held by it; a cancelled waiter gives its place up; idle lanes vanish."""
+    from scaffolding_nats.transport.fairness import FairAdmission
+
+    fair = FairAdmission(2)
+    await fair.enter("a")
+    await fair.enter("a")
+    third = asyncio.create_task(fair.enter("a"))
+    fourth = asyncio.create_task(fair.enter("a"))
+    await asyncio.sleep(0)
+    assert not third.done() and fair.waiting() == 2
+    await asyncio.wait_for(fair.enter("b"), 1)  # another job is not behind job a
+    fourth.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await fourth
+    fair.leave("a")
+    await asyncio.wait_for(third, 1)
+    assert fair.waiting() == 0
+    for key in ("a", "a", "b"):
+        fair.leave(key)
+    assert fair._lanes == {}
