@@ -34,7 +34,7 @@ async def test_the_callers_silence_clock_stops_while_it_is_cut_off(nats_server, 
     """The caller loses NATS for longer than its idle timeout while a worker runs the task:
     that is not the worker's silence, so the task finishes on its first and only attempt."""
     subjects = Subjects(prefix)
-    worker = SyntheticWorker(latency_s=3.0)
+    worker = SyntheticWorker(latency_s=5.0)  # ends well after the caller is back
     async with CuttableProxy(nats_server.port) as proxy, WorkerHost(nc, worker, tags=["generation"], subjects=subjects):
         caller_nc = await _reconnecting(proxy.url)
         remote = RemoteWorker(caller_nc, subjects=subjects, heartbeat=0.2, timeout=30)
@@ -49,6 +49,28 @@ async def test_the_callers_silence_clock_stops_while_it_is_cut_off(nats_server, 
         await caller_nc.close()
     assert task.status is TaskStatus.SUCCESS and task.output_str == "q p"
     assert worker.started == 1  # never judged dead, never retried
+
+
+async def test_a_final_frame_lost_while_the_caller_was_cut_off_reruns_the_task(nats_server, nc, prefix):
+    """The task ends (and is acked) while its caller is cut off, so its final frame is lost:
+    the caller notices the message is gone and queues the task again, rather than waiting for
+    its deadline."""
+    subjects = Subjects(prefix)
+    worker = SyntheticWorker(latency_s=0.5)
+    async with CuttableProxy(nats_server.port) as proxy, WorkerHost(nc, worker, tags=["generation"], subjects=subjects):
+        caller_nc = await _reconnecting(proxy.url)
+        remote = RemoteWorker(caller_nc, subjects=subjects, heartbeat=0.2, timeout=30)
+        await remote.start()
+        task = GenerationTask(input_str="m n")
+        running = asyncio.create_task(remote.run_task(task))
+        await _until(lambda: worker.started == 1, "the worker to start the task")
+        proxy.cut(1.5)  # the task finishes meanwhile; its final frame has nowhere to go
+        await _until(lambda: worker.finished == 1, "the first run to finish")
+        await asyncio.wait_for(running, 20)
+        await remote.stop()
+        await caller_nc.close()
+    assert task.status is TaskStatus.SUCCESS and task.output_str == "n m"
+    assert (worker.started, worker.finished) == (2, 2)  # run again: its first result was lost
 
 
 async def test_a_task_redelivered_from_a_cut_off_replica_finishes_once(nats_server, nc, prefix):

@@ -45,6 +45,10 @@ _REQUEUED = frozenset({ErrorCode.AT_CAPACITY})  # a final that says "handed back
 _HEARTBEAT_KEYS = frozenset({"v", "task_id", "frame", "seq", "attempt"})
 
 
+class _Requeue(Exception):
+    """The task's queued message is gone but no final frame came: queue the task again."""
+
+
 class _Fail(Exception):
     def __init__(self, error: ErrorInfo) -> None:
         self.error = error
@@ -184,7 +188,7 @@ class _Call:
         self.started = False
         self.silent_attempts = 0
         self.quiet_since = 0.0
-        self.reconnects = 0
+        self.reconnects = worker.nc.stats.get("reconnects", 0)
         self.streamed = False
         self.tokens_seen = tokens_generated(task)
         self.new_tokens = 0
@@ -195,9 +199,14 @@ class _Call:
 
     async def next(self) -> bool:
         try:
-            if self.frames is None and not await self._send():
-                return False
-            return await self._receive()
+            while True:
+                try:
+                    if self.frames is None and not await self._send():
+                        return False
+                    return await self._receive()
+                except _Requeue:
+                    self._close()
+                    self.seq, self.attempt, self.started = None, 0, False
         except _Fail as failure:
             await self.abandon()
             self._finish(failure.error)
@@ -309,13 +318,21 @@ class _Call:
             left = self._left()
             if left <= 0:
                 raise _Fail(_timeout(task, w.timeout))
-            # Before a worker starts the task it waits in the queue: only its deadline counts.
-            wait = min(left, w.idle_timeout - (time.monotonic() - self.quiet_since)) if self.started else left
+            # Before a worker starts the task it waits in the queue: only its deadline counts
+            # (checked now and then, in case its frames were lost while we were cut off).
+            if self.started:
+                wait = min(left, w.idle_timeout - (time.monotonic() - self.quiet_since))
+            else:
+                wait = min(left, max(2.0, w.idle_timeout))
             try:
                 msg = await frames.get(max(0.0, wait))
             except TimeoutError:
                 if self.started:
                     await self._on_quiet()
+                elif w.nc.is_connected and w.nc.stats.get("reconnects", 0) != self.reconnects:
+                    self.reconnects = w.nc.stats.get("reconnects", 0)
+                    if not await self._still_queued():
+                        raise _Requeue from None
                 continue
             reply = w._decode(msg, task)
             attempt = reply.attempt or 1
@@ -377,6 +394,22 @@ class _Call:
         await self.w._cancel_remote(self.task, below=self.attempt + 1)
         self.started = False
         self._set_waiting(True)
+        if not await self._still_queued():
+            # Acked or dropped while we could not hear it (its final frame was lost with our
+            # connection): nothing will redeliver it, so it runs again.
+            raise _Requeue
+
+    async def _still_queued(self) -> bool:
+        """Whether the task's message is still in the stream (waiting, or held by a worker)."""
+        if self.seq is None:
+            return False
+        try:
+            await self.w.js.get_msg(self.w.subjects.tasks_stream, self.seq)
+        except NotFoundError:
+            return False
+        except Exception:  # cannot tell now: assume it is, and look again later
+            return True
+        return True
 
     def _lost(self, why: str) -> ErrorInfo:
         tag = self.task.worker_tag
