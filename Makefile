@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed-stamp
 
 MODEL ?= smollm2
 
-.PHONY: install run test test-fast bench bench-methods schema lint typecheck clean model-qwen
+.PHONY: install run test test-fast bench bench-methods schema nats-config compose-secrets constraints lint typecheck clean model-qwen
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -43,6 +43,16 @@ bench-methods: install  ## accuracy/tokens/time of methods on the CPU model
 
 schema: install  ## regenerate proto/schema/*.json from the models
 	$(PY) -m scaffolding_nats.proto.schema proto/schema
+
+nats-config: install  ## regenerate k8s/nats/auth.conf (NATS users and permissions) from the role table
+	$(PY) -m scaffolding_nats.security nats-config k8s/nats/auth.conf
+
+compose-secrets: install  ## NATS passwords and a local API key for docker compose, in .env (0600, git-ignored)
+	$(PY) -m scaffolding_nats.security secrets .env --api-key-tenant local
+
+constraints: install  ## re-pin requirements/constraints.txt (every image installs with it)
+	{ head -2 requirements/constraints.txt; $(VENV)/bin/pip freeze --exclude-editable; } > requirements/constraints.new
+	mv requirements/constraints.new requirements/constraints.txt
 
 lint: install
 	$(VENV)/bin/ruff check .

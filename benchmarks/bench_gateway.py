@@ -22,6 +22,7 @@ import httpx
 
 from scaffolding_nats.devstack import ModelServer, NatsServer, free_port
 from scaffolding_nats.devstack.run import Service, _wait_ready
+from scaffolding_nats.services.gateway.auth import new_key
 
 
 async def _post(client: httpx.AsyncClient, url: str, body: dict[str, object]) -> int:
@@ -84,7 +85,8 @@ async def measure(direct: str, gateway: str, model: str, args: argparse.Namespac
     rates: dict[str, list[float]] = {p[0]: [] for p in paths}
     lats: dict[str, list[float]] = {p[0]: [] for p in paths}
     toks: dict[str, int] = {p[0]: 0 for p in paths}
-    async with httpx.AsyncClient(timeout=300) as client:
+    headers = {"Authorization": f"Bearer {args.api_key}"}  # the model server ignores it
+    async with httpx.AsyncClient(timeout=300, headers=headers) as client:
         await _load(client, direct, model, requests=args.concurrency, concurrency=args.concurrency, max_tokens=8)
         await _load(client, gateway, "chat", requests=args.concurrency, concurrency=args.concurrency, max_tokens=8)
         for _ in range(args.rounds):
@@ -133,7 +135,15 @@ def main() -> None:
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         nats = stack.enter_context(NatsServer())
         model = stack.enter_context(ModelServer(args.model))
-        env = {**os.environ, "SCAF_NATS_URL": nats.url, "SCAF_PREFIX": "p4", "SCAF_LOG_LEVEL": "WARNING"}
+        args.api_key = new_key()
+        env = {
+            **os.environ,
+            "SCAF_NATS_URL": nats.url,  # as admin: the controller provisions the streams
+            "SCAF_PROVISION": "1",
+            "SCAF_API_KEYS": f"bench {args.api_key}",
+            "SCAF_PREFIX": "p4",
+            "SCAF_LOG_LEVEL": "WARNING",
+        }
         backend = json.dumps({"base_url": model.base_url, "model": model.model, "max_concurrency": args.concurrency})
         logs = Path(tmp)
         port = free_port()

@@ -16,6 +16,8 @@ import process from "node:process";
 import { decode, encode } from "@msgpack/msgpack";
 import { connect, headers } from "nats";
 
+import { connectOptions } from "./connect_options.mjs";
+
 const PROTOCOL_VERSION = 1; // the "v" field of every message; other versions are refused
 const EXIT = { result: 0, error: 1, timeout: 2, usage: 3, bus: 4 };
 
@@ -81,9 +83,10 @@ async function main() {
 
   let nc;
   try {
-    nc = await connect({ servers: args.server, timeout: Math.min(10_000, left()), name: "publish-job-example" });
+    const { options } = connectOptions(args.server, "publish-job-example");
+    nc = await connect({ ...options, timeout: Math.min(10_000, left()) });
   } catch (err) {
-    process.stderr.write(`cannot connect to ${args.server}: ${err.message}\n`);
+    process.stderr.write(`cannot connect to ${connectOptions(args.server).where}: ${err.message}\n`);
     return EXIT.bus;
   }
 

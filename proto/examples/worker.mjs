@@ -14,6 +14,8 @@ import process from "node:process";
 import { decode, encode } from "@msgpack/msgpack";
 import { AckPolicy, DiscardPolicy, RetentionPolicy, StorageType, connect, createInbox, headers, nanos } from "nats";
 
+import { connectOptions } from "./connect_options.mjs";
+
 const PROTOCOL_VERSION = 1;
 const MAX_TASK_BYTES = 900 * 1024; // the Python host's default; replies must fit max_payload
 const KNOWN_KINDS = new Set(["generation", "streaming_generation", "chat", "reward", "tool_call"]);
@@ -53,7 +55,7 @@ class TaskError extends Error {
 }
 
 const args = parseArgs(process.argv.slice(2));
-const nc = await connect({ servers: args.server, timeout: 10_000, name: `node-worker-${args.tag}` });
+const nc = await connect({ ...connectOptions(args.server, `node-worker-${args.tag}`).options, timeout: 10_000 });
 const running = new Map(); // task id -> { abort, attempt }
 
 // One reply = frames on the reply subject (a direct request's reply, or a queued task's
@@ -237,18 +239,24 @@ const STREAM = `${NAME}_TASKS`;
 const CONSUMER = `${NAME}_TASKS_${args.tag}`;
 const ACK_WAIT_MS = 6000;
 const PULL_EXPIRES_MS = 5000;
+// Provisioned by the admin user in a deployment with auth; created here only when missing
+// (a local server without auth), with the same settings every replica in any language uses.
 const jsm = await nc.jetstreamManager();
 try {
-  await jsm.streams.info(STREAM);
+  await jsm.consumers.info(STREAM, CONSUMER);
 } catch {
-  await jsm.streams.add({ name: STREAM, subjects: [`${args.prefix}.queue.*`], retention: RetentionPolicy.Workqueue,
-    storage: StorageType.File, max_msg_size: 1024 * 1024, max_age: nanos(3600_000), max_msgs: 1_000_000,
-    discard: DiscardPolicy.New, num_replicas: 1 });
+  try {
+    await jsm.streams.info(STREAM);
+  } catch {
+    await jsm.streams.add({ name: STREAM, subjects: [`${args.prefix}.queue.*`], retention: RetentionPolicy.Workqueue,
+      storage: StorageType.File, max_msg_size: 1024 * 1024, max_age: nanos(3600_000), max_msgs: 1_000_000,
+      discard: DiscardPolicy.New, num_replicas: 1 });
+  }
+  await jsm.consumers.add(STREAM, { durable_name: CONSUMER, ack_policy: AckPolicy.Explicit, ack_wait: nanos(ACK_WAIT_MS),
+    max_deliver: 5, max_ack_pending: 100_000, max_waiting: 4096, filter_subject: `${args.prefix}.queue.${args.tag}` });
 }
-await jsm.consumers.add(STREAM, { durable_name: CONSUMER, ack_policy: AckPolicy.Explicit, ack_wait: nanos(ACK_WAIT_MS),
-  max_deliver: 5, max_ack_pending: 100_000, max_waiting: 4096, filter_subject: `${args.prefix}.queue.${args.tag}` });
 
-const pullInbox = createInbox();
+const pullInbox = createInbox(nc.options.inboxPrefix);
 const pulls = new Map(); // token -> messages still owed by that pull request
 let credit = 0; // slots promised to outstanding pulls
 let pullSeq = 0;

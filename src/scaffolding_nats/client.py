@@ -16,7 +16,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
-from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from .errors import DeadlineExceeded, ProtocolError, ScaffoldingError
 from .proto import codec
@@ -33,24 +33,37 @@ class NoController(ScaffoldingError):
 
 
 class JobClient:
-    def __init__(self, nc: Client, *, subjects: Subjects | None = None) -> None:
+    """``owner``: the owner token of this client's jobs (a NATS client role's name, or a
+    gateway tenant); their subjects carry it, so permissions can confine a client to them.
+    Methods take ``owner`` to act for another owner (the gateway, for each tenant)."""
+
+    def __init__(self, nc: Client, *, subjects: Subjects | None = None, owner: str | None = None) -> None:
         self.nc = nc
         self.subjects = subjects or Subjects()
+        self.owner = owner
         self.js = nc.jetstream()
 
-    async def submit(self, job: Job) -> None:
+    def _owner(self, owner: str | None) -> str | None:
+        return self.owner if owner is None else owner
+
+    async def submit(self, job: Job, *, owner: str | None = None) -> None:
         """Store the job durably (de-duplicated by its id for two minutes)."""
         headers = inject_headers({HEADER_MSG_ID: job.id}) or {}
-        await self.js.publish(self.subjects.jobs(job.method), codec.encode(job), headers=headers)
+        await self.js.publish(self.subjects.jobs(job.method, self._owner(owner)), codec.encode(job), headers=headers)
 
     async def events(
-        self, job: Job, *, timeout: float = 600.0, idle_timeout: float | None = None
+        self,
+        job: Job,
+        *,
+        timeout: float = 600.0,
+        idle_timeout: float | None = None,
+        owner: str | None = None,
     ) -> AsyncIterator[JobEvent]:
         """Submit ``job`` and yield its events until the result or error (or a deadline)."""
         queue: asyncio.Queue[Msg] = asyncio.Queue()
-        sub = await self.nc.subscribe(self.subjects.events(job.id), cb=queue.put)
+        sub = await self.nc.subscribe(self.subjects.events(job.id, self._owner(owner)), cb=queue.put)
         try:
-            await self.submit(job)
+            await self.submit(job, owner=owner)
             async for event in _read(queue, timeout, idle_timeout, job.id):
                 yield event
         finally:
@@ -65,42 +78,64 @@ class JobClient:
                 raise ScaffoldingError.from_info(event.error)
         raise DeadlineExceeded(f"job {job.id} ended without a result")  # pragma: no cover
 
-    async def replay(self, job_id: str, *, timeout: float = 600.0) -> AsyncIterator[JobEvent]:
-        """Every event of a job from the first, then live ones, until it ends."""
+    async def replay(
+        self, job_id: str, *, timeout: float = 600.0, owner: str | None = None
+    ) -> AsyncIterator[JobEvent]:
+        """Every event of a job from the first, then live ones, until it ends.
+
+        The kept events are read one by one from the events stream (``STREAM.MSG.GET`` with
+        ``next_by_subj``: no consumer is created, so a role without that right can replay);
+        live ones arrive on a subscription made first, and the two meet by event ``seq``."""
+        subject = self.subjects.events(job_id, self._owner(owner))
         queue: asyncio.Queue[Msg] = asyncio.Queue()
-        sub = await self.js.subscribe(
-            self.subjects.events(job_id),
-            cb=queue.put,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.ALL,
-            stream=self.subjects.events_stream,
-        )
+        sub = await self.nc.subscribe(subject, cb=queue.put)
         try:
-            async for event in _read(queue, timeout, None, job_id):
+            seen = -1
+            stream_seq = 1
+            while True:
+                try:
+                    raw = await self.js.get_msg(self.subjects.events_stream, seq=stream_seq, subject=subject, next=True)
+                except NotFoundError:
+                    break
+                stream_seq = (raw.seq or stream_seq) + 1
+                try:
+                    event = codec.decode(JobEvent, raw.data or b"")
+                except ProtocolError:
+                    continue
+                seen = event.seq
                 yield event
+                if event.type in _TERMINAL:
+                    return
+            async for event in _read(queue, timeout, None, job_id):
+                if event.seq > seen:
+                    yield event
         finally:
             await sub.unsubscribe()
 
     async def record(self, job_id: str) -> JobRecord | None:
-        from .transport.jetstream import results_bucket
-
-        kv = await results_bucket(self.js, self.subjects)
+        """The job's record, or None (unknown, not started, or expired)."""
+        kv = await self.js.key_value(self.subjects.results_bucket)
         try:
             entry = await kv.get(job_id)
         except Exception:  # KeyNotFoundError, or deleted by TTL
             return None
         return codec.decode(JobRecord, entry.value) if entry.value else None
 
-    async def cancel(self, job_id: str) -> None:
-        await self.nc.publish(self.subjects.cancel_job(job_id), b"")
+    async def cancel(self, job_id: str, *, owner: str | None = None) -> None:
+        await self.nc.publish(self.subjects.cancel_job(job_id, self._owner(owner)), b"")
 
     async def methods(self, *, timeout: float = 1.0) -> list[str]:
-        """The methods a controller serves; ``NoController`` if none answers."""
+        """The methods a controller serves; ``NoController`` if none answers, or if the one that
+        answers cannot take jobs (its jobs consumer is gone)."""
         try:
             msg = await self.nc.request(self.subjects.controller_methods, b"", timeout=timeout)
         except (NoRespondersError, NatsTimeout, asyncio.TimeoutError):
             raise NoController("no controller service is answering on this NATS deployment") from None
-        return list(json.loads(msg.data)["methods"])
+        body = json.loads(msg.data)
+        if body.get("ready") is False:
+            reason = body.get("reason", "?")
+            raise NoController(f"the controller that answered is not ready: {reason}", details={"reason": reason})
+        return list(body["methods"])
 
 
 async def _read(

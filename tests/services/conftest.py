@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import nats
 import pytest
@@ -18,7 +19,11 @@ from scaffolding_nats.proto import Subjects
 from scaffolding_nats.runtime import Worker
 from scaffolding_nats.services.controller import ControllerService
 from scaffolding_nats.services.gateway import GatewaySettings, create_app
+from scaffolding_nats.services.gateway.auth import KeyStore
 from scaffolding_nats.transport import WorkerHost
+
+KEY = "sk-test-" + "a" * 24
+"""The tenant ``test``'s API key, made here for the test stack (never in the repository's config)."""
 
 
 @dataclass
@@ -26,6 +31,11 @@ class Stack:
     url: str
     nc: nats.aio.client.Client
     subjects: Subjects
+    key: str = KEY
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
 
 
 @asynccontextmanager
@@ -56,7 +66,12 @@ async def http_server(app: object) -> AsyncIterator[str]:
 
 @asynccontextmanager
 async def stack(
-    nats_server: NatsServer, prefix: str, workers: dict[str, Worker], *, controller: bool = True
+    nats_server: NatsServer,
+    prefix: str,
+    workers: dict[str, Worker],
+    *,
+    controller: bool = True,
+    keys: KeyStore | None = None,
 ) -> AsyncIterator[Stack]:
     subjects = Subjects(prefix)
     nc = await nats.connect(nats_server.url)
@@ -66,14 +81,17 @@ async def stack(
             await es.enter_async_context(WorkerHost(nc, worker, tags=[tag], subjects=subjects))
         if controller:
             await es.enter_async_context(ControllerService(nc, load_registry(), subjects=subjects))
-        app = create_app(GatewaySettings(nats_url=nats_server.url, prefix=prefix, request_timeout=30))
+        if keys is None:
+            keys = KeyStore()
+            keys.add(KEY, "test")
+        app = create_app(GatewaySettings(nats_url=nats_server.url, prefix=prefix, request_timeout=30, api_keys=keys))
         url = await es.enter_async_context(http_server(app))
         yield Stack(url=url, nc=nc, subjects=subjects)
 
 
 @pytest.fixture
 def make_stack(nats_server: NatsServer, prefix: str):  # type: ignore[no-untyped-def]
-    def make(workers: dict[str, Worker], **kw: bool):  # type: ignore[no-untyped-def]
+    def make(workers: dict[str, Worker], **kw: Any):  # type: ignore[no-untyped-def]
         return stack(nats_server, prefix, workers, **kw)
 
     return make

@@ -15,7 +15,7 @@ from scaffolding_nats.workers.synthetic import SyntheticWorker
 async def test_openai_client_chat_and_streamed_chat(make_stack):
     async with (
         make_stack({"generation": SyntheticWorker(token_latency_s=0.001)}) as s,
-        openai.AsyncOpenAI(base_url=s.url + "/v1", api_key="unused") as client,
+        openai.AsyncOpenAI(base_url=s.url + "/v1", api_key=s.key) as client,
     ):
         reply = await client.chat.completions.create(
             model="native", messages=[{"role": "user", "content": "alpha beta"}], max_tokens=50
@@ -39,7 +39,7 @@ async def test_openai_client_chat_and_streamed_chat(make_stack):
 async def test_completions_and_multi_path_usage_counts_every_task(make_stack):
     async with (
         make_stack({"generation": SyntheticWorker()}) as s,
-        openai.AsyncOpenAI(base_url=s.url + "/v1", api_key="unused") as client,
+        openai.AsyncOpenAI(base_url=s.url + "/v1", api_key=s.key) as client,
     ):
         reply = await client.completions.create(
             model="majority_vote", prompt="x 5 y", extra_body={"method_params": {"sample_num": 4}}
@@ -59,7 +59,10 @@ async def test_completions_and_multi_path_usage_counts_every_task(make_stack):
 
 
 async def test_bad_requests_get_openai_style_errors(make_stack):
-    async with make_stack({"generation": SyntheticWorker()}) as s, httpx.AsyncClient(base_url=s.url) as http:
+    async with (
+        make_stack({"generation": SyntheticWorker()}) as s,
+        httpx.AsyncClient(base_url=s.url, headers=s.headers) as http,
+    ):
         r = await http.post("/v1/chat/completions", content=b"{not json")
         assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
         r = await http.post("/v1/chat/completions", json={"model": "native", "messages": "hi"})
@@ -78,11 +81,11 @@ async def test_bad_requests_get_openai_style_errors(make_stack):
 
 
 async def test_no_controller_and_no_worker_give_503_saying_which(make_stack):
-    async with make_stack({}, controller=False) as s, httpx.AsyncClient(base_url=s.url) as http:
+    async with make_stack({}, controller=False) as s, httpx.AsyncClient(base_url=s.url, headers=s.headers) as http:
         r = await http.post("/v1/completions", json={"model": "native", "prompt": "x"})
         assert r.status_code == 503 and "controller" in r.json()["error"]["message"]
         assert (await http.get("/readyz")).status_code == 503
-    async with make_stack({}) as s, httpx.AsyncClient(base_url=s.url, timeout=30) as http:
+    async with make_stack({}) as s, httpx.AsyncClient(base_url=s.url, headers=s.headers, timeout=30) as http:
         r = await http.post("/v1/completions", json={"model": "native", "prompt": "x"})
         assert r.status_code == 503 and r.json()["error"]["code"] == "no_worker"
         assert "generation" in r.json()["error"]["message"]
@@ -91,7 +94,10 @@ async def test_no_controller_and_no_worker_give_503_saying_which(make_stack):
 
 
 async def test_jobs_api_submit_status_events_and_cancel(make_stack):
-    async with make_stack({"generation": SyntheticWorker()}) as s, httpx.AsyncClient(base_url=s.url) as http:
+    async with (
+        make_stack({"generation": SyntheticWorker()}) as s,
+        httpx.AsyncClient(base_url=s.url, headers=s.headers) as http,
+    ):
         r = await http.post(
             "/v1/jobs", json={"method": "majority_vote", "prompt": "a 1 b", "params": {"sample_num": 2}}
         )
@@ -112,7 +118,7 @@ async def test_jobs_api_submit_status_events_and_cancel(make_stack):
 
 async def test_client_disconnect_mid_stream_cancels_the_job(make_stack):
     worker = SyntheticWorker(token_latency_s=0.05)
-    async with make_stack({"generation": worker}) as s, httpx.AsyncClient(base_url=s.url) as http:
+    async with make_stack({"generation": worker}) as s, httpx.AsyncClient(base_url=s.url, headers=s.headers) as http:
         words = " ".join(f"w{i}" for i in range(400))
         async with http.stream(
             "POST", "/v1/completions", json={"model": "stream", "prompt": words, "stream": True}
@@ -128,7 +134,10 @@ async def test_client_disconnect_mid_stream_cancels_the_job(make_stack):
 
 
 async def test_health_metrics_and_openapi(make_stack):
-    async with make_stack({"generation": SyntheticWorker()}) as s, httpx.AsyncClient(base_url=s.url) as http:
+    async with (
+        make_stack({"generation": SyntheticWorker()}) as s,
+        httpx.AsyncClient(base_url=s.url, headers=s.headers) as http,
+    ):
         assert (await http.get("/healthz")).json() == {"status": "ok"}
         await http.post("/v1/completions", json={"model": "native", "prompt": "m"})
         metrics_text = (await http.get("/metrics")).text
@@ -139,12 +148,11 @@ async def test_health_metrics_and_openapi(make_stack):
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
 async def test_sampling_fields_reach_the_tasks(make_stack, path):
-    async with make_stack({"generation": SyntheticWorker()}) as s, httpx.AsyncClient(base_url=s.url) as http:
+    async with (
+        make_stack({"generation": SyntheticWorker()}) as s,
+        httpx.AsyncClient(base_url=s.url, headers=s.headers) as http,
+    ):
         body = {"model": "native", "max_tokens": 2}
-        body |= (
-            {"messages": [{"role": "user", "content": "a b c d"}]}
-            if "chat" in path
-            else {"prompt": "a b c d"}
-        )
+        body |= {"messages": [{"role": "user", "content": "a b c d"}]} if "chat" in path else {"prompt": "a b c d"}
         r = await http.post(path, json=body)
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2

@@ -27,7 +27,7 @@ async def test_chat_and_streamed_chat_from_the_real_model(make_stack, model):
     }
     async with (
         make_stack(workers) as s,
-        openai.AsyncOpenAI(base_url=s.url + "/v1", api_key="unused") as client,
+        openai.AsyncOpenAI(base_url=s.url + "/v1", api_key=s.key) as client,
     ):
         reply = await client.chat.completions.create(
             model="chat",

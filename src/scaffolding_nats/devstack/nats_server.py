@@ -12,6 +12,12 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+from ..security import Deployment
+from ..security.natsconf import Tls, password_env, server_config
+from ..security.secrets_file import load_or_create, new_secret
 
 
 def free_port() -> int:
@@ -35,6 +41,10 @@ class NatsServer:
     """A nats-server child process. Use as a (sync or async) context manager.
 
     ``jetstream`` keeps its data under ``store_dir`` (a temporary folder by default).
+    With ``auth`` (the default) every connection logs in as a role of ``deployment`` (see
+    ``security.permissions``); passwords are random, kept in ``secrets_file`` when given (made
+    on first run, mode 0600) and handed to the server through its environment. ``url`` logs in
+    as ``admin``; ``url_for(user)`` / ``connect(user)`` as any other role; ``bare_url`` as nobody.
     """
 
     def __init__(
@@ -45,8 +55,23 @@ class NatsServer:
         store_dir: str | os.PathLike[str] | None = None,
         max_payload: int | None = None,
         startup_timeout: float = 10.0,
+        auth: bool = True,
+        deployment: Deployment | None = None,
+        secrets_file: str | os.PathLike[str] | None = None,
+        extra_config: str = "",
+        tls: Tls | None = None,
     ) -> None:
         self.port = port or free_port()
+        self.auth = auth
+        self.deployment = deployment or Deployment()
+        self.extra_config = extra_config
+        self.tls = tls
+        roles = self.deployment.roles()
+        if secrets_file is not None:
+            stored = load_or_create(Path(secrets_file), [r.password_env for r in roles])
+            self.passwords = {r.user: stored[r.password_env] for r in roles}
+        else:
+            self.passwords = {r.user: new_secret() for r in roles}
         self.jetstream = jetstream
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if jetstream and store_dir is None:
@@ -58,19 +83,57 @@ class NatsServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
+    def _scheme(self) -> str:
+        return "tls" if self.tls else "nats"
+
+    @property
+    def bare_url(self) -> str:
+        return f"{self._scheme}://127.0.0.1:{self.port}"
+
+    @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        """The admin's URL (credentials included) when auth is on, else the bare URL."""
+        return self.url_for("admin") if self.auth else self.bare_url
+
+    def url_for(self, user: str) -> str:
+        auth = f"{quote(user, safe='')}:{quote(self.passwords[user], safe='')}"
+        return f"{self._scheme}://{auth}@127.0.0.1:{self.port}"
+
+    def env_for(self, user: str) -> dict[str, str]:
+        """What a service process needs to log in as ``user`` (see ``transport.connect``)."""
+        env = {"SCAF_NATS_URL": self.bare_url}
+        if self.auth:
+            env |= {"SCAF_NATS_USER": user, "SCAF_NATS_PASSWORD": self.passwords[user]}
+        return env
+
+    async def connect(self, user: str = "admin", **options: Any) -> Any:
+        """A connection as ``user``, with that user's private inbox prefix."""
+        from ..transport.connect import connect
+
+        options.setdefault("max_reconnect_attempts", 0)
+        if not self.auth:
+            return await connect(self.bare_url, name=user, **options)
+        return await connect(self.bare_url, name=user, user=user, password=self.passwords[user], **options)
+
+    def config_text(self) -> str:
+        return server_config(
+            self.deployment,
+            port=self.port,
+            store_dir=self.store_dir if self.jetstream else None,
+            max_payload=self.max_payload,
+            tls=self.tls,
+            auth=self.auth,
+            extra=self.extra_config,
+        )
 
     def start(self) -> NatsServer:
-        args = [find_binary(), "-a", "127.0.0.1", "-p", str(self.port)]
-        if self.jetstream:
-            args += ["-js", "-sd", str(self.store_dir)]
-        conf = None
-        if self.max_payload is not None:
-            conf = Path(tempfile.mkstemp(prefix="scaf-nats-", suffix=".conf")[1])
-            conf.write_text(f"max_payload: {self.max_payload}\n")
-            args += ["-c", str(conf)]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        fd, name = tempfile.mkstemp(prefix="scaf-nats-", suffix=".conf")
+        os.close(fd)
+        self._conf = Path(name)
+        self._conf.write_text(self.config_text())
+        args = [find_binary(), "-c", str(self._conf)]
+        env = {**os.environ, **password_env(self.deployment, self.passwords)}
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -95,6 +158,9 @@ class NatsServer:
         if self.proc is not None and self.proc.stderr is not None:
             self.proc.stderr.close()
         self.proc = None
+        conf = getattr(self, "_conf", None)
+        if conf is not None:
+            conf.unlink(missing_ok=True)
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None

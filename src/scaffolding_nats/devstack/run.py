@@ -23,6 +23,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from ..security.secrets_file import write_env_file
+from ..services.gateway.auth import new_key
 from .model_server import ModelServer
 from .nats_server import NatsServer
 
@@ -79,9 +81,14 @@ def _tail(path: Path, lines: int = 20) -> str:
         return ""
 
 
-def _http(method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 60) -> tuple[int, Any]:
+def _http(
+    method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 60, key: str = ""
+) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read())
@@ -100,6 +107,19 @@ def _wait_ready(gateway: str, timeout: float) -> None:
             pass
         time.sleep(0.2)
     raise TimeoutError(f"gateway not ready after {timeout}s")
+
+
+def local_api_key(path: Path) -> str:
+    """The local tenant's API key: made on the first run, kept (0600) for the next ones. The
+    file is the gateway's key file ("tenant key" lines, see services/gateway/auth.py)."""
+    for line in path.read_text().splitlines() if path.exists() else []:
+        tenant, _, key = line.partition(" ")
+        if tenant == "local" and key.strip():
+            return key.strip()
+    key = new_key()
+    write_env_file(path, {})
+    path.write_text(f"local {key}\n")
+    return key
 
 
 EXAMPLE = {
@@ -136,12 +156,33 @@ def main(argv: list[str] | None = None) -> int:
             f"starting nats-server on 127.0.0.1:{args.nats_port} (JetStream in {state / 'nats'}) ...",
             flush=True,
         )
-        nats = stack.enter_context(NatsServer(port=args.nats_port, store_dir=state / "nats"))
+        secrets = state / "secrets"  # generated on the first run, never committed (.run/ is ignored)
+        nats = stack.enter_context(
+            NatsServer(port=args.nats_port, store_dir=state / "nats", secrets_file=secrets / "nats.env")
+        )
+        base = {**os.environ, "SCAF_PREFIX": args.prefix, "PYTHONUNBUFFERED": "1"}
+        for name in ("SCAF_NATS_USER", "SCAF_NATS_PASSWORD", "SCAF_NATS_PASSWORD_FILE", "SCAF_NATS_CREDS"):
+            base.pop(name, None)
+
+        def env_for(user: str) -> dict[str, str]:
+            return {**base, **nats.env_for(user)}
+
+        init = subprocess.run(
+            [sys.executable, "-m", "scaffolding_nats.services.admin", "init"],
+            env=env_for("admin"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if init.returncode != 0:
+            print(f"provisioning JetStream failed:\n{init.stderr}", flush=True)
+            return 1
+        print(f"  {init.stdout.strip()} (as the NATS admin user)", flush=True)
+        api_key = local_api_key(secrets / "api-keys")
         print(f"starting the model server ({args.model}) on 127.0.0.1:{args.model_port} ...", flush=True)
         model = stack.enter_context(ModelServer(args.model, port=args.model_port))
-        env = {**os.environ, "SCAF_NATS_URL": nats.url, "SCAF_PREFIX": args.prefix, "PYTHONUNBUFFERED": "1"}
         backend = {"base_url": model.base_url, "model": model.model}
-        specs = [
+        specs = [  # each service logs in to NATS as its own user, with only its role's rights
             (
                 "worker-openai",
                 [
@@ -186,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         services = []
         for name, cmd in specs:
-            service = Service(name, cmd, state / "logs", env)
+            service = Service(name, cmd, state / "logs", env_for(name))
             stack.callback(service.stop)
             services.append(service)
         for service in services:
@@ -195,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             "gateway",
             ["scaffolding_nats.services.gateway", "--port", str(args.gateway_port)],
             state / "logs",
-            env,
+            {**env_for("gateway"), "SCAF_API_KEYS_FILE": str(secrets / "api-keys")},
         )
         stack.callback(gateway.stop)
         url = f"http://127.0.0.1:{args.gateway_port}"
@@ -204,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print("\nanswering a first request through the gateway ...", flush=True)
         t = time.monotonic()
-        status, reply = _http("POST", f"{url}/v1/chat/completions", EXAMPLE, timeout=300)
+        status, reply = _http("POST", f"{url}/v1/chat/completions", EXAMPLE, timeout=300, key=api_key)
         if status != 200:
             print(f"request failed with HTTP {status}: {json.dumps(reply)}", flush=True)
             return 1
@@ -224,10 +265,14 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"""
 Gateway: {url}   (OpenAPI docs: {url}/docs, methods: {url}/v1/models)
+API key of the local tenant (kept in {secrets / "api-keys"}):
+
+  export SCAF_API_KEY={api_key}
+
 Try it:
 
-  curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' \\
-    -d '{json.dumps(EXAMPLE)}'
+  curl -s {url}/v1/chat/completions -H "Authorization: Bearer $SCAF_API_KEY" \\
+    -H 'Content-Type: application/json' -d '{json.dumps(EXAMPLE)}'
 
 Press Ctrl-C to stop everything.""",
             flush=True,

@@ -142,6 +142,7 @@ class JobRecord(_Message):
     job_id: str
     method: str
     state: JobState
+    owner: str | None = None  # the job's owner token (client role or gateway tenant), if any
     updated_at: float = Field(default_factory=time.time)
     result: JobResult | None = None
     error: ErrorInfo | None = None

@@ -22,6 +22,23 @@ def check_token(value: str, what: str) -> str:
     return value
 
 
+ANY = "*"
+"""A one-token wildcard, accepted where a subject is built for a permission or a subscription."""
+
+
+def _token(value: str, what: str) -> str:
+    return value if value == ANY else check_token(value, what)
+
+
+def _owned(job_id: str, owner: str | None) -> str:
+    return job_id if owner is None else f"{_token(owner, 'owner')}.{job_id}"
+
+
+def inbox_prefix(user: str) -> str:
+    """The private reply-subject prefix of a NATS user: only that user may subscribe to it."""
+    return f"_INBOX_{check_token(user, 'user')}"
+
+
 @dataclass(frozen=True)
 class Subjects:
     """All names derived from one prefix, so two deployments can share a server."""
@@ -33,14 +50,14 @@ class Subjects:
             check_token(part, "prefix part")
 
     def tasks(self, worker_tag: str) -> str:
-        return f"{self.prefix}.tasks.{check_token(worker_tag, 'worker tag')}"
+        return f"{self.prefix}.tasks.{_token(worker_tag, 'worker tag')}"
 
     def task_queue_group(self, worker_tag: str) -> str:
         return f"{self.prefix}-workers-{worker_tag}"
 
     def task_queue(self, worker_tag: str) -> str:
         """Where controllers queue a tag's tasks (stored in the tasks stream, pulled by workers)."""
-        return f"{self.prefix}.queue.{check_token(worker_tag, 'worker tag')}"
+        return f"{self.prefix}.queue.{_token(worker_tag, 'worker tag')}"
 
     @property
     def task_queue_all(self) -> str:
@@ -52,7 +69,7 @@ class Subjects:
 
     def task_consumer(self, worker_tag: str) -> str:
         """The durable pull consumer a tag's replicas share (KEDA reads its backlog)."""
-        return f"{self._name}_TASKS_{check_token(worker_tag, 'worker tag')}"
+        return f"{self._name}_TASKS_{_token(worker_tag, 'worker tag')}"
 
     def task_pull(self, worker_tag: str) -> str:
         """The JetStream API subject a worker sends its pull requests to."""
@@ -65,26 +82,49 @@ class Subjects:
     def cancel_task_all(self) -> str:
         return f"{self.prefix}.cancel.task.*"
 
-    def jobs(self, method: str) -> str:
-        return f"{self.prefix}.jobs.{check_token(method, 'method')}"
+    # A job may carry an *owner* (a NATS client role, or a gateway tenant): its subjects then
+    # end in ``<owner>`` / start with ``<owner>.``, so NATS permissions can confine a client to
+    # its own jobs' events and cancels. Jobs without an owner keep the one-token form.
+
+    def jobs(self, method: str, owner: str | None = None) -> str:
+        base = f"{self.prefix}.jobs.{_token(method, 'method')}"
+        return base if owner is None else f"{base}.{_token(owner, 'owner')}"
 
     @property
     def jobs_all(self) -> str:
-        return f"{self.prefix}.jobs.*"
+        return f"{self.prefix}.jobs.>"
 
-    def events(self, job_id: str) -> str:
-        return f"{self.prefix}.events.{job_id}"
+    def events(self, job_id: str, owner: str | None = None) -> str:
+        return f"{self.prefix}.events.{_owned(job_id, owner)}"
 
     @property
     def events_all(self) -> str:
-        return f"{self.prefix}.events.*"
+        return f"{self.prefix}.events.>"
 
-    def cancel_job(self, job_id: str) -> str:
-        return f"{self.prefix}.cancel.job.{job_id}"
+    def cancel_job(self, job_id: str, owner: str | None = None) -> str:
+        return f"{self.prefix}.cancel.job.{_owned(job_id, owner)}"
 
     @property
     def cancel_job_all(self) -> str:
-        return f"{self.prefix}.cancel.job.*"
+        return f"{self.prefix}.cancel.job.>"
+
+    def split_job_subject(self, subject: str) -> tuple[str, str | None] | None:
+        """``(method, owner)`` of a jobs subject, or None when it is not one."""
+        head = f"{self.prefix}.jobs."
+        if not subject.startswith(head):
+            return None
+        parts = subject[len(head) :].split(".")
+        if len(parts) == 1:
+            return parts[0], None
+        if len(parts) == 2:
+            return parts[0], parts[1]
+        return None
+
+    def split_cancel_job(self, subject: str) -> tuple[str, str | None]:
+        """``(job_id, owner)`` of a job-cancel subject."""
+        rest = subject[len(f"{self.prefix}.cancel.job.") :]
+        owner, _, job_id = rest.rpartition(".")
+        return job_id, owner or None
 
     @property
     def controller_methods(self) -> str:

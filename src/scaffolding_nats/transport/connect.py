@@ -1,12 +1,24 @@
-"""A NATS connection with the options every service wants."""
+"""A NATS connection with the options every service wants, and its credentials.
+
+Credentials come from the arguments or the environment: ``SCAF_NATS_USER`` and
+``SCAF_NATS_PASSWORD`` (or ``SCAF_NATS_PASSWORD_FILE``, e.g. a mounted Secret), or a
+``SCAF_NATS_CREDS`` creds file (nkeys/JWT). A user gets its private inbox prefix
+(``_INBOX_<user>``), the only reply subjects its permissions let it read. ``SCAF_NATS_TLS_CA``
+(and ``SCAF_NATS_TLS_CERT``/``SCAF_NATS_TLS_KEY`` for mutual TLS) turn TLS on.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import ssl
+from pathlib import Path
 from typing import Any
 
 import nats
 from nats.aio.client import Client
+
+from ..proto.subjects import inbox_prefix
 
 log = logging.getLogger(__name__)
 
@@ -15,10 +27,40 @@ async def _log_error(exc: Exception) -> None:
     log.warning("nats: %s", exc)
 
 
+def credentials_from_env(env: dict[str, str] | None = None) -> dict[str, Any]:
+    """nats-py connect options for the credentials and TLS settings in ``env``."""
+    e = os.environ if env is None else env
+    options: dict[str, Any] = {}
+    user = e.get("SCAF_NATS_USER")
+    if user:
+        password = e.get("SCAF_NATS_PASSWORD")
+        if not password and e.get("SCAF_NATS_PASSWORD_FILE"):
+            password = Path(e["SCAF_NATS_PASSWORD_FILE"]).read_text().strip()
+        if not password:
+            raise ValueError(f"SCAF_NATS_USER={user} but neither SCAF_NATS_PASSWORD nor SCAF_NATS_PASSWORD_FILE is set")
+        options |= {"user": user, "password": password}
+    if e.get("SCAF_NATS_CREDS"):
+        options["user_credentials"] = e["SCAF_NATS_CREDS"]
+    if e.get("SCAF_NATS_TLS_CA"):
+        context = ssl.create_default_context(cafile=e["SCAF_NATS_TLS_CA"])
+        if e.get("SCAF_NATS_TLS_CERT"):
+            context.load_cert_chain(e["SCAF_NATS_TLS_CERT"], e.get("SCAF_NATS_TLS_KEY"))
+        options["tls"] = context
+    return options
+
+
 async def connect(
     servers: str | list[str] = "nats://127.0.0.1:4222", *, name: str = "scaffolding", **options: Any
 ) -> Client:
-    """Connect with reconnects on, errors logged (a slow consumer is reported, not silent)."""
+    """Connect with reconnects on, errors logged (a slow consumer is reported, not silent),
+    and the environment's credentials unless ``user``/``password`` are given."""
+    from_env = credentials_from_env()
+    if "user" in options or "user_credentials" in options:  # given credentials win over the environment
+        from_env = {k: v for k, v in from_env.items() if k not in ("user", "password", "user_credentials")}
+    for key, value in from_env.items():
+        options.setdefault(key, value)
+    if options.get("user"):
+        options.setdefault("inbox_prefix", inbox_prefix(options["user"]))
     options.setdefault("max_reconnect_attempts", -1)
     options.setdefault("reconnect_time_wait", 0.5)
     options.setdefault("connect_timeout", 5)

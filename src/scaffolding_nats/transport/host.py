@@ -46,7 +46,13 @@ from ..proto.subjects import (
 from ..proto.tasks import StreamingGenerationTask, Task, TaskStatus
 from ..proto.version import DEFAULT_MAX_TASK_BYTES, PROTOCOL_VERSION
 from ..runtime.worker import Worker, fail
-from .jetstream import Durability, TaskQueueSettings, ensure_task_consumer, ensure_task_stream
+from .jetstream import (
+    Durability,
+    TaskQueueSettings,
+    check_task_queues,
+    provision_task_queues,
+    task_queues_missing,
+)
 from .puller import Puller, Slots
 
 log = logging.getLogger(__name__)
@@ -105,6 +111,7 @@ class WorkerHost:
         durability: Durability | None = None,
         queue: TaskQueueSettings | None = None,
         queue_stats_every: float = 2.0,
+        provision: bool = True,
     ) -> None:
         if not tags:
             raise ValueError("a WorkerHost needs at least one worker tag")
@@ -121,6 +128,7 @@ class WorkerHost:
         self.durability = durability or Durability()
         self.queue = queue or TaskQueueSettings()
         self.queue_stats_every = queue_stats_every
+        self.provision = provision  # create missing task queues (works without auth; else admin's job)
         self._progress_every = max(min_heartbeat, self.queue.ack_wait / 4)
         self._shutting_down = False
         self.stats = HostStats()
@@ -145,9 +153,12 @@ class WorkerHost:
     async def __aenter__(self) -> WorkerHost:
         js = self.nc.jetstream()
         try:
-            await ensure_task_stream(js, self.subjects, self.durability, self.queue)
-            for tag in self.tags:
-                await ensure_task_consumer(js, self.subjects, tag, self.durability, self.queue)
+            if self.provision and await task_queues_missing(js, self.subjects, self.tags):
+                try:
+                    await provision_task_queues(js, self.subjects, self.tags, self.durability, self.queue)
+                except Exception as exc:  # not the admin role: say what is missing, below
+                    log.warning("could not create the task queues (%r); only the admin role may", exc)
+            await check_task_queues(js, self.subjects, self.tags)  # NotProvisioned, naming them
         except JetStreamError as exc:
             raise ScaffoldingError(
                 f"the worker host needs JetStream for its task queues ({self.subjects.tasks_stream}): {exc!r}",

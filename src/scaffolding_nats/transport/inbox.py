@@ -62,7 +62,8 @@ class FrameQueue:
 class ReplyMux:
     def __init__(self, nc: Client) -> None:
         self.nc = nc
-        self._prefix = f"_INBOX.{secrets.token_hex(11)}"
+        # Under the connection's inbox prefix: with auth on, the user's private one.
+        self._prefix = nc.new_inbox()
         self._cut = len(self._prefix) + 1
         self._queues: dict[str, FrameQueue] = {}
         self._sub: Subscription | None = None

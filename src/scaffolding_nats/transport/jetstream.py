@@ -1,9 +1,11 @@
-"""The durable parts of the bus, declared in one place and created idempotently by whichever
-service starts first: the jobs work queue, the events log and the results bucket."""
+"""The durable parts of the bus, declared in one place: the jobs work queue and its consumer,
+the events log and the results bucket. ``provision`` creates them (idempotently) and needs
+the admin role; services only ``check`` them and fail with ``NotProvisioned`` when missing."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
@@ -20,9 +22,18 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
 
+from ..errors import ScaffoldingError
+from ..proto.errors import ErrorCode
 from ..proto.subjects import Subjects
 
 log = logging.getLogger(__name__)
+ADMIN_INIT = "python -m scaffolding_nats.services.admin init"
+
+
+class NotProvisioned(ScaffoldingError):
+    """A stream, consumer or bucket is missing: only the admin role creates them."""
+
+    code = ErrorCode.INTERNAL
 
 
 @dataclass(frozen=True)
@@ -156,3 +167,78 @@ async def ensure_task_consumer(
     except BadRequestError as exc:
         info = await js.consumer_info(subjects.tasks_stream, subjects.task_consumer(worker_tag))
         log.warning("consumer %s exists with other settings (%s); keeping them", info.name, exc.description)
+async def task_queues_missing(js: JetStreamContext, subjects: Subjects, tags: Iterable[str]) -> list[str]:
+    """The tags' consumers (``<stream>/<consumer>``) that do not exist; reading a consumer is
+    all a worker may do, and a missing stream shows as every consumer missing."""
+    stream = subjects.tasks_stream
+    return [
+        f"{stream}/{subjects.task_consumer(tag)}"
+        for tag in tags
+        if not await _exists(js.consumer_info(stream, subjects.task_consumer(tag)))
+    ]
+
+
+async def provision_task_queues(
+    js: JetStreamContext,
+    subjects: Subjects,
+    tags: Iterable[str],
+    durability: Durability | None = None,
+    settings: TaskQueueSettings | None = None,
+) -> None:
+    """Create or update the task stream and the tags' consumers (needs the admin role)."""
+    await ensure_task_stream(js, subjects, durability, settings)
+    for tag in tags:
+        await ensure_task_consumer(js, subjects, tag, durability, settings)
+
+
+async def check_task_queues(js: JetStreamContext, subjects: Subjects, tags: Iterable[str]) -> None:
+    gone = await task_queues_missing(js, subjects, tags)
+    if gone:
+        raise NotProvisioned(
+            f"JetStream task queues are not provisioned for prefix {subjects.prefix!r}: missing {', '.join(gone)}. "
+            f"Run `{ADMIN_INIT} --tags <tags>` as the NATS admin user first.",
+            details={"missing": gone, "prefix": subjects.prefix},
+        )
+
+
+async def _exists(lookup: Awaitable[object]) -> bool:
+    try:
+        await lookup
+    except (NotFoundError, BadRequestError):
+        return False
+    return True
+
+
+async def missing(js: JetStreamContext, subjects: Subjects, *, consumer: bool = True) -> list[str]:
+    """The names of the durable parts that do not exist (read-only: any role may ask)."""
+    names = [subjects.jobs_stream, subjects.events_stream, f"KV_{subjects.results_bucket}"]
+    gone = [n for n in names if not await _exists(js.stream_info(n))]
+    if not consumer or subjects.jobs_stream in gone:
+        return gone
+    if not await _exists(js.consumer_info(subjects.jobs_stream, subjects.jobs_consumer)):
+        gone.append(f"{subjects.jobs_stream}/{subjects.jobs_consumer}")
+    return gone
+
+
+async def check(js: JetStreamContext, subjects: Subjects, *, consumer: bool = True) -> None:
+    """Raise ``NotProvisioned`` (naming what is missing and the command that creates it)."""
+    gone = await missing(js, subjects, consumer=consumer)
+    if gone:
+        raise NotProvisioned(
+            f"JetStream is not provisioned for prefix {subjects.prefix!r}: missing {', '.join(gone)}. "
+            f"Run `{ADMIN_INIT}` as the NATS admin user first.",
+            details={"missing": gone, "prefix": subjects.prefix},
+        )
+
+
+async def provision(
+    js: JetStreamContext, subjects: Subjects, durability: Durability | None = None, *, tags: Iterable[str] = ()
+) -> KeyValue:
+    """Create or update every durable part (needs the admin role), with a task queue consumer
+    for each of ``tags``; returns the bucket."""
+    await ensure_streams(js, subjects, durability)
+    await provision_task_queues(js, subjects, tags, durability)
+    kv = await results_bucket(js, subjects, durability)
+    # Creates the durable, or updates it in place when it exists.
+    await js.add_consumer(subjects.jobs_stream, jobs_consumer_config(subjects, durability))
+    return kv

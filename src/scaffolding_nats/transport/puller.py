@@ -70,7 +70,7 @@ class Puller:
     ) -> None:
         self.nc, self.api_subject, self.slots = nc, api_subject, slots
         self.on_task, self.share, self.expires = on_task, share, expires
-        self._inbox = f"_INBOX.{secrets.token_hex(11)}"
+        self._inbox = nc.new_inbox()  # under the connection's (the user's private) inbox prefix
         self._cut = len(self._inbox) + 1
         self._pulls: dict[str, _Pull] = {}
         self._sub: Subscription | None = None

@@ -21,6 +21,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-job-seconds", type=float, default=float(env("SCAF_MAX_JOB_SECONDS", "900")))
     p.add_argument("--task-timeout", type=float, default=float(env("SCAF_TASK_TIMEOUT", "600")))
     p.add_argument("--prompt-template", default=env("SCAF_PROMPT_TEMPLATE", "chatml"), choices=["chatml", "plain"])
+    p.add_argument(
+        "--provision",
+        action="store_true",
+        default=env("SCAF_PROVISION", "") in ("1", "true"),
+        help="create missing streams (needs the admin role; else run `services.admin init` first)",
+    )
     args = p.parse_args(argv)
     registry = load_registry(args.methods)
 
@@ -35,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
                 max_job_seconds=args.max_job_seconds,
                 task_timeout=args.task_timeout,
                 prompt_template=args.prompt_template,
+                provision=args.provision,
             ):
                 logging.info("controller serving %d methods on %s", len(registry.names()), args.nats)
                 print("ready", flush=True)

@@ -28,7 +28,7 @@ from ...runtime.request import run_request
 from ...runtime.runner import TaskRunner
 from ...runtime.worker import Worker
 from ...transport import RemoteWorker
-from ...transport.jetstream import Durability, ensure_streams, jobs_consumer_config, results_bucket
+from ...transport.jetstream import Durability, check, missing, provision
 from .events import EventStream
 from .prompting import prompt_for
 
@@ -68,8 +68,15 @@ class ControllerService:
         durability: Durability | None = None,
         version: str = "0.1.0",
         drain_seconds: float = 30.0,
+        provision: bool = True,
+        health_interval: float = 2.0,
     ) -> None:
         self.nc = nc
+        self.provision = provision  # create missing streams (needs the admin role) or fail clearly
+        self.health_interval = health_interval
+        self.ready = False
+        self.not_ready_reason = "starting"
+        self._owners: dict[str, str | None] = {}
         self.registry = registry
         self.subjects = subjects or Subjects()
         self.max_jobs = max_jobs
@@ -90,8 +97,13 @@ class ControllerService:
 
     async def __aenter__(self) -> ControllerService:
         js = self.js = self.nc.jetstream()
-        await ensure_streams(js, self.subjects, self.durability)
-        self.kv = await results_bucket(js, self.subjects, self.durability)
+        if self.provision and await missing(js, self.subjects):
+            try:
+                await provision(js, self.subjects, self.durability)
+            except Exception as exc:  # not the admin role: say what is missing, below
+                log.warning("could not provision JetStream (%r); only the admin role may", exc)
+        await check(js, self.subjects)  # NotProvisioned, naming what is missing
+        self.kv = await js.key_value(self.subjects.results_bucket)
         async with AsyncExitStack() as stack:  # unwinds in reverse: see _drain for the order
             await self.remote.start()
             stack.push_async_callback(self.remote.stop)
@@ -119,13 +131,10 @@ class ControllerService:
             await self._service.add_endpoint(
                 name="methods", subject=self.subjects.controller_methods, handler=self._on_methods
             )
-            psub = await js.pull_subscribe(
-                self.subjects.jobs_all,
-                durable=self.subjects.jobs_consumer,
-                stream=self.subjects.jobs_stream,
-                config=jobs_consumer_config(self.subjects, self.durability),
-            )
+            psub = await js.pull_subscribe_bind(durable=self.subjects.jobs_consumer, stream=self.subjects.jobs_stream)
             self._puller = self._tg.create_task(self._pull(psub))
+            self.ready, self.not_ready_reason = True, ""
+            self._health = self._tg.create_task(self._watch_consumer())
             self._stack = stack.pop_all()
         return self
 
@@ -148,6 +157,25 @@ class ControllerService:
             if late:
                 await asyncio.wait(late)
         self._keeper.cancel()
+        self._health.cancel()
+
+    async def _watch_consumer(self) -> None:
+        """Readiness follows the jobs consumer: without it no job can reach this controller
+        (deleted by hand, or the stream lost), and the methods endpoint says so."""
+        while True:
+            await asyncio.sleep(self.health_interval)
+            try:
+                await self.js.consumer_info(self.subjects.jobs_stream, self.subjects.jobs_consumer)
+            except Exception as exc:
+                if self.ready:
+                    log.error("jobs consumer %s unavailable: %s", self.subjects.jobs_consumer, exc)
+                self.ready = False
+                self.not_ready_reason = (
+                    f"jobs consumer {self.subjects.jobs_stream}/{self.subjects.jobs_consumer} unavailable ({exc!r}); "
+                    "run `python -m scaffolding_nats.services.admin init`"
+                )
+            else:
+                self.ready, self.not_ready_reason = True, ""
 
     # -- intake ----------------------------------------------------------------------------
 
@@ -202,21 +230,29 @@ class ControllerService:
         )
         if job_id:
             method = str(codec.peek_id(raw.data or b"", "method") or "?")
-            events = EventStream(self.nc, self.subjects.events(job_id), job_id)
+            owner = _owner_of(self.subjects, raw.subject or "")
+            events = EventStream(self.nc, self.subjects.events(job_id, owner), job_id)
             events.error(error)
             events.close()
             await events.pump()
-            await self._record(JobRecord(job_id=job_id, method=method, state=JobState.FAILED, error=error))
+            await self._record(
+                JobRecord(job_id=job_id, method=method, state=JobState.FAILED, error=error, owner=owner)
+            )
         metrics.JOBS.labels("?", "abandoned").inc()
         with contextlib.suppress(Exception):
             await self.js.delete_msg(self.subjects.jobs_stream, seq)
 
     async def _on_methods(self, req: Request) -> None:
-        await req.respond(json.dumps({"methods": self.registry.names()}).encode())
+        body: dict[str, Any] = {"methods": self.registry.names(), "ready": self.ready}
+        if not self.ready:
+            body["reason"] = self.not_ready_reason
+        await req.respond(json.dumps(body).encode())
 
     async def _on_cancel(self, msg: Msg) -> None:
-        job_id = msg.subject.rsplit(".", 1)[-1]
+        job_id, owner = self.subjects.split_cancel_job(msg.subject)
         running = self._running.get(job_id)
+        if running is not None and owner is not None and self._owners.get(job_id) != owner:
+            return  # an owner may cancel only its own jobs
         if running is not None:
             if job_id not in self._cancel_requested:
                 self._cancel_requested.add(job_id)
@@ -225,9 +261,10 @@ class ControllerService:
         # Not running here: maybe still queued. A "cancelled" record, written only where no
         # record exists yet (a running job has one), makes whichever controller takes it skip it.
         error = ErrorInfo(code=ErrorCode.CANCELLED, message="job cancelled by the client before it started")
-        record = JobRecord(job_id=job_id, method="?", state=JobState.FAILED, error=error)
+        # An owner's cancel goes under its own key, so it can never pre-empt another owner's job.
+        record = JobRecord(job_id=job_id, method="?", state=JobState.FAILED, error=error, owner=owner)
         with contextlib.suppress(Exception):
-            await self.kv.create(job_id, codec.encode(record))
+            await self.kv.create(_cancel_key(job_id, owner), codec.encode(record))
 
     # -- one job ---------------------------------------------------------------------------
 
@@ -248,7 +285,8 @@ class ControllerService:
         except ProtocolError as exc:
             await self._reject(msg, exc)
             return
-        if msg.subject != self.subjects.jobs(job.method):
+        method, owner = self.subjects.split_job_subject(msg.subject) or ("", None)
+        if method != job.method:
             await self._reject(
                 msg,
                 ProtocolError(
@@ -258,9 +296,13 @@ class ControllerService:
                 ),
             )
             return
-        events = EventStream(self.nc, self.subjects.events(job.id), job.id, partials=job.stream)
-        if await self._cancelled_before_start(job):
-            events.error(ErrorInfo(code=ErrorCode.CANCELLED, message="job cancelled by the client before it started"))
+        events = EventStream(self.nc, self.subjects.events(job.id, owner), job.id, partials=job.stream)
+        if await self._cancelled_before_start(job, owner):
+            error = ErrorInfo(code=ErrorCode.CANCELLED, message="job cancelled by the client before it started")
+            if owner is not None:  # its cancel was kept under the owner's key: record it under the job's
+                await self._fail(job, events, error, owner)
+            else:
+                events.error(error)
             events.close()
             await events.pump()
             await msg.ack()
@@ -272,22 +314,26 @@ class ControllerService:
             try:
                 deliveries = msg.metadata.num_delivered if msg.metadata else 1
                 events.add(JobEventType.ACCEPTED, progress={"method": job.method, "delivery": deliveries})
-                await self._record(JobRecord(job_id=job.id, method=job.method, state=JobState.RUNNING))
+                await self._record(JobRecord(job_id=job.id, method=job.method, state=JobState.RUNNING, owner=owner))
+                self._owners[job.id] = owner
                 result = await self._execute(job, events, msg)
-                await self._record(JobRecord(job_id=job.id, method=job.method, state=JobState.SUCCEEDED, result=result))
+                await self._record(
+                    JobRecord(job_id=job.id, method=job.method, state=JobState.SUCCEEDED, result=result, owner=owner)
+                )
                 events.result(result)
                 outcome = "succeeded"
                 metrics.JOB_TOKENS.labels(job.method, "completion").inc(result.usage.completion_tokens)
                 metrics.JOB_TOKENS.labels(job.method, "prompt").inc(result.usage.prompt_tokens)
             except ScaffoldingError as exc:
                 outcome = exc.code.value
-                await self._fail(job, events, exc.to_info())
+                await self._fail(job, events, exc.to_info(), owner)
             except asyncio.CancelledError:
                 # Shutting down mid-job: hand it back at once so another replica runs it.
                 with contextlib.suppress(Exception):
                     await msg.nak()
                 raise
             finally:
+                self._owners.pop(job.id, None)
                 events.close()
                 await pump
         await msg.ack()
@@ -339,18 +385,26 @@ class ControllerService:
             self._running.pop(job.id, None)
             self._cancel_requested.discard(job.id)
 
-    async def _cancelled_before_start(self, job: Job) -> bool:
-        try:
-            entry = await self.kv.get(job.id)
-        except Exception:  # no record: the usual case
-            return False
-        if not entry.value:
-            return False
-        record = codec.decode(JobRecord, entry.value)
-        return record.state is JobState.FAILED and record.error is not None and record.error.code is ErrorCode.CANCELLED
+    async def _cancelled_before_start(self, job: Job, owner: str | None) -> bool:
+        """A cancel arrived while the job was queued: a trusted one (no owner), or its owner's."""
+        keys = [job.id] if owner is None else [job.id, _cancel_key(job.id, owner)]
+        for key in keys:
+            try:
+                entry = await self.kv.get(key)
+            except Exception:  # no record: the usual case
+                continue
+            if not entry.value:
+                continue
+            record = codec.decode(JobRecord, entry.value)
+            if record.owner not in (None, owner):
+                continue
+            error = record.error
+            if record.state is JobState.FAILED and error is not None and error.code is ErrorCode.CANCELLED:
+                return True
+        return False
 
-    async def _fail(self, job: Job, events: EventStream, error: ErrorInfo) -> None:
-        await self._record(JobRecord(job_id=job.id, method=job.method, state=JobState.FAILED, error=error))
+    async def _fail(self, job: Job, events: EventStream, error: ErrorInfo, owner: str | None = None) -> None:
+        await self._record(JobRecord(job_id=job.id, method=job.method, state=JobState.FAILED, error=error, owner=owner))
         events.error(error)
 
     async def _record(self, record: JobRecord) -> None:
@@ -364,11 +418,14 @@ class ControllerService:
         job_id = codec.peek_id(msg.data, "id")
         log.warning("rejected job %s: %s", job_id or "<no id>", exc.message)
         if job_id:
-            events = EventStream(self.nc, self.subjects.events(job_id), job_id)
+            owner = _owner_of(self.subjects, msg.subject)
+            events = EventStream(self.nc, self.subjects.events(job_id, owner), job_id)
             events.error(exc.to_info())
             events.close()
             await events.pump()
-            await self._record(JobRecord(job_id=job_id, method="?", state=JobState.FAILED, error=exc.to_info()))
+            await self._record(
+                JobRecord(job_id=job_id, method="?", state=JobState.FAILED, error=exc.to_info(), owner=owner)
+            )
         metrics.JOBS.labels("?", exc.code.value).inc()
         await msg.term()
 
@@ -378,6 +435,15 @@ def _sampling_defaults(job: Job) -> dict[str, Any]:
     if job.model is not None:
         defaults.setdefault("model", job.model)
     return defaults
+
+
+def _cancel_key(job_id: str, owner: str | None) -> str:
+    return job_id if owner is None else f"{owner}.{job_id}"
+
+
+def _owner_of(subjects: Subjects, subject: str) -> str | None:
+    split = subjects.split_job_subject(subject)
+    return split[1] if split else None
 
 
 def _max_deliveries_subject(subjects: Subjects) -> str:

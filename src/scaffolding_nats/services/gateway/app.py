@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -20,6 +20,7 @@ from ...errors import ScaffoldingError
 from ...proto.subjects import Subjects
 from ...transport import connect
 from . import jobs_api, openai_api
+from .auth import ApiKeyMiddleware, KeyStore
 from .errors import on_http_error, on_scaffolding_error, on_validation_error
 from .state import GatewayState
 
@@ -29,6 +30,8 @@ class GatewaySettings:
     nats_url: str = "nats://127.0.0.1:4222"
     prefix: str = "scaf"
     request_timeout: float = 600.0
+    api_keys: KeyStore = field(default_factory=KeyStore)  # none: every /v1 request is refused
+    allow_anonymous: bool = False  # explicitly run without keys (one tenant, no ownership)
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -53,6 +56,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan,
         description="OpenAI-compatible inference-time-compute methods, run as services on NATS.",
     )
+    app.add_middleware(ApiKeyMiddleware, keys=None if settings.allow_anonymous else settings.api_keys)
     app.include_router(openai_api.router)
     app.include_router(jobs_api.router)
     app.add_exception_handler(ScaffoldingError, on_scaffolding_error)

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from ...proto.messages import Job
 from ...proto.tasks import SamplingParams
+from .auth import tenant_of
 from .errors import error_body, error_response
 from .schemas import JobSubmission
 from .state import GatewayState
@@ -31,31 +32,45 @@ async def submit(body: JobSubmission, request: Request) -> Any:
     if body.sampling is not None:
         fields["sampling"] = SamplingParams(**body.sampling)
     job = Job(**fields)
-    await state.jobs.submit(job)
+    await state.jobs.submit(job, owner=tenant_of(request))
     return JSONResponse(
         {"id": job.id, "status_url": f"/v1/jobs/{job.id}", "events_url": f"/v1/jobs/{job.id}/events"},
         status_code=202,
     )
 
 
+def _not_found(job_id: str) -> JSONResponse:
+    return error_response(f"no job {job_id!r} (unknown, not started yet, or expired)", code="job_not_found", status=404)
+
+
+async def _own_record(request: Request, job_id: str) -> tuple[bool, Any]:
+    """``(visible, record)``: another tenant's job is as invisible as an unknown one."""
+    record = await _state(request).jobs.record(job_id)
+    if record is not None and record.owner != tenant_of(request):
+        return False, None
+    return True, record
+
+
 @router.get("/{job_id}")
 async def status(job_id: str, request: Request) -> Any:
-    record = await _state(request).jobs.record(job_id)
-    if record is None:
-        return error_response(
-            f"no job {job_id!r} (unknown, not started yet, or expired)", code="job_not_found", status=404
-        )
-    return JSONResponse(record.model_dump(mode="json"))
+    visible, record = await _own_record(request, job_id)
+    if not visible or record is None:
+        return _not_found(job_id)
+    body = record.model_dump(mode="json", exclude={"owner"})
+    return JSONResponse(body)
 
 
-@router.get("/{job_id}/events")
-async def events(job_id: str, request: Request) -> StreamingResponse:
+@router.get("/{job_id}/events", response_model=None)
+async def events(job_id: str, request: Request) -> StreamingResponse | JSONResponse:
     """Server-sent events: every event of the job from the first, then live ones."""
     state = _state(request)
+    visible, _ = await _own_record(request, job_id)
+    if not visible:
+        return _not_found(job_id)
 
     async def stream() -> AsyncIterator[bytes]:
         try:
-            async for event in state.jobs.replay(job_id, timeout=state.request_timeout):
+            async for event in state.jobs.replay(job_id, timeout=state.request_timeout, owner=tenant_of(request)):
                 data = event.model_dump_json(exclude_none=True)
                 yield f"event: {event.type.value}\nid: {event.seq}\ndata: {data}\n\n".encode()
         except Exception as exc:
@@ -67,5 +82,8 @@ async def events(job_id: str, request: Request) -> StreamingResponse:
 
 @router.delete("/{job_id}", status_code=202)
 async def cancel(job_id: str, request: Request) -> Any:
-    await _state(request).jobs.cancel(job_id)
+    visible, _ = await _own_record(request, job_id)
+    if not visible:
+        return _not_found(job_id)
+    await _state(request).jobs.cancel(job_id, owner=tenant_of(request))
     return JSONResponse({"id": job_id, "cancel_requested": True}, status_code=202)

@@ -17,6 +17,7 @@ from ...errors import DeadlineExceeded, ScaffoldingError, UnknownMethod
 from ...proto.errors import ErrorCode
 from ...proto.messages import Job, JobEvent, JobEventType, JobResult
 from ...proto.tasks import ChatMessage, SamplingParams
+from .auth import tenant_of
 from .errors import error_body, error_response, from_info
 from .schemas import ChatCompletionRequest, CompletionRequest, _OpenAIRequest
 from .state import GatewayState
@@ -97,16 +98,17 @@ class _Run:
         self.state, self.job, self.request = state, job, request
         self.timeout = timeout or state.request_timeout
         self.finished = False
+        self.owner = tenant_of(request)
 
     async def events(self) -> AsyncIterator[JobEvent]:
         try:
-            async for event in self.state.jobs.events(self.job, timeout=self.timeout):
+            async for event in self.state.jobs.events(self.job, timeout=self.timeout, owner=self.owner):
                 if event.type in (JobEventType.RESULT, JobEventType.ERROR):
                     self.finished = True
                 yield event
         finally:
             if not self.finished:  # client gone, or the gateway gave up: stop the work
-                await self.state.jobs.cancel(self.job.id)
+                await self.state.jobs.cancel(self.job.id, owner=self.owner)
 
     async def result(self) -> JobResult:
         """Wait for the result; if the client disconnects meanwhile, cancel the job."""
