@@ -33,3 +33,8 @@ TASK_QUEUE_ACK_PENDING = Gauge(
 TASKS_WAITING = Gauge(
     "scaffolding_controller_tasks_waiting", "Tasks this process sent that no worker has started yet", ["tag"]
 )
+SANDBOX_RUNS = Counter(
+    "scaffolding_sandbox_runs_total",
+    "Sandboxed program runs (python tool), by outcome: ok, exit (non-zero), or the limit that ended it",
+    ["outcome"],
+)

@@ -87,6 +87,7 @@ CASES = [
         max_tasks=2 * (2 + 1) + 1,
     ),
     Case("tool_agent", {"max_iterations": 2}, {"tool_agent"}),
+    Case("tool_agent_python", {"max_iterations": 2}, {"tool_agent"}),
 ]
 
 
@@ -152,7 +153,7 @@ def check_shape(method: str, result: JobResult, kinds: list[JobEventType]) -> No
         assert md["iterations"] >= 1 and md["nodes"] >= 2
     elif method == "tot":
         assert 1 <= md["depth"] <= 2 and md["strategy"] == "best"
-    elif method == "tool_agent":
+    elif method in ("tool_agent", "tool_agent_python"):
         assert md["turns"] >= 1 and md["stop"] in ("completed", "max_iterations")
         assert result.num_tasks == md["turns"] + md["tool_calls"]
 

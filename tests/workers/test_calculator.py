@@ -55,6 +55,9 @@ def test_arithmetic(expression: str, value: float) -> None:
         "1 +",
         "1" * 2000,
         "(" * 500 + "1" + ")" * 500,
+        "1e309",  # a literal that is already inf
+        "-1e309",
+        "1e308 * 10",
     ],
 )
 def test_refuses_anything_but_bounded_arithmetic(expression: str) -> None:
@@ -91,7 +94,7 @@ async def test_unknown_tool_is_a_typed_not_supported_failure() -> None:
     task = ToolCallTask(tool_name="shell", arguments='{"cmd": "ls"}')
     assert await ToolsWorker().run_task(task) is TaskStatus.NOT_SUPPORTED
     assert task.error is not None and task.error.code is ErrorCode.NOT_SUPPORTED
-    assert task.error.details["known"] == ["calculator"]
+    assert task.error.details["known"] == ["calculator", "python"]
 
 
 async def test_definitions_and_custom_tools() -> None:
@@ -103,7 +106,7 @@ async def test_definitions_and_custom_tools() -> None:
 
     from scaffolding_nats.proto.tasks import ToolDefinition
 
-    worker = ToolsWorker([CALCULATOR, Tool(ToolDefinition(name="shout"), shout)])
+    worker = ToolsWorker([CALCULATOR, Tool(ToolDefinition(name="shout"), shout)], python=False)
     worker.add_tool(Tool(ToolDefinition(name="broken"), broken))
     assert [d.name for d in worker.definitions()] == ["calculator", "shout", "broken"]
     assert worker.definitions()[0].parameters["required"] == ["expression"]

@@ -130,6 +130,22 @@ EXAMPLE = {
 }
 
 
+def _tools_args() -> dict[str, object]:
+    """The python tool needs the bwrap sandbox; where it cannot run here (no unprivileged user
+    namespaces), the local stack serves the other tools and says why, instead of failing."""
+    import asyncio
+
+    from ..workers.errors import SandboxUnavailable
+    from ..workers.tools.sandbox import Sandbox
+
+    try:
+        asyncio.run(Sandbox().check())
+    except SandboxUnavailable as exc:
+        print(f"note: the python tool is off on this machine: {exc.message}", flush=True)
+        return {"python": False}
+    return {}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -219,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
                     "tools",
                     "--tags",
                     "tool_call",
+                    "--worker-args",
+                    json.dumps(_tools_args()),
                     "--name",
                     "worker-tools",
                 ],

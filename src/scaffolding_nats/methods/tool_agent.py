@@ -1,12 +1,17 @@
 """A tool-using agent loop: chat with tools; when the assistant asks for tool calls, run them
 all at once (tag "tool_call"), append the results as tool messages and ask again, up to
-``max_iterations`` model turns. The final assistant text is the output."""
+``max_iterations`` model turns. The final assistant text is the output.
+
+With ``discover_tools`` the agent first asks the tools worker for its definitions (the reserved
+tool name ``tools/list``), so tools the worker bridges from MCP servers are offered without
+repeating their schemas in the method config; a list of names keeps only those."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from ..proto.tasks import ChatMessage, ChatTask, GenerationTask, Task, ToolCallTask, ToolDefinition
+from ..proto.tasks import LIST_TOOLS, ChatMessage, ChatTask, GenerationTask, Task, ToolCallTask, ToolDefinition
 from ..runtime.context import emit_progress
 from ..runtime.controller import ControllerGen, Output
 from ._common import (
@@ -36,6 +41,17 @@ def tool_message(call: ToolCallTask) -> ChatMessage:
     return ChatMessage(role="tool", content=content, tool_call_id=call.call_id, name=call.tool_name)
 
 
+def _listed_tools(listing: ToolCallTask) -> list[ToolDefinition] | None:
+    """The definitions a ``tools/list`` call returned; ``None`` if it failed or is unreadable."""
+    if not listing.ok or listing.is_error or listing.result is None:
+        return None
+    try:
+        items = json.loads(listing.result)
+        return [ToolDefinition.model_validate(item) for item in items]
+    except (ValueError, TypeError):
+        return None
+
+
 class ToolAgentController(MethodController):
     """Chat with tools: assistant tool calls become tool-call tasks, run concurrently, whose
     results go back as tool messages, until the model answers or ``max_iterations``."""
@@ -52,6 +68,7 @@ class ToolAgentController(MethodController):
         tool_choice: str | None = None,
         chat_tag: str | None = None,
         tool_tag: str = "tool_call",
+        discover_tools: bool | list[str] = False,
         extractor: str | Extractor | None = None,
         name: str | None = None,
         **sampling: Any,
@@ -64,6 +81,13 @@ class ToolAgentController(MethodController):
             ]
         except ValueError as exc:
             raise ParamError("tools", str(exc)) from None
+        require(
+            isinstance(discover_tools, bool)
+            or (isinstance(discover_tools, list) and all(isinstance(n, str) for n in discover_tools)),
+            "discover_tools",
+            "must be true, false or a list of tool names",
+        )
+        self.discover_tools = discover_tools
         self.max_iterations = max_iterations
         self.system_prompt = system_prompt
         self.tool_choice = tool_choice
@@ -86,12 +110,23 @@ class ToolAgentController(MethodController):
         if self.system_prompt and not any(m.role == "system" for m in messages):
             messages.insert(0, ChatMessage(role="system", content=self.system_prompt))
         self.messages, self._output = messages, None
+        tools = list(self.tools)
+        if self.discover_tools:
+            listing = ToolCallTask(tool_name=LIST_TOOLS, worker_tag=self.tool_tag)
+            yield [listing]
+            found = _listed_tools(listing)
+            if found is None:
+                fail_all(tasks, "could not list the tools of the tools worker", cause=listing)
+                return
+            wanted = self.discover_tools if isinstance(self.discover_tools, list) else None
+            known = {t.name for t in tools}
+            tools += [t for t in found if t.name not in known and (wanted is None or t.name in wanted)]
         tool_calls = 0
         stop = "completed"
         last: ChatTask | None = None
         turns = 0
         for turn in range(self.max_iterations):
-            chat = ChatTask(messages=list(messages), tools=self.tools or None, tool_choice=self.tool_choice)
+            chat = ChatTask(messages=list(messages), tools=tools or None, tool_choice=self.tool_choice)
             fill_unset(chat, {k: getattr(caller, k, None) for k in SAMPLING_FIELDS})
             fill_unset(chat, self.sampling)
             if self.chat_tag is not None:

@@ -328,6 +328,12 @@ class ToolCallTask(Task):
     latency_s: float | None = None
 
 
+LIST_TOOLS = "tools/list"
+"""A reserved ``tool_name``: a tools worker answers it with its tool definitions, a JSON array of
+``ToolDefinition`` objects in ``result``. That is how an agent learns the tools of a worker it
+did not configure (e.g. those bridged from MCP servers)."""
+
+
 TASK_TYPES: dict[str, type[Task]] = {
     cls.kind: cls for cls in (GenerationTask, StreamingGenerationTask, ChatTask, RewardTask, ToolCallTask)
 }

@@ -16,3 +16,10 @@ class NotSupported(ScaffoldingError):
     """A task asks for something this worker or its backend cannot do."""
 
     code = ErrorCode.NOT_SUPPORTED
+
+
+class SandboxUnavailable(ScaffoldingError):
+    """The code sandbox cannot run on this machine; raised at start-up so that a tools worker
+    refuses to serve instead of running model-written code unsandboxed."""
+
+    code = ErrorCode.NOT_SUPPORTED

@@ -1,18 +1,28 @@
-"""A worker that runs tools by name for agent methods; ships a safe calculator."""
+"""A worker that runs tools by name for agent methods: a safe calculator, a ``python`` tool
+that runs code in a bubblewrap sandbox, and the tools of configured MCP servers."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Iterable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .._compat import timeout as deadline
-from ..proto.tasks import ToolCallTask, ToolDefinition
+from ..proto.tasks import LIST_TOOLS, ToolCallTask, ToolDefinition
 from ..runtime.worker import Worker, handles
 from .errors import NotSupported
 from .tools import CALCULATOR, Tool, ToolInputError, ToolResult
+from .tools.python_tool import python_tool
+from .tools.sandbox import Sandbox
+
+if TYPE_CHECKING:
+    from .tools.mcp_bridge import McpBridge
+
+MCP_CONFIG_ENV = "SCAF_MCP_CONFIG"
 
 
 def parse_arguments(raw: str) -> dict[str, Any]:
@@ -38,12 +48,53 @@ class ToolsWorker(Worker):
     ``call_timeout`` seconds.
     """
 
-    def __init__(self, tools: Iterable[Tool] | None = None, *, call_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        tools: Iterable[Tool] | None = None,
+        *,
+        call_timeout: float = 30.0,
+        python: bool = True,
+        sandbox: Sandbox | dict[str, Any] | None = None,
+        mcp_config: str | dict[str, Any] | None = None,
+    ) -> None:
+        """``tools``: the built-in tools (default: the calculator); ``python``: also offer the
+        sandboxed ``python`` tool (``sandbox``: a ``Sandbox`` or its limits and options);
+        ``mcp_config``: a YAML/JSON file or dict of MCP servers (default: ``$SCAF_MCP_CONFIG``)."""
         super().__init__()
         self.tools: dict[str, Tool] = {}
         self.call_timeout = call_timeout
         for tool in (CALCULATOR,) if tools is None else tools:
             self.add_tool(tool)
+        self.sandbox: Sandbox | None = None
+        if python:
+            self.sandbox = sandbox if isinstance(sandbox, Sandbox) else Sandbox.from_config(sandbox or {})
+            self.add_tool(python_tool(self.sandbox))
+        self.mcp: McpBridge | None = None
+        self._mcp_source = mcp_config if mcp_config is not None else os.environ.get(MCP_CONFIG_ENV) or None
+
+    async def start(self) -> None:
+        """Refuse to serve without a working sandbox; connect the MCP servers."""
+        if self.sandbox is not None:
+            await self.sandbox.check()
+        source = self._mcp_source
+        if source is not None:
+            from .tools.mcp_bridge import McpBridge, load_config
+
+            config = await asyncio.to_thread(load_config, source if isinstance(source, dict) else Path(source))
+            self.mcp = McpBridge(config)
+            await self.mcp.start()
+            try:
+                for tool in self.mcp.tools():
+                    if tool.name in self.tools:
+                        raise ValueError(f"MCP tool {tool.name!r} clashes with a tool of that name; set a prefix")
+                    self.add_tool(tool)
+            except BaseException:
+                await self.mcp.stop()
+                raise
+
+    async def stop(self) -> None:
+        if self.mcp is not None:
+            await self.mcp.stop()
 
     def add_tool(self, tool: Tool) -> None:
         self.tools[tool.name] = tool
@@ -53,6 +104,9 @@ class ToolsWorker(Worker):
         return [tool.definition for tool in self.tools.values()]
 
     async def call(self, name: str, arguments: str) -> ToolResult:
+        if name == LIST_TOOLS:
+            listed = json.dumps([d.model_dump() for d in self.definitions()])
+            return ToolResult(result=listed, stdout=listed)
         tool = self.tools.get(name)
         if tool is None:
             raise NotSupported(

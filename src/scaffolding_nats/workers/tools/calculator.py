@@ -76,7 +76,7 @@ def _eval(node: ast.AST) -> Number:
     if isinstance(node, ast.Constant):
         if isinstance(node.value, bool) or not isinstance(node.value, int | float):
             raise ToolInputError(f"only numbers are allowed, not {node.value!r}")
-        return node.value
+        return _check_size(node.value)  # a literal like 1e309 is already inf
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _check_size(_UNARY[type(node.op)](_eval(node.operand)))
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
