@@ -13,7 +13,9 @@ from scaffolding_nats.devstack import NatsServer
 
 @pytest.fixture(scope="session")
 def nats_server() -> Iterator[NatsServer]:
-    with NatsServer(jetstream=True) as server:
+    # Every test gets its own prefix, so its own streams; each events stream reserves 1 GiB of
+    # max_bytes. Reservations are bookkeeping (the data is tiny): allow a whole session's worth.
+    with NatsServer(jetstream=True, max_file_store=1 << 40) as server:
         yield server
 
 

@@ -1,15 +1,9 @@
-"""Python 3.10 support: TaskGroup, timeout and ExceptionGroup arrived in 3.11."""
+"""One import point for asyncio's TaskGroup and timeout and the builtin BaseExceptionGroup
+(the project requires Python >= 3.11, where all three exist)."""
 
-import sys
+import builtins
+from asyncio import TaskGroup, timeout
 
-if sys.version_info >= (3, 11):
-    import builtins
-    from asyncio import TaskGroup, timeout
-
-    BaseExceptionGroup = builtins.BaseExceptionGroup
-else:  # pragma: no cover - exercised only on 3.10
-    from async_timeout import timeout
-    from exceptiongroup import BaseExceptionGroup
-    from taskgroup import TaskGroup
+BaseExceptionGroup = builtins.BaseExceptionGroup
 
 __all__ = ["BaseExceptionGroup", "TaskGroup", "timeout"]

@@ -20,16 +20,12 @@ from nats.js.errors import NotFoundError
 
 from .errors import DeadlineExceeded, ProtocolError, ScaffoldingError
 from .proto import codec
-from .proto.errors import ErrorCode
+from .proto.errors import ErrorCode, NoController
 from .proto.messages import Job, JobEvent, JobEventType, JobRecord, JobResult
 from .proto.subjects import HEADER_MSG_ID, Subjects
 from .telemetry import inject_headers
 
 _TERMINAL = (JobEventType.RESULT, JobEventType.ERROR)
-
-
-class NoController(ScaffoldingError):
-    code = ErrorCode.NO_CONTROLLER
 
 
 class JobClient:
@@ -49,7 +45,15 @@ class JobClient:
     async def submit(self, job: Job, *, owner: str | None = None) -> None:
         """Store the job durably (de-duplicated by its id for two minutes)."""
         headers = inject_headers({HEADER_MSG_ID: job.id}) or {}
-        await self.js.publish(self.subjects.jobs(job.method, self._owner(owner)), codec.encode(job), headers=headers)
+        data = codec.encode(job)
+        limit = self.nc.max_payload
+        if limit and len(data) > limit:
+            raise ProtocolError(
+                f"job of {len(data)} bytes exceeds the server's max_payload of {limit}",
+                code=ErrorCode.PAYLOAD_TOO_LARGE,
+                details={"size": len(data), "limit": limit},
+            )
+        await self.js.publish(self.subjects.jobs(job.method, self._owner(owner)), data, headers=headers)
 
     async def events(
         self,
@@ -122,6 +126,9 @@ class JobClient:
         return codec.decode(JobRecord, entry.value) if entry.value else None
 
     async def cancel(self, job_id: str, *, owner: str | None = None) -> None:
+        """Stop a running job, or a queued one even while no controller runs: the cancel is
+        kept (stream ``<NAME>_CANCELS``), and whichever controller takes the job later looks
+        for it there before running it."""
         await self.nc.publish(self.subjects.cancel_job(job_id, self._owner(owner)), b"")
 
     async def methods(self, *, timeout: float = 1.0) -> list[str]:
@@ -129,7 +136,7 @@ class JobClient:
         answers cannot take jobs (its jobs consumer is gone)."""
         try:
             msg = await self.nc.request(self.subjects.controller_methods, b"", timeout=timeout)
-        except (NoRespondersError, NatsTimeout, asyncio.TimeoutError):
+        except (TimeoutError, NoRespondersError, NatsTimeout):
             raise NoController("no controller service is answering on this NATS deployment") from None
         body = json.loads(msg.data)
         if body.get("ready") is False:
@@ -149,7 +156,7 @@ async def _read(
             raise DeadlineExceeded(f"job {job_id} gave no result within {timeout}s", details={"job_id": job_id})
         try:
             msg = await asyncio.wait_for(queue.get(), wait)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise DeadlineExceeded(
                 f"job {job_id} sent no event within {wait:.1f}s", details={"job_id": job_id}
             ) from None

@@ -29,9 +29,10 @@ async def test_token_budget_stops_a_long_chain_of_thought(stack: Stack) -> None:
     assert result.stop_reason == "budget_tokens"
     assert result.metadata["budget"]["budget"] == "tokens"
     assert result.text.strip()
-    # Checked before each yield: the last chunk may overrun the cap by about one chunk.
-    assert 48 <= result.usage.completion_tokens <= 48 + 2 * 16
-    assert {"dynasor", "probe"} <= set(result.usage_by_controller)
+    # A hard cap: the stream reserved the whole budget at dispatch, so the first probe that
+    # would overrun it is refused and the job ends with the text so far.
+    assert 0 < result.usage.completion_tokens <= 48
+    assert "dynasor" in result.usage_by_controller  # probes are refused once the chain holds the budget
 
 
 async def test_task_budget_returns_the_unscored_best_of_n(stack: Stack) -> None:

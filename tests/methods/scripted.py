@@ -156,9 +156,14 @@ class ScriptedWorker(Worker):
         if isinstance(out, Exception):
             raise out
         msg = out if isinstance(out, ChatMessage) else ChatMessage(role="assistant", content=out)
+        finish = "tool_calls" if msg.tool_calls else "stop"
+        toks = tokens(msg.content or "")
+        if task.max_tokens is not None and len(toks) > task.max_tokens:  # a backend honours max_tokens
+            msg = ChatMessage(role="assistant", content="".join(toks[: task.max_tokens]))
+            finish = "length"
         task.output_message = msg
         task.output_str = msg.content
-        task.finish_reason = "tool_calls" if msg.tool_calls else "stop"
+        task.finish_reason = finish
         task.usage = Usage(prompt_tokens=len(task.messages), completion_tokens=len(tokens(msg.content or "")))
 
     @handles(ToolCallTask)

@@ -54,6 +54,7 @@ class NatsServer:
         jetstream: bool = True,
         store_dir: str | os.PathLike[str] | None = None,
         max_payload: int | None = None,
+        max_file_store: int | None = None,
         startup_timeout: float = 10.0,
         auth: bool = True,
         deployment: Deployment | None = None,
@@ -79,6 +80,7 @@ class NatsServer:
             store_dir = self._tmp.name
         self.store_dir = str(store_dir) if store_dir is not None else None
         self.max_payload = max_payload
+        self.max_file_store = max_file_store
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -121,6 +123,7 @@ class NatsServer:
             port=self.port,
             store_dir=self.store_dir if self.jetstream else None,
             max_payload=self.max_payload,
+            max_file_store=self.max_file_store,
             tls=self.tls,
             auth=self.auth,
             extra=self.extra_config,

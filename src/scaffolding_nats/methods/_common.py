@@ -163,8 +163,7 @@ def isolated_clones(controller: Controller, n: int) -> list[Controller]:
 def best_partial(controller: Controller) -> Any:
     """A sub-controller's own best answer so far, when it offers one."""
     inner = controller.inner if isinstance(controller, Isolated) else controller
-    best = getattr(inner, "best_so_far", None)
-    return best() if callable(best) else None
+    return inner.best_so_far()
 
 
 def fan_out(controller: Controller, tasks: Sequence[Task], kwargs: dict[str, Any] | None = None) -> ParallelProcess:

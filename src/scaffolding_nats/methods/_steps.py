@@ -11,6 +11,7 @@ from ..proto.tasks import GenerationTask, Task
 from ..runtime.controller import Controller, ControllerGen, ParallelProcess
 from ._common import MethodController, branch_seed, derive_generation, fan_out, text_of
 from .answers import Extractor, extract_boxed, get_extractor
+from .reward import RewardScorer, scores_of
 
 STEP_SEPARATOR = "\n\n"
 DEFAULT_STEP_STOP = ("\n\n",)
@@ -42,11 +43,10 @@ def score(reward: Controller, prompt: str, chains: Sequence[Sequence[str]]) -> C
     probes = [GenerationTask(input_str=prompt, output_str=join_steps(c)) for c in chains]
     scorer = reward.clone()
     kwargs: dict[str, Any] = {"prompt": prompt}
-    if getattr(scorer, "step_splitter", None) is not None:
+    if isinstance(scorer, RewardScorer) and scorer.step_splitter is not None:
         kwargs["steps"] = [list(c) for c in chains]
     yield ParallelProcess([scorer], [list(probes)], [kwargs])
-    scores: list[float] | None = getattr(scorer, "scores", None)
-    return scores
+    return scores_of(scorer)
 
 
 class StepSearch(MethodController):

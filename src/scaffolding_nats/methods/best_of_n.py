@@ -9,7 +9,7 @@ from ..runtime.controller import Controller, ControllerGen, Output, ParallelProc
 from ._common import SamplingMethod, best_partial, fail_all, prompt_of, set_method_result, text_of
 from .answers import Extractor
 from .native import NativeGenerationController
-from .reward import OutcomeRewardController
+from .reward import OutcomeRewardController, scores_of
 
 
 class BestOfNController(SamplingMethod):
@@ -42,7 +42,7 @@ class BestOfNController(SamplingMethod):
             return
         reward = self.reward_controller.clone()
         yield ParallelProcess([reward], [[self._samples[i] for i in ok]], [{"prompt": prompt_of(caller)}])
-        scores: list[float] | None = getattr(reward, "scores", None)
+        scores = scores_of(reward)
         all_scores: list[float | None] = [None] * self.sample_num
         if scores is not None:
             for i, s in zip(ok, scores, strict=False):

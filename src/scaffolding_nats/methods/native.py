@@ -3,9 +3,9 @@ caller's tasks. Every other method uses them as the leaves of its tree."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from ..proto.tasks import ChatMessage, ChatTask, GenerationTask, StreamingGenerationTask, Task
+from ..proto.tasks import ChatMessage, ChatTask, GenerationTask, StreamingGenerationTask, Task, ToolDefinition
 from ..runtime.context import emit_partial
 from ..runtime.controller import Controller, ControllerGen, Output
 from ._common import SAMPLING_FIELDS, fill_unset, prompt_of, require, validate_sampling
@@ -95,15 +95,29 @@ class NativeChatController(Controller):
 
     name = "chat"
 
-    def __init__(self, *, worker_tag: str | None = None, name: str | None = None, **sampling: Any) -> None:
+    def __init__(
+        self,
+        *,
+        tools: list[ToolDefinition] | None = None,
+        tool_choice: Literal["none", "auto", "required"] | None = None,
+        worker_tag: str | None = None,
+        name: str | None = None,
+        **sampling: Any,
+    ) -> None:
+        """``tools``: offered to the model; its tool calls are returned to the caller to run
+        (OpenAI semantics; ``tool_agent`` runs them on the bus instead)."""
         super().__init__()
+        self.tools = tools
+        self.tool_choice = tool_choice
         self.worker_tag = worker_tag
         self.sampling = validate_sampling(sampling)
         if name is not None:
             self.name = name
 
     def generate(self, prompt: Any, **kwargs: Any) -> ControllerGen:
-        task = ChatTask(messages=as_messages(prompt), **validate_sampling(kwargs))
+        task = ChatTask(
+            messages=as_messages(prompt), tools=self.tools, tool_choice=self.tool_choice, **validate_sampling(kwargs)
+        )
         yield from self.process([task])
         task.raise_for_status()
         return Output.from_task(task)

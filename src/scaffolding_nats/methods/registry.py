@@ -87,6 +87,34 @@ def _builtin_kinds() -> dict[str, MethodKind]:
     }
 
 
+DEFAULT_LIMITS: dict[str, int] = {
+    "sample_num": 64,
+    "num_traces": 64,
+    "warmup_traces": 64,
+    "beam_width": 16,
+    "expansions_per_beam": 16,
+    "max_steps": 64,
+    "max_depth": 32,
+    "max_iterations": 64,
+    "num_thoughts_per_step": 16,
+    "branch_factor": 16,
+    "vote_samples": 16,
+    "certainty_threshold": 64,
+}
+"""Upper bounds on every fan-out parameter, at any depth of a method tree: one request must not
+be able to launch unbounded work (the controller's ``--param-limit NAME=N`` changes them)."""
+
+
+def parse_limits(text: str | None) -> dict[str, int]:
+    """``"sample_num=128,beam_width=32"`` over the defaults."""
+    limits = dict(DEFAULT_LIMITS)
+    for item in (text or "").split(","):
+        if item.strip():
+            name, _, value = item.partition("=")
+            limits[name.strip()] = int(value)
+    return limits
+
+
 @cache
 def _adapter(hint: Any) -> TypeAdapter[Any]:
     return TypeAdapter(hint, config=ConfigDict(arbitrary_types_allowed=True))
@@ -102,9 +130,12 @@ def _hints(cls: type) -> dict[str, Any]:
 class MethodRegistry:
     """Named method configs over a table of method kinds."""
 
-    def __init__(self, kinds: Mapping[str, MethodKind] | None = None) -> None:
+    def __init__(
+        self, kinds: Mapping[str, MethodKind] | None = None, *, limits: Mapping[str, int] | None = None
+    ) -> None:
         self.kinds: dict[str, MethodKind] = dict(kinds if kinds is not None else _builtin_kinds())
         self.configs: dict[str, dict[str, Any]] = {}
+        self.limits: dict[str, int] = dict(DEFAULT_LIMITS if limits is None else limits)
 
     # -- registration ----------------------------------------------------------------------
 
@@ -194,11 +225,14 @@ class MethodRegistry:
                 raise MethodConfigError(f"{path}{key}", f"unknown parameter of {kind.cls.__name__}")
             if key in hints:
                 try:
-                    value = _adapter(hints[key]).validate_python(value)
+                    value = _adapter(hints[key]).validate_python(value, strict=True)
                 except ValidationError as exc:
                     raise MethodConfigError(
                         f"{path}{key}", exc.errors()[0].get("msg", "invalid value")
                     ) from None
+            limit = self.limits.get(key)
+            if limit is not None and isinstance(value, int) and value > limit:
+                raise MethodConfigError(f"{path}{key}", f"at most {limit} on this deployment (got {value})")
             kwargs[key] = value
         try:
             return kind.cls(**kwargs)
@@ -259,9 +293,11 @@ def load_configs(data: Any, registry: MethodRegistry) -> MethodRegistry:
     return registry
 
 
-def load_registry(path: str | Path | None = None, *, include_defaults: bool = True) -> MethodRegistry:
+def load_registry(
+    path: str | Path | None = None, *, include_defaults: bool = True, limits: Mapping[str, int] | None = None
+) -> MethodRegistry:
     """The default methods, plus (or only, with ``include_defaults=False``) those of ``path``."""
-    registry = MethodRegistry()
+    registry = MethodRegistry(limits=limits)
     sources = ([DEFAULT_CONFIG] if include_defaults or path is None else []) + ([Path(path)] if path else [])
     for source in sources:
         load_configs(parse_config_text(source.read_text(encoding="utf-8"), str(source)), registry)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from ..proto.tasks import RewardTask, Task
 from ..runtime.controller import Controller, ControllerGen
@@ -49,6 +49,20 @@ def _prod(scores: Sequence[float]) -> float:
     return out
 
 
+@runtime_checkable
+class RewardScorer(Protocol):
+    """What a reward slot offers once its ``process`` has run: ``scores``, one per candidate
+    (``None`` when scoring failed), and the ``step_splitter`` of process-reward scorers."""
+
+    scores: list[float] | None
+    step_splitter: StepSplitter | None
+
+
+def scores_of(controller: Controller) -> list[float] | None:
+    """The scores a reward sub-controller left; ``None`` if it failed or is not a scorer."""
+    return controller.scores if isinstance(controller, RewardScorer) else None
+
+
 class _RewardBase(Controller):
     """Common shape: ``process(tasks)`` scores the texts of ``tasks`` (generation results) and
     leaves ``self.scores`` (one per task, ``None`` if scoring failed) and ``self.task``."""
@@ -62,6 +76,7 @@ class _RewardBase(Controller):
         self.model = model
         self.worker_tag = worker_tag
         self.scores: list[float] | None = None
+        self.step_splitter: StepSplitter | None = None
         self.task: RewardTask | None = None
         if name is not None:
             self.name = name
@@ -124,7 +139,8 @@ class ProcessRewardController(_RewardBase):
         if not tasks:
             self.scores = []
             return
-        all_steps = steps if steps is not None else [self.step_splitter(text_of(t)) for t in tasks]
+        split = self.step_splitter or split_steps
+        all_steps = steps if steps is not None else [split(text_of(t)) for t in tasks]
         reward = RewardTask(
             mode="process",
             prompt=prompt if prompt is not None else prompt_of(tasks[0]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 
 import msgpack
@@ -12,13 +13,88 @@ from .version import SUPPORTED_VERSIONS
 
 M = TypeVar("M", bound=BaseModel)
 
+MAX_DEPTH = 64
+"""How deeply maps and arrays may nest in a message (parameters, tool schemas, metadata)."""
+
+_SCALARS = (str, int, float, bool, type(None))
+
 
 def pack(obj: dict[str, Any]) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
 def encode(message: BaseModel) -> bytes:
-    return pack(message.model_dump(mode="json", exclude_none=True))
+    """MessagePack of a model; a value the wire cannot carry (an integer beyond 64 bits, nesting
+    too deep to serialise) is an ``invalid`` error, not a crash."""
+    try:
+        return pack(message.model_dump(mode="json", exclude_none=True))
+    except (OverflowError, TypeError, ValueError, RecursionError) as exc:
+        raise ProtocolError(
+            f"{type(message).__name__} cannot be encoded: {type(exc).__name__}: {exc}"[:500],
+            code=ErrorCode.INVALID,
+            details={"message_type": type(message).__name__},
+        ) from None
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+def _plain(node: Any, depth: int, max_depth: int) -> bool:
+    """The fast path (every message, so no paths are built): True when ``node`` is plain."""
+    if depth > max_depth:
+        return False
+    kind = type(node)
+    if kind is dict:
+        for key, value in node.items():
+            if type(key) is not str or (type(value) not in _PLAIN and not _plain(value, depth + 1, max_depth)):
+                return False
+        return True
+    if kind is list:
+        return all(type(v) in _PLAIN or _plain(v, depth + 1, max_depth) for v in node)
+    return kind in _PLAIN
+
+
+def check_plain(obj: Any, *, max_depth: int = MAX_DEPTH) -> None:
+    """Only what JSON can say crosses the bus: maps with string keys, arrays, text (``str``,
+    never ``bin``), numbers, booleans and nil, nested at most ``max_depth`` deep. MessagePack
+    extension types (e.g. Timestamp) and binary are ``invalid``."""
+    if _plain(obj, 0, max_depth):
+        return
+    _explain(obj, max_depth)
+
+
+def _explain(obj: Any, max_depth: int) -> None:
+    """The slow path: find the first offending value and raise naming its path."""
+    stack: list[tuple[Any, int, str]] = [(obj, 0, "")]
+    while stack:
+        node, depth, path = stack.pop()
+        if depth > max_depth:
+            raise ProtocolError(
+                f"{path or '<root>'}: nested deeper than {max_depth} levels",
+                code=ErrorCode.INVALID,
+                details={"path": path, "max_depth": max_depth},
+            )
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if type(key) is not str:
+                    raise _not_plain(f"{path}[{key!r}]", key, "map key")
+                if not isinstance(value, _SCALARS):
+                    stack.append((value, depth + 1, f"{path}.{key}" if path else key))
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                if not isinstance(value, _SCALARS):
+                    stack.append((value, depth + 1, f"{path}[{i}]"))
+        elif not isinstance(node, _SCALARS):
+            raise _not_plain(path, node, "value")
+
+
+def _not_plain(path: str, value: Any, what: str) -> ProtocolError:
+    kind = "bin" if isinstance(value, bytes | bytearray) else type(value).__name__
+    return ProtocolError(
+        f"{path or '<root>'}: a MessagePack {kind} {what} is not allowed (text is str, never bin; no extension types)",
+        code=ErrorCode.INVALID,
+        details={"errors": [{"path": path, "error": f"{kind} is not allowed"}]},
+    )
 
 
 def unpack_map(data: bytes, *, max_bytes: int | None = None) -> dict[str, Any]:
@@ -36,12 +112,16 @@ def unpack_map(data: bytes, *, max_bytes: int | None = None) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise ProtocolError(f"expected a MessagePack map, got {type(obj).__name__}", code=ErrorCode.MALFORMED)
     version = obj.get("v")
-    if version not in SUPPORTED_VERSIONS:
+    if type(version) is not int or version not in SUPPORTED_VERSIONS:
         raise ProtocolError(
             f"protocol version {version!r} is not supported (supported: {sorted(SUPPORTED_VERSIONS)})",
             code=ErrorCode.UNSUPPORTED_VERSION,
-            details={"version": version, "supported": sorted(SUPPORTED_VERSIONS)},
+            details={
+                "version": version if isinstance(version, int | float | str | None) else repr(version)[:64],
+                "supported": sorted(SUPPORTED_VERSIONS),
+            },
         )
+    check_plain(obj)
     return obj
 
 
@@ -54,9 +134,15 @@ def peek_id(data: bytes, *path: str) -> str | None:
             obj = obj.get(key) if isinstance(obj, dict) else None
     except Exception:
         return None
-    if isinstance(obj, str) and 0 < len(obj) <= 128 and obj.replace("-", "").replace("_", "").isalnum():
-        return obj
-    return None
+    return obj if is_id(obj) else None
+
+
+_ID = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
+
+
+def is_id(value: Any) -> bool:
+    """A job or task id: usable as one subject token (no dots, wildcards or spaces)."""
+    return isinstance(value, str) and _ID.match(value) is not None
 
 
 def validate(model: type[M], obj: dict[str, Any]) -> M:

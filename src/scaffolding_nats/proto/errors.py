@@ -1,8 +1,10 @@
-"""Error codes, the error object carried by task replies and job events, and the one
-exception hierarchy (each exception carries its wire ``ErrorCode``)."""
+"""Error codes, the error object carried by task replies and job events, the one
+exception hierarchy (each exception carries its wire ``ErrorCode``), and ``ERRORS``: the one
+table from which every code's exception class, task status, HTTP status and retry policy derive."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -31,15 +33,25 @@ class ErrorCode(str, Enum):
     INTERNAL = "internal"
 
 
-RETRYABLE_CODES = frozenset({ErrorCode.NO_WORKER, ErrorCode.AT_CAPACITY, ErrorCode.TIMEOUT, ErrorCode.BACKEND_ERROR})
+class TaskStatus(str, Enum):
+    """How a task ended (``pending`` until it has). Defined here so that the error table can
+    name the status each code gives a task; ``proto.tasks`` re-exports it."""
+
+    PENDING = "pending"
+    SUCCESS = "success"
+    NOT_SUPPORTED = "not_supported"
+    WORKER_ERROR = "worker_error"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
 
 
 class ErrorInfo(BaseModel):
     """A typed error: what went wrong, whether trying again may help, and data to act on."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    code: ErrorCode
+    code: ErrorCode = Field(strict=False)
     message: str
     retryable: bool = False
     details: dict[str, Any] = Field(default_factory=dict)
@@ -62,7 +74,7 @@ class ScaffoldingError(Exception):
         self.message = message
         if code is not None:
             self.code = code
-        self.retryable = self.code in RETRYABLE_CODES if retryable is None else retryable
+        self.retryable = ERRORS[self.code].retryable if retryable is None else retryable
         self.details = details or {}
 
     def to_info(self) -> ErrorInfo:
@@ -70,8 +82,7 @@ class ScaffoldingError(Exception):
 
     @classmethod
     def from_info(cls, info: ErrorInfo) -> ScaffoldingError:
-        exc_cls = _BY_CODE.get(info.code, ScaffoldingError)
-        return exc_cls(info.message, code=info.code, retryable=info.retryable, details=info.details)
+        return ERRORS[info.code].exception(info.message, code=info.code, retryable=info.retryable, details=info.details)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={self.code.value!r}, message={self.message!r})"
@@ -113,16 +124,55 @@ class ControllerError(ScaffoldingError):
     code = ErrorCode.CONTROLLER_ERROR
 
 
-_BY_CODE: dict[ErrorCode, type[ScaffoldingError]] = {
-    ErrorCode.MALFORMED: ProtocolError,
-    ErrorCode.UNSUPPORTED_VERSION: ProtocolError,
-    ErrorCode.INVALID: ProtocolError,
-    ErrorCode.PAYLOAD_TOO_LARGE: ProtocolError,
-    ErrorCode.UNKNOWN_TASK_TYPE: ProtocolError,
-    ErrorCode.NO_WORKER: NoWorkerError,
-    ErrorCode.TIMEOUT: DeadlineExceeded,
-    ErrorCode.CANCELLED: Cancelled,
-    ErrorCode.BUDGET_EXHAUSTED: BudgetExhausted,
-    ErrorCode.UNKNOWN_METHOD: UnknownMethod,
-    ErrorCode.CONTROLLER_ERROR: ControllerError,
+class NoController(ScaffoldingError):
+    """No controller service answers on this deployment."""
+
+    code = ErrorCode.NO_CONTROLLER
+
+
+@dataclass(frozen=True)
+class ErrorSpec:
+    """Everything the code decides, in one row.
+
+    ``retryable``: the same request may succeed later (told to clients). ``resend``: the
+    transport tries the task again, on another replica, within the task's deadline."""
+
+    exception: type[ScaffoldingError]
+    task_status: TaskStatus
+    http_status: int
+    retryable: bool = False
+    resend: bool = False
+
+
+_S = TaskStatus
+ERRORS: dict[ErrorCode, ErrorSpec] = {
+    ErrorCode.MALFORMED: ErrorSpec(ProtocolError, _S.REJECTED, 400),
+    ErrorCode.UNSUPPORTED_VERSION: ErrorSpec(ProtocolError, _S.REJECTED, 400),
+    ErrorCode.INVALID: ErrorSpec(ProtocolError, _S.REJECTED, 400),
+    ErrorCode.PAYLOAD_TOO_LARGE: ErrorSpec(ProtocolError, _S.REJECTED, 413),
+    ErrorCode.UNKNOWN_TASK_TYPE: ErrorSpec(ProtocolError, _S.REJECTED, 400),
+    ErrorCode.NOT_SUPPORTED: ErrorSpec(TaskFailed, _S.NOT_SUPPORTED, 501),
+    ErrorCode.NO_WORKER: ErrorSpec(NoWorkerError, _S.REJECTED, 503, retryable=True, resend=True),
+    ErrorCode.AT_CAPACITY: ErrorSpec(NoWorkerError, _S.REJECTED, 503, retryable=True, resend=True),
+    ErrorCode.WORKER_ERROR: ErrorSpec(TaskFailed, _S.WORKER_ERROR, 502),
+    ErrorCode.BACKEND_ERROR: ErrorSpec(TaskFailed, _S.WORKER_ERROR, 502, retryable=True),
+    ErrorCode.TIMEOUT: ErrorSpec(DeadlineExceeded, _S.TIMEOUT, 504, retryable=True, resend=True),
+    ErrorCode.CANCELLED: ErrorSpec(Cancelled, _S.CANCELLED, 499),
+    ErrorCode.UNKNOWN_METHOD: ErrorSpec(UnknownMethod, _S.REJECTED, 404),
+    ErrorCode.CONTROLLER_ERROR: ErrorSpec(ControllerError, _S.WORKER_ERROR, 500),
+    ErrorCode.BUDGET_EXHAUSTED: ErrorSpec(BudgetExhausted, _S.REJECTED, 422),
+    ErrorCode.NO_CONTROLLER: ErrorSpec(NoController, _S.REJECTED, 503),
+    ErrorCode.INTERNAL: ErrorSpec(ScaffoldingError, _S.WORKER_ERROR, 500),
 }
+"""Every code's row; a test checks that no code is missing."""
+
+RETRYABLE_CODES = frozenset(code for code, spec in ERRORS.items() if spec.retryable)
+RESEND_CODES = frozenset(code for code, spec in ERRORS.items() if spec.resend)
+
+
+def task_status_for(code: ErrorCode) -> TaskStatus:
+    return ERRORS[code].task_status
+
+
+def http_status_for(code: ErrorCode) -> int:
+    return ERRORS[code].http_status

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import ErrorInfo
-from .tasks import ChatMessage, SamplingParams, TaskStatus, Usage, new_id
+from .tasks import ChatMessage, SamplingParams, TaskStatus, ToolCall, Usage, new_id
 from .version import PROTOCOL_VERSION
 
 
@@ -21,7 +21,7 @@ def _version_required(schema: dict[str, Any]) -> None:
 
 
 class _Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_version_required)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_version_required)
 
     v: int = PROTOCOL_VERSION
 
@@ -48,9 +48,9 @@ class TaskReply(_Message):
     """One frame of a task's reply. Exactly one ``final`` frame ends every reply."""
 
     task_id: str
-    frame: FrameType = FrameType.FINAL
+    frame: FrameType = Field(default=FrameType.FINAL, strict=False)  # enums: their wire values
     seq: int = 0
-    status: TaskStatus | None = None
+    status: TaskStatus | None = Field(default=None, strict=False)
     result: dict[str, Any] = Field(default_factory=dict)
     error: ErrorInfo | None = None
     attempt: int | None = Field(default=None, ge=1)  # a queued task's delivery count (JetStream)
@@ -62,7 +62,7 @@ class TaskReply(_Message):
 class Budget(BaseModel):
     """Caps for one job, enforced across every task of every branch."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     max_tokens: int | None = Field(default=None, ge=1)
     max_tasks: int | None = Field(default=None, ge=1)
@@ -97,18 +97,22 @@ class JobEventType(str, Enum):
     ERROR = "error"
 
 
-StopReason = Literal["completed", "budget_tokens", "budget_tasks", "budget_time", "cancelled"]
+StopReason = Literal["completed", "budget_tokens", "budget_tasks", "budget_time"]
+"""Why a job that succeeded ended. A cancelled job does not succeed: it ends in an ``error``
+event with code ``cancelled``."""
 
 
 class JobResult(BaseModel):
     """What a finished job returns. ``stop_reason`` says why it ended (e.g. a budget)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     text: str
     answer: str | None = None
     finish_reason: str | None = None
-    stop_reason: Literal["completed", "budget_tokens", "budget_tasks", "budget_time", "cancelled"] = "completed"
+    stop_reason: StopReason = "completed"
+    tool_calls: list[ToolCall] | None = None
+    """Tool calls the model asked the client to run (a chat job given client ``tools``)."""
     usage: Usage = Field(default_factory=Usage)
     usage_by_controller: dict[str, Usage] = Field(default_factory=dict)
     num_tasks: int = 0
@@ -121,7 +125,7 @@ class JobEvent(_Message):
 
     job_id: str
     seq: int
-    type: JobEventType
+    type: JobEventType = Field(strict=False)
     ts: float = Field(default_factory=time.time)
     text: str | None = None
     progress: dict[str, Any] | None = None
@@ -141,7 +145,7 @@ class JobRecord(_Message):
 
     job_id: str
     method: str
-    state: JobState
+    state: JobState = Field(strict=False)
     owner: str | None = None  # the job's owner token (client role or gateway tenant), if any
     updated_at: float = Field(default_factory=time.time)
     result: JobResult | None = None

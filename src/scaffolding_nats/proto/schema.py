@@ -46,6 +46,9 @@ def generate() -> dict[str, dict[str, Any]]:
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["x-protocol-version"] = PROTOCOL_VERSION
         out[f"{name}.json"] = schema
+    from ..methods.reference import generate as method_parameters  # methods build on the contract
+
+    out["methods.json"] = method_parameters()
     return out
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .errors import ProtocolError
+
 _TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+class InvalidToken(ProtocolError, ValueError):
+    """An id or name that cannot be one subject token."""
+
 
 HEADER_TRACEPARENT = "traceparent"
 HEADER_MSG_ID = "Nats-Msg-Id"  # JetStream de-duplication of jobs
@@ -16,9 +23,10 @@ HEADER_ATTEMPTS_BELOW = "Scaf-Attempts-Below"  # a task cancel that only stops a
 
 
 def check_token(value: str, what: str) -> str:
-    """Subject tokens may not contain dots, wildcards or spaces."""
-    if not _TOKEN.match(value):
-        raise ValueError(f"{what} {value!r} is not a valid subject token ([A-Za-z0-9_-]+)")
+    """Subject tokens may not contain dots, wildcards or spaces (``InvalidToken``, a
+    ``ValueError`` and an ``invalid`` ScaffoldingError, otherwise)."""
+    if not isinstance(value, str) or not _TOKEN.match(value) or len(value) > 128:
+        raise InvalidToken(f"{what} {value!r} is not a valid subject token ([A-Za-z0-9_-]{{1,128}})")
     return value
 
 
@@ -31,7 +39,9 @@ def _token(value: str, what: str) -> str:
 
 
 def _owned(job_id: str, owner: str | None) -> str:
-    return job_id if owner is None else f"{_token(owner, 'owner')}.{job_id}"
+    if owner is None:
+        return check_token(job_id, "job id")
+    return f"{_token(owner, 'owner')}.{_token(job_id, 'job id')}"
 
 
 def inbox_prefix(user: str) -> str:
@@ -76,7 +86,7 @@ class Subjects:
         return f"$JS.API.CONSUMER.MSG.NEXT.{self.tasks_stream}.{self.task_consumer(worker_tag)}"
 
     def cancel_task(self, task_id: str) -> str:
-        return f"{self.prefix}.cancel.task.{task_id}"
+        return f"{self.prefix}.cancel.task.{check_token(task_id, 'task id')}"
 
     @property
     def cancel_task_all(self) -> str:
@@ -95,6 +105,8 @@ class Subjects:
         return f"{self.prefix}.jobs.>"
 
     def events(self, job_id: str, owner: str | None = None) -> str:
+        """Ids from clients and URLs are checked: ``*`` or ``a.b`` must not widen a subscription
+        (``ANY`` is for permissions, which name an owner)."""
         return f"{self.prefix}.events.{_owned(job_id, owner)}"
 
     @property
@@ -147,6 +159,11 @@ class Subjects:
     @property
     def jobs_consumer(self) -> str:
         return f"{self._name}_CONTROLLERS"
+
+    @property
+    def cancels_stream(self) -> str:
+        """Keeps each job's last cancel, so a cancel sent while no controller runs is not lost."""
+        return f"{self._name}_CANCELS"
 
     @property
     def events_stream(self) -> str:

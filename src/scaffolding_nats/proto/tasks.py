@@ -8,12 +8,11 @@ merged into the same object.
 from __future__ import annotations
 
 import os
-from enum import Enum
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from .errors import ErrorInfo, TaskFailed
+from .errors import ErrorInfo, TaskFailed, TaskStatus
 
 
 def new_id() -> str:
@@ -21,20 +20,10 @@ def new_id() -> str:
     return os.urandom(16).hex()
 
 
-class TaskStatus(str, Enum):
-    PENDING = "pending"
-    SUCCESS = "success"
-    NOT_SUPPORTED = "not_supported"
-    WORKER_ERROR = "worker_error"
-    TIMEOUT = "timeout"
-    CANCELLED = "cancelled"
-    REJECTED = "rejected"
-
-
 class Usage(BaseModel):
     """Token counts of one task, or summed over many."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -51,12 +40,16 @@ class Usage(BaseModel):
 
 
 class TopLogprob(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     token: str
     logprob: float
 
 
 class TokenLogprob(BaseModel):
     """Log-probability of one generated token, with the most likely alternatives."""
+
+    model_config = ConfigDict(strict=True)
 
     token: str
     logprob: float
@@ -67,7 +60,7 @@ class TokenLogprob(BaseModel):
 class Task(BaseModel):
     """Fields every task has. Subclasses name their result fields in ``RESULT_FIELDS``."""
 
-    model_config = ConfigDict(validate_assignment=True, extra="forbid")
+    model_config = ConfigDict(validate_assignment=True, extra="forbid", strict=True)
 
     kind: ClassVar[str] = "task"
     DEFAULT_TAG: ClassVar[str] = "generation"
@@ -77,7 +70,7 @@ class Task(BaseModel):
     worker_tag: str = "generation"
     metadata: dict[str, Any] = Field(default_factory=dict)
     # Outcome of the last run: not task fields on the wire (replies carry them separately).
-    status: TaskStatus = Field(default=TaskStatus.PENDING, exclude=True)
+    status: TaskStatus = Field(default=TaskStatus.PENDING, exclude=True, strict=False)
     error: ErrorInfo | None = Field(default=None, exclude=True)
 
     def set_outcome(self, status: TaskStatus, error: ErrorInfo | None = None) -> None:
@@ -122,7 +115,14 @@ class Task(BaseModel):
             + (f": {info.message}" if info else ""),
             code=info.code if info else None,
             retryable=info.retryable if info else False,
-            details={"task_id": self.id, "status": self.status.value},
+            details={
+                **(info.details if info else {}),
+                "task_id": self.id,
+                "kind": self.kind,
+                "worker_tag": self.worker_tag,
+                "status": self.status.value,
+                "attempts": (info.details.get("attempts", 1) if info else 1),
+            },
         )
 
 
@@ -134,23 +134,29 @@ def _results_model(cls: type[Task]) -> type[BaseModel]:
     model = _RESULT_MODELS.get(cls)
     if model is None:
         fields: dict[str, Any] = {name: (cls.model_fields[name].annotation, None) for name in sorted(cls.RESULT_FIELDS)}
-        model = _RESULT_MODELS[cls] = create_model(f"{cls.__name__}Results", **fields)
+        model = _RESULT_MODELS[cls] = create_model(
+            f"{cls.__name__}Results", __config__=ConfigDict(strict=True), **fields
+        )
     return model
+
+
+INT64_MAX = 2**63 - 1
+"""Integers on the wire are MessagePack int64 (seeds, token counts)."""
 
 
 class SamplingParams(BaseModel):
     """The sampling set. ``None`` means "the backend's default", so anything can override it."""
 
-    model_config = ConfigDict(validate_assignment=True, extra="forbid")
+    model_config = ConfigDict(validate_assignment=True, extra="forbid", strict=True)
 
     model: str | None = None
-    max_tokens: int | None = Field(default=None, ge=0)
-    min_tokens: int | None = Field(default=None, ge=0)
+    max_tokens: int | None = Field(default=None, ge=0, le=INT64_MAX)
+    min_tokens: int | None = Field(default=None, ge=0, le=INT64_MAX)
     temperature: float | None = Field(default=None, ge=0)
     top_p: float | None = Field(default=None, gt=0, le=1)
     top_k: int | None = Field(default=None, ge=0)
     n: int | None = Field(default=None, ge=1)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-INT64_MAX - 1, le=INT64_MAX)
     stop: list[str] | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
@@ -165,6 +171,8 @@ class SamplingParams(BaseModel):
 
 class GenerationChoice(BaseModel):
     """One of several outputs when ``n`` > 1."""
+
+    model_config = ConfigDict(strict=True)
 
     text: str
     token_ids: list[int] | None = None
@@ -231,12 +239,16 @@ class StreamingGenerationTask(GenerationTask):
 class ToolCall(BaseModel):
     """A call the assistant asks for: ``arguments`` is a JSON text, as OpenAI sends it."""
 
+    model_config = ConfigDict(strict=True)
+
     id: str
     name: str
     arguments: str = "{}"
 
 
 class ChatMessage(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     role: Literal["system", "user", "assistant", "tool"]
     content: str | None = None
     name: str | None = None
@@ -246,6 +258,8 @@ class ChatMessage(BaseModel):
 
 class ToolDefinition(BaseModel):
     """A tool offered to the model; ``parameters`` is a JSON Schema object."""
+
+    model_config = ConfigDict(strict=True)
 
     name: str
     description: str = ""

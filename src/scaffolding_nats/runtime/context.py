@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import BudgetExhausted
 from ..proto.messages import Budget
-from ..proto.tasks import GenerationTask, SamplingParams, Task, Usage
+from ..proto.tasks import SamplingParams, Task, Usage
 
 EventSink = Callable[[str, dict[str, Any]], None]
 
@@ -30,6 +30,10 @@ class RequestContext:
     num_tasks: int = 0
     open_streams: dict[str, Any] = field(default_factory=dict)
     _counted: dict[str, tuple[int, int]] = field(default_factory=dict)
+    _reserved: dict[str, int] = field(default_factory=dict)
+    pending_branches: int = 0
+    """Branches of running parallel groups that have not yielded yet: each gets a fair share
+    of a token budget rather than the first one taking it all."""
 
     # -- budget ----------------------------------------------------------------------------
 
@@ -39,7 +43,12 @@ class RequestContext:
         return self.budget.max_seconds - (time.monotonic() - self.started)
 
     def check_budget(self, new_tasks: list[Task]) -> None:
-        """Raise before work that would break a budget; clamp generations to tokens left."""
+        """Reserve budget for a yield before it is dispatched, or refuse it whole.
+
+        A budget is a hard cap even for tasks launched together (parallel branches): a task
+        counts against ``max_tasks`` when it is dispatched, not when it finishes, and every
+        generation's ``max_tokens`` is capped by the tokens not yet spent *or reserved* by
+        tasks in flight, so concurrent branches cannot overrun it between them."""
         b = self.budget
         fresh = [t for t in new_tasks if t.id not in self._counted]
         if self.sampling_defaults:
@@ -48,36 +57,60 @@ class RequestContext:
                     for name, value in self.sampling_defaults.items():
                         if getattr(task, name) is None:
                             setattr(task, name, value)
-        if b.max_tasks is not None and self.num_tasks + len(fresh) > b.max_tasks:
-            raise BudgetExhausted(
-                f"task budget of {b.max_tasks} reached",
-                details={"budget": "tasks", "limit": b.max_tasks, "used": self.num_tasks},
-            )
-        if b.max_tokens is not None:
-            left = b.max_tokens - self.usage.completion_tokens
-            if left <= 0:
-                raise BudgetExhausted(
-                    f"token budget of {b.max_tokens} reached",
-                    details={"budget": "tokens", "limit": b.max_tokens, "used": self.usage.completion_tokens},
-                )
-            for task in fresh:
-                if isinstance(task, GenerationTask) and (task.max_tokens is None or task.max_tokens > left):
-                    task.max_tokens = left
         remaining = self.remaining_seconds()
         if remaining is not None and remaining <= 0:
             raise BudgetExhausted(
                 f"time budget of {b.max_seconds}s reached",
                 details={"budget": "time", "limit": b.max_seconds},
             )
+        if b.max_tasks is not None and self.num_tasks + len(fresh) > b.max_tasks:
+            raise BudgetExhausted(
+                f"task budget of {b.max_tasks} reached",
+                details={"budget": "tasks", "limit": b.max_tasks, "used": self.num_tasks, "refused": len(fresh)},
+            )
+        caps: dict[str, int] = {}
+        if b.max_tokens is not None:
+            left = self.tokens_left()
+            capped = [t for t in fresh if isinstance(t, SamplingParams)]
+            share = left // (len(capped) + self.pending_branches) if capped else left
+            if left <= 0 or (capped and share <= 0):
+                raise BudgetExhausted(
+                    f"token budget of {b.max_tokens} reached",
+                    details={
+                        "budget": "tokens",
+                        "limit": b.max_tokens,
+                        "used": self.usage.completion_tokens,
+                        "reserved": sum(self._reserved.values()),
+                    },
+                )
+            for task in capped:
+                own = task.max_tokens if isinstance(task, SamplingParams) else None
+                caps[task.id] = share if own is None or own > share else own
+        for task in fresh:  # the yield is accepted: reserve what it may spend
+            if task.id in caps and isinstance(task, SamplingParams):
+                task.max_tokens = caps[task.id]
+                self._reserved[task.id] = caps[task.id]
+            self._counted[task.id] = (0, 0)
+            self.num_tasks += 1
+
+    def tokens_left(self) -> int:
+        """Completion tokens neither spent nor reserved by generations in flight."""
+        assert self.budget.max_tokens is not None
+        in_flight = sum(max(reserved, self._counted.get(tid, (0, 0))[1]) for tid, reserved in self._reserved.items())
+        spent_elsewhere = self.usage.completion_tokens - sum(
+            self._counted.get(tid, (0, 0))[1] for tid in self._reserved
+        )
+        return self.budget.max_tokens - spent_elsewhere - in_flight
 
     # -- accounting ------------------------------------------------------------------------
 
     def account(self, controller: str, tasks: list[Task]) -> None:
-        """Add what these tasks spent since last seen (streamed tasks report cumulatively)."""
+        """Add what these tasks spent since last seen (streamed tasks report cumulatively);
+        a finished task's reservation becomes its actual spend."""
         for task in tasks:
             usage: Usage | None = getattr(task, "usage", None)
             prev = self._counted.get(task.id)
-            if prev is None:
+            if prev is None:  # ran without check_budget (not dispatched by the driver)
                 self.num_tasks += 1
                 prev = (0, 0)
             now = (usage.prompt_tokens, usage.completion_tokens) if usage else prev
@@ -85,6 +118,8 @@ class RequestContext:
             self._counted[task.id] = now
             self.usage = self.usage + delta
             self.usage_by_controller[controller] = self.usage_by_controller.get(controller, Usage()) + delta
+            if getattr(task, "end_flag", True):
+                self._reserved.pop(task.id, None)
 
     # -- events ----------------------------------------------------------------------------
 

@@ -19,30 +19,52 @@ async def drive(
     runner: TaskRunner,
     ctx: RequestContext,
     observers: tuple[TaskCollection, ...] = (),
+    *,
+    branch: bool = False,
 ) -> Any:
     """Run one controller's generator to its end and return its return value.
 
     ``observers`` are the task collections of every enclosing controller, so hooks see the
-    tasks of nested branches too.
+    tasks of nested branches too. A ``branch`` of a parallel group counts as waiting for its
+    share of a token budget until its first yield (see ``RequestContext.check_budget``).
     """
-    observers = observers + tuple(getattr(controller, "task_collections", {}).values())
+    observers = observers + tuple(controller.task_collections.values())
     send_exc: BaseException | None = None
-    while True:
-        try:
-            item = gen.throw(send_exc) if send_exc is not None else gen.send(None)
-        except StopIteration as stop:
-            return stop.value
-        send_exc = None
-        if isinstance(item, ParallelProcess):
-            await _run_parallel(item, runner, ctx, observers)
-        elif isinstance(item, Task):
-            await _run_tasks(controller, [item], runner, ctx, observers)
-        elif isinstance(item, list) and all(isinstance(t, Task) for t in item):
-            await _run_tasks(controller, item, runner, ctx, observers)
-        else:
-            send_exc = TypeError(
-                f"{type(controller).__name__} yielded {type(item).__name__}; yield a list of tasks or a ParallelProcess"
-            )
+    waiting = branch
+    try:
+        while True:
+            try:
+                item = gen.throw(send_exc) if send_exc is not None else gen.send(None)
+            except StopIteration as stop:
+                return stop.value
+            if waiting:
+                waiting = False
+                ctx.pending_branches -= 1
+            send_exc = await _step(controller, item, runner, ctx, observers)
+    finally:
+        if waiting:
+            ctx.pending_branches -= 1
+
+
+async def _step(
+    controller: Controller,
+    item: Any,
+    runner: TaskRunner,
+    ctx: RequestContext,
+    observers: tuple[TaskCollection, ...],
+) -> BaseException | None:
+    """Run one yielded item; returns the error to throw back into the generator, if any."""
+    if isinstance(item, ParallelProcess):
+        await _run_parallel(item, runner, ctx, observers)
+    elif isinstance(item, Task):
+        await _run_tasks(controller, [item], runner, ctx, observers)
+    elif isinstance(item, list) and all(isinstance(t, Task) for t in item):
+        await _run_tasks(controller, item, runner, ctx, observers)
+    else:
+        return TypeError(
+            f"{type(controller).__name__} yielded {type(item).__name__}; yield a list of tasks or a ParallelProcess"
+        )
+    return None
 
 
 async def _run_tasks(
@@ -80,11 +102,12 @@ async def _run_parallel(
 ) -> None:
     for obs in observers:
         obs.on_parallel_start(group)
+    ctx.pending_branches += len(group)
     try:
         async with TaskGroup() as tg:
             branches = zip(group.controllers, group.tasks_lists, group.kwargs_lists, strict=True)
             for ctl, tasks, kwargs in branches:
-                tg.create_task(drive(ctl, ctl.process(tasks, **kwargs), runner, ctx, observers))
+                tg.create_task(drive(ctl, ctl.process(tasks, **kwargs), runner, ctx, observers, branch=True))
     except BaseExceptionGroup as eg:
         raise _first_cause(eg) from eg
     for obs in observers:

@@ -32,6 +32,7 @@ class Outcome:
             answer=self.output.answer,
             finish_reason=self.output.finish_reason,
             stop_reason=self.stop_reason,
+            tool_calls=self.output.tool_calls,
             usage=self.usage,
             usage_by_controller=self.usage_by_controller,
             num_tasks=self.num_tasks,
@@ -63,8 +64,7 @@ async def run_request(
         try:
             output = await drive(controller, controller.generate(prompt, **(kwargs or {})), runner, ctx)
         except BudgetExhausted as exc:
-            best = getattr(controller, "best_so_far", None)
-            output = best() if callable(best) else None
+            output = controller.best_so_far()
             if output is None:
                 raise
             stop_reason = _STOP_REASONS.get(str(exc.details.get("budget")), "budget_tokens")

@@ -17,16 +17,26 @@ from .worker import Worker, fail
 
 
 class TaskRunner:
-    def __init__(self, workers: Mapping[str, Worker]) -> None:
-        self.workers = workers
+    """``workers`` by tag; ``fallback`` serves every other tag (the controller service's bus
+    proxy: whether anyone serves a tag is the bus's to answer)."""
+
+    def __init__(self, workers: Mapping[str, Worker] | None = None, *, fallback: Worker | None = None) -> None:
+        self.workers = dict(workers or {})
+        self.fallback = fallback
+
+    def _all(self) -> list[Worker]:
+        return _unique([*self.workers.values(), *([self.fallback] if self.fallback is not None else [])])
 
     async def start(self) -> None:
-        for worker in _unique(self.workers.values()):
+        for worker in self._all():
             await worker.start()
 
     async def stop(self) -> None:
-        for worker in _unique(self.workers.values()):
+        for worker in self._all():
             await worker.stop()
+
+    def worker_for(self, tag: str) -> Worker | None:
+        return self.workers.get(tag, self.fallback)
 
     async def run(self, tasks: list[Task], ctx: RequestContext) -> None:
         if len(tasks) == 1:
@@ -37,7 +47,7 @@ class TaskRunner:
                 tg.create_task(self._run_one(task, ctx))
 
     async def _run_one(self, task: Task, ctx: RequestContext) -> None:
-        worker = self.workers.get(task.worker_tag)
+        worker = self.worker_for(task.worker_tag)
         if isinstance(task, StreamingGenerationTask):
             await self._step_stream(worker, task, ctx)
             return

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from ..errors import ScaffoldingError
-from ..proto.errors import ErrorCode, ErrorInfo
+from ..proto.errors import ErrorCode, ErrorInfo, task_status_for
 from ..proto.tasks import GenerationTask, StreamingGenerationTask, Task, TaskStatus
 
 T = TypeVar("T", bound=Task)
@@ -23,23 +23,8 @@ StreamHandler = Callable[[Any], AsyncIterator[int]]
 _HANDLES = "__scaffolding_handles__"
 _STREAMS = "__scaffolding_streams__"
 
-_STATUS_BY_CODE = {
-    ErrorCode.TIMEOUT: TaskStatus.TIMEOUT,
-    ErrorCode.CANCELLED: TaskStatus.CANCELLED,
-    ErrorCode.NOT_SUPPORTED: TaskStatus.NOT_SUPPORTED,
-    ErrorCode.UNKNOWN_TASK_TYPE: TaskStatus.NOT_SUPPORTED,
-    ErrorCode.NO_WORKER: TaskStatus.REJECTED,
-    ErrorCode.AT_CAPACITY: TaskStatus.REJECTED,
-    ErrorCode.INVALID: TaskStatus.REJECTED,
-    ErrorCode.MALFORMED: TaskStatus.REJECTED,
-    ErrorCode.UNSUPPORTED_VERSION: TaskStatus.REJECTED,
-    ErrorCode.PAYLOAD_TOO_LARGE: TaskStatus.REJECTED,
-    ErrorCode.BUDGET_EXHAUSTED: TaskStatus.REJECTED,
-}
-
-
 def status_for(code: ErrorCode) -> TaskStatus:
-    return _STATUS_BY_CODE.get(code, TaskStatus.WORKER_ERROR)
+    return task_status_for(code)
 
 
 def fail(task: Task, error: ErrorInfo) -> None:

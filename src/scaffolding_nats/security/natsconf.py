@@ -59,6 +59,7 @@ def server_config(
     store_dir: str | None = None,
     http_port: int | None = None,
     max_payload: int | None = None,
+    max_file_store: int | None = None,
     tls: Tls | None = None,
     auth: bool = True,
     extra: str = "",
@@ -71,7 +72,9 @@ def server_config(
     if max_payload is not None:
         lines.append(f"max_payload: {max_payload}")
     if store_dir is not None:
-        lines.append(f"jetstream {{ store_dir: {json.dumps(store_dir)} }}")
+        # max_file_store bounds what streams may reserve (their max_bytes), not what they write.
+        limit = f", max_file_store: {max_file_store}" if max_file_store is not None else ""
+        lines.append(f"jetstream {{ store_dir: {json.dumps(store_dir)}{limit} }}")
     if tls is not None:
         ca = f", ca_file: {json.dumps(tls.ca_file)}" if tls.ca_file else ""
         lines.append(f"tls {{ cert_file: {json.dumps(tls.cert_file)}, key_file: {json.dumps(tls.key_file)}{ca} }}")

@@ -103,6 +103,7 @@ def controller(subjects: Subjects) -> Role:
                     s,
                     f"STREAM.INFO.{jobs}",
                     f"STREAM.INFO.{s.events_stream}",
+                    f"STREAM.MSG.GET.{s.cancels_stream}",
                     f"CONSUMER.INFO.{jobs}.{consumer}",
                     f"CONSUMER.MSG.NEXT.{jobs}.{consumer}",
                     f"STREAM.MSG.GET.{jobs}",

@@ -9,24 +9,39 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
+from typing import Any
+
+
+def setting(
+    p: argparse.ArgumentParser,
+    flag: str,
+    env: str,
+    default: str,
+    help: str,
+    *,
+    type: Callable[[str], Any] = str,
+    choices: list[str] | None = None,
+) -> None:
+    """A flag whose default comes from an environment variable; ``--help`` names both."""
+    p.add_argument(
+        flag,
+        type=type,
+        default=type(os.environ.get(env, default)),
+        choices=choices,
+        help=f"{help} [env {env}; default {default or 'empty'}]",
+    )
 
 
 def base_parser(description: str | None) -> argparse.ArgumentParser:
-    env = os.environ.get
-    p = argparse.ArgumentParser(description=description)
-    p.add_argument(
-        "--nats",
-        default=env("SCAF_NATS_URL", "nats://127.0.0.1:4222"),
-        help="NATS server URL(s), comma-separated",
+    p = argparse.ArgumentParser(
+        description=description,
+        epilog="Also read: SCAF_LOG_LEVEL (default INFO); SCAF_OTEL_EXPORTER (console or otlp; unset: no "
+        "tracing) with OTEL_EXPORTER_OTLP_ENDPOINT.",
     )
-    p.add_argument("--prefix", default=env("SCAF_PREFIX", "scaf"), help="subject prefix of this deployment")
-    p.add_argument(
-        "--metrics-port",
-        type=int,
-        default=int(env("SCAF_METRICS_PORT", "0")),
-        help="serve Prometheus metrics on this port (0: off)",
-    )
-    p.add_argument("--metrics-host", default=env("SCAF_METRICS_HOST", "127.0.0.1"))
+    setting(p, "--nats", "SCAF_NATS_URL", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
+    setting(p, "--prefix", "SCAF_PREFIX", "scaf", "subject prefix of this deployment")
+    setting(p, "--metrics-port", "SCAF_METRICS_PORT", "0", "serve Prometheus metrics on this port (0: off)", type=int)
+    setting(p, "--metrics-host", "SCAF_METRICS_HOST", "127.0.0.1", "address of the metrics server")
     return p
 
 

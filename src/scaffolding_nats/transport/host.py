@@ -34,7 +34,7 @@ from .. import metrics, telemetry
 from .._compat import TaskGroup, timeout
 from ..errors import ProtocolError, ScaffoldingError
 from ..proto import codec
-from ..proto.errors import ErrorCode, ErrorInfo
+from ..proto.errors import ErrorCode, ErrorInfo, http_status_for, task_status_for
 from ..proto.messages import FrameType, TaskReply, TaskRequest
 from ..proto.subjects import (
     HEADER_ATTEMPTS_BELOW,
@@ -56,18 +56,6 @@ from .jetstream import (
 from .puller import Puller, Slots
 
 log = logging.getLogger(__name__)
-
-_HTTP_LIKE = {
-    ErrorCode.MALFORMED: "400",
-    ErrorCode.INVALID: "400",
-    ErrorCode.UNSUPPORTED_VERSION: "400",
-    ErrorCode.UNKNOWN_TASK_TYPE: "400",
-    ErrorCode.PAYLOAD_TOO_LARGE: "413",
-    ErrorCode.NOT_SUPPORTED: "501",
-    ErrorCode.AT_CAPACITY: "503",
-    ErrorCode.TIMEOUT: "504",
-}
-
 
 @dataclass
 class HostStats:
@@ -367,7 +355,9 @@ class WorkerHost:
             except ProtocolError as exc:
                 self.stats.bad_requests += 1
                 metrics.TASKS_REJECTED.labels(tag, exc.code.value).inc()
-                await self._reply_error(respond, codec.peek_id(data, "task", "id") or "", exc.to_info(), attempt)
+                await self._reply_error(
+                    respond, codec.peek_id(data, "task", "id") or "", exc.to_info(), attempt, tag=tag
+                )
                 if jsmsg is not None:
                     await jsmsg.term()
                 return
@@ -387,10 +377,12 @@ class WorkerHost:
                 self.stats.completed += 1
             else:
                 self.stats.failed += 1
+                self._count_error(self.subjects.tasks(tag), task.error)
         except Exception as exc:  # never let one task take the host down
             log.exception("worker host failed serving task %s", task_id)
             self.stats.failed += 1
-            await self._reply_error(respond, task_id, ErrorInfo(code=ErrorCode.INTERNAL, message=repr(exc)), attempt)
+            error = ErrorInfo(code=ErrorCode.INTERNAL, message=repr(exc))
+            await self._reply_error(respond, task_id, error, attempt, tag=tag)
             if jsmsg is not None:
                 with contextlib.suppress(Exception):
                     await jsmsg.term()
@@ -420,7 +412,7 @@ class WorkerHost:
         run = asyncio.current_task()
         assert run is not None
         interval = max(self.min_heartbeat, (request.heartbeat_ms or 1000) / 1000)
-        live = _Live(respond, task.id, interval, run, jsmsg)
+        live = _Live(respond, task.id, interval, run, jsmsg, max_payload=self.nc.max_payload)
         self._running[task.id] = live
         budget = request.timeout_ms / 1000 if request.timeout_ms else None
         requeue = False
@@ -466,7 +458,9 @@ class WorkerHost:
         if requeue and live.jsmsg is not None:
             with contextlib.suppress(Exception):
                 await live.jsmsg.nak()  # straight back to the queue for another replica
-        await live.send(FrameType.FINAL, status=task.status, result=task.results(), error=task.error)
+        too_large = await live.send(FrameType.FINAL, status=task.status, result=task.results(), error=task.error)
+        if too_large is not None:
+            fail(task, too_large)
         if live.jsmsg is not None and not requeue:
             with contextlib.suppress(Exception):  # unacked, it is redelivered: the caller ignores a stale attempt
                 await live.jsmsg.ack()
@@ -509,23 +503,32 @@ class WorkerHost:
                 pending = 0
                 await live.send(FrameType.PARTIAL, result=task.results())
 
+    def _count_error(self, subject: str, error: ErrorInfo | None) -> None:
+        """Count a failed or rejected task in the endpoint's ``$SRV.STATS`` (``num_errors``,
+        ``last_error``): nats-py counts only handlers that raise, and ours reply instead."""
+        if self.service is None:
+            return
+        for endpoint in self.service._endpoints:  # nats-py has no public way to count an error
+            if endpoint._subject == subject:
+                endpoint._num_errors += 1
+                endpoint._last_error = f"{error.code.value}: {error.message}"[:200] if error else "failed"
+
     async def _reply_error(
         self,
         respond: Callable[..., Awaitable[None]] | Request,
         task_id: str,
         error: ErrorInfo,
         attempt: int | None = None,
+        *,
+        tag: str | None = None,
     ) -> None:
-        reply = TaskReply(
-            task_id=task_id,
-            status=TaskStatus.REJECTED if error.code is not ErrorCode.INTERNAL else TaskStatus.WORKER_ERROR,
-            error=error,
-            attempt=attempt,
-        )
+        subject = respond.subject if isinstance(respond, Request) else self.subjects.tasks(tag or self.tags[0])
+        self._count_error(subject, error)
+        reply = TaskReply(task_id=task_id, status=task_status_for(error.code), error=error, attempt=attempt)
         body = codec.encode(reply)
         headers = {
             HEADER_SERVICE_ERROR: error.message[:200],
-            HEADER_SERVICE_ERROR_CODE: _HTTP_LIKE.get(error.code, "500"),
+            HEADER_SERVICE_ERROR_CODE: str(http_status_for(error.code)),
         }
         send = respond.respond if isinstance(respond, Request) else respond
         try:
@@ -544,6 +547,7 @@ class _Live:
         "last_progress",
         "last_sent",
         "lease_lost",
+        "max_payload",
         "respond",
         "run",
         "seq",
@@ -558,15 +562,20 @@ class _Live:
         interval: float,
         run: asyncio.Task[Any],
         jsmsg: Msg | None,
+        *,
+        max_payload: int = 0,
     ) -> None:
         self.respond, self.task_id, self.interval, self.run = respond, task_id, interval, run
+        self.max_payload = max_payload
         self.jsmsg = jsmsg
         self.attempt = jsmsg.metadata.num_delivered if jsmsg is not None else None
         self.seq = 0
         self.last_sent = self.last_progress = asyncio.get_running_loop().time()
         self.superseded = self.lease_lost = False
 
-    async def send(self, frame: FrameType, **fields: Any) -> None:
+    async def send(self, frame: FrameType, **fields: Any) -> ErrorInfo | None:
+        """Send one frame; a final frame too large for the bus goes out as a typed error
+        instead, which is returned."""
         # A plain map on the hot path; its shape is TaskReply (see proto/).
         body: dict[str, Any] = {
             "v": PROTOCOL_VERSION,
@@ -583,9 +592,26 @@ class _Live:
             body["result"] = result
         if error is not None:
             body["error"] = error.model_dump(mode="json")
+        data = codec.pack(body)
+        limit = self.max_payload
+        if limit and len(data) > limit:  # the reply cannot cross the bus: fail the task, typed
+            if frame is not FrameType.FINAL:
+                return None  # a partial frame too large is skipped; the final one says why
+            error = ErrorInfo(
+                code=ErrorCode.PAYLOAD_TOO_LARGE,
+                message=f"the task's result of {len(data)} bytes exceeds the server's max_payload of {limit}",
+                details={"size": len(data), "limit": limit, "task_id": self.task_id},
+            )
+            body.pop("result", None)
+            body["status"] = task_status_for(error.code).value
+            body["error"] = error.model_dump(mode="json")
+            data = codec.pack(body)
+        else:
+            error = None
         self.seq += 1
         self.last_sent = asyncio.get_running_loop().time()
-        await self.respond(codec.pack(body))
+        await self.respond(data)
+        return error
 
 
 class _TagMetrics:

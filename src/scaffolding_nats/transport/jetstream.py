@@ -65,7 +65,17 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects, durability: D
         max_age=d.events_max_age,
         max_bytes=1024**3,
     )
-    for config in (jobs, events):
+    cancels = StreamConfig(
+        name=subjects.cancels_stream,
+        subjects=[subjects.cancel_job_all],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=d.results_ttl,
+        max_msgs_per_subject=1,
+        max_bytes=64 * 1024**2,
+        discard=DiscardPolicy.OLD,
+    )
+    for config in (jobs, events, cancels):
         try:
             await js.stream_info(config.name)  # type: ignore[arg-type]
             await js.update_stream(config)

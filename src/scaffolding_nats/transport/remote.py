@@ -40,7 +40,6 @@ from ..runtime.worker import Worker, fail, mark_end, tokens_generated
 from .fairness import FairAdmission
 from .inbox import FrameQueue, ReplyMux
 
-_RETRY_CODES = frozenset({ErrorCode.NO_WORKER, ErrorCode.AT_CAPACITY, ErrorCode.TIMEOUT})
 _REQUEUED = frozenset({ErrorCode.AT_CAPACITY})  # a final that says "handed back to the queue"
 _HEARTBEAT_KEYS = frozenset({"v", "task_id", "frame", "seq", "attempt"})
 
@@ -364,6 +363,8 @@ class _Call:
                 continue
             self.seq = None  # done: the worker acks it
             self._close()
+            if reply.error is not None:
+                reply.error.details.setdefault("attempts", self.attempt)
             task.set_outcome(reply.status or TaskStatus.WORKER_ERROR, reply.error)
             mark_end(task)
             return False

@@ -6,29 +6,37 @@ import asyncio
 import logging
 import os
 
-from ...methods.registry import load_registry
+from ...methods.registry import load_registry, parse_limits
 from ...proto.subjects import Subjects
 from ...transport import connect
-from .._cli import base_parser, run_service
+from .._cli import base_parser, run_service, setting
 from .service import ControllerService
 
 
 def main(argv: list[str] | None = None) -> None:
     env = os.environ.get
     p = base_parser(__doc__)
-    p.add_argument("--methods", default=env("SCAF_METHODS_FILE"), help="YAML/JSON method configs to add")
-    p.add_argument("--max-jobs", type=int, default=int(env("SCAF_MAX_JOBS", "32")))
-    p.add_argument("--max-job-seconds", type=float, default=float(env("SCAF_MAX_JOB_SECONDS", "900")))
-    p.add_argument("--task-timeout", type=float, default=float(env("SCAF_TASK_TIMEOUT", "600")))
-    p.add_argument("--prompt-template", default=env("SCAF_PROMPT_TEMPLATE", "chatml"), choices=["chatml", "plain"])
+    setting(p, "--methods", "SCAF_METHODS_FILE", "", "YAML/JSON method configs to add")
+    setting(p, "--max-jobs", "SCAF_MAX_JOBS", "32", "jobs run at once by this replica", type=int)
+    setting(p, "--max-job-seconds", "SCAF_MAX_JOB_SECONDS", "900", "run-time limit of one job", type=float)
+    setting(p, "--task-timeout", "SCAF_TASK_TIMEOUT", "600", "deadline of one task, all attempts", type=float)
+    setting(
+        p, "--prompt-template", "SCAF_PROMPT_TEMPLATE", "chatml", "chat format for completion methods",
+        choices=["chatml", "plain"],
+    )
+    setting(
+        p, "--param-limits", "SCAF_PARAM_LIMITS", "",
+        "upper bounds of fan-out parameters over the defaults, e.g. sample_num=128,beam_width=32",
+    )
     p.add_argument(
         "--provision",
         action="store_true",
         default=env("SCAF_PROVISION", "") in ("1", "true"),
-        help="create missing streams (needs the admin role; else run `services.admin init` first)",
+        help="create missing streams (needs the admin role; else run `services.admin init` first) "
+        "[env SCAF_PROVISION=1]",
     )
     args = p.parse_args(argv)
-    registry = load_registry(args.methods)
+    registry = load_registry(args.methods or None, limits=parse_limits(args.param_limits))
 
     async def serve(stop: asyncio.Event) -> None:
         nc = await connect(args.nats.split(","), name="scaffolding-controller")

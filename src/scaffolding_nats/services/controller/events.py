@@ -12,8 +12,9 @@ from typing import Any
 
 from nats.aio.client import Client
 
+from ...errors import ProtocolError
 from ...proto import codec
-from ...proto.errors import ErrorInfo
+from ...proto.errors import ErrorCode, ErrorInfo
 from ...proto.messages import JobEvent, JobEventType, JobResult
 
 
@@ -56,7 +57,24 @@ class EventStream:
         for kind, fields in batch:
             event = JobEvent(job_id=self.job_id, seq=self.seq, type=kind, **fields)
             self.seq += 1
-            await self.nc.publish(self.subject, codec.encode(event))
+            await self.nc.publish(self.subject, self._encode(event))
+
+    def _encode(self, event: JobEvent) -> bytes:
+        """An event the bus cannot carry (over ``max_payload``, or not encodable) becomes a
+        typed error event in its place, so the client still hears how the job ended."""
+        try:
+            data = codec.encode(event)
+            limit = self.nc.max_payload
+            if not limit or len(data) <= limit:
+                return data
+            error = ErrorInfo(
+                code=ErrorCode.PAYLOAD_TOO_LARGE,
+                message=f"the job's {event.type.value} event of {len(data)} bytes exceeds max_payload ({limit})",
+                details={"size": len(data), "limit": limit},
+            )
+        except ProtocolError as exc:
+            error = exc.to_info()
+        return codec.encode(JobEvent(job_id=self.job_id, seq=event.seq, type=JobEventType.ERROR, error=error))
 
     def close(self) -> None:
         self._closed = True

@@ -8,6 +8,7 @@ from typing import Any
 
 from ...proto.messages import Job
 from ...proto.tasks import ChatMessage
+from ...runtime.controller import Controller
 
 
 def _chatml(messages: list[ChatMessage]) -> str:
@@ -23,10 +24,10 @@ def _plain(messages: list[ChatMessage]) -> str:
 TEMPLATES = {"chatml": _chatml, "plain": _plain}
 
 
-def prompt_for(job: Job, controller: Any, template: str = "chatml") -> Any:
+def prompt_for(job: Job, controller: Controller, template: str = "chatml") -> Any:
     """A completion job's prompt is passed as-is (OpenAI semantics); a chat job's messages go
     to chat-aware controllers unchanged and are rendered with ``template`` for the others."""
-    accepts_messages = bool(getattr(controller, "accepts_messages", False))
+    accepts_messages = controller.accepts_messages
     if job.messages:
         if accepts_messages:
             return list(job.messages)

@@ -7,7 +7,6 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -23,32 +22,16 @@ from ...methods.registry import MethodRegistry
 from ...proto import codec
 from ...proto.errors import ErrorCode, ErrorInfo
 from ...proto.messages import Job, JobEventType, JobRecord, JobResult, JobState
-from ...proto.subjects import Subjects
+from ...proto.subjects import HEADER_MSG_ID, Subjects
+from ...runtime.controller import Controller
 from ...runtime.request import run_request
 from ...runtime.runner import TaskRunner
-from ...runtime.worker import Worker
 from ...transport import RemoteWorker
 from ...transport.jetstream import Durability, check, missing, provision
 from .events import EventStream
 from .prompting import prompt_for
 
 log = logging.getLogger(__name__)
-
-
-class AnyTag(Mapping[str, Worker]):
-    """Every worker tag maps to the bus: whether anyone serves it is the bus's to answer."""
-
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-
-    def __getitem__(self, tag: str) -> Worker:
-        return self.worker
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
 
 
 class ControllerService:
@@ -85,13 +68,15 @@ class ControllerService:
         self.durability = durability or Durability()
         self.version = version
         self.remote = RemoteWorker(nc, subjects=self.subjects, timeout=task_timeout)
-        self.runner = TaskRunner(AnyTag(self.remote))
+        self.runner = TaskRunner(fallback=self.remote)
         self._slots = asyncio.Semaphore(max_jobs)
         self._running: dict[str, tuple[asyncio.Task[Any], Msg]] = {}
         self._cancel_requested: set[str] = set()
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
         self.jobs_done = 0
+        self.jobs_failed = 0
+        self.jobs_rejected = 0
         self.drain_seconds = drain_seconds
         self._closing = False
 
@@ -126,6 +111,8 @@ class ControllerService:
                     "running": len(self._running),
                     "capacity": self.max_jobs,
                     "done": self.jobs_done,
+                    "failed": self.jobs_failed,
+                    "rejected": self.jobs_rejected,
                 },
             )
             await self._service.add_endpoint(
@@ -186,7 +173,7 @@ class ControllerService:
                 await self._slots.acquire()
                 try:
                     msgs = await psub.fetch(1, timeout=1.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     self._slots.release()
                     continue
                 except Exception as exc:  # a reconnect in progress; try again shortly
@@ -250,6 +237,8 @@ class ControllerService:
 
     async def _on_cancel(self, msg: Msg) -> None:
         job_id, owner = self.subjects.split_cancel_job(msg.subject)
+        if not codec.is_id(job_id) or (owner is not None and not codec.is_id(owner)):
+            return
         running = self._running.get(job_id)
         if running is not None and owner is not None and self._owners.get(job_id) != owner:
             return  # an owner may cancel only its own jobs
@@ -272,16 +261,29 @@ class ControllerService:
         metrics.JOBS_RUNNING.inc()
         try:
             await self._run_job(msg)
-        except Exception:
+        except Exception as exc:  # the job boundary: a typed error at once, never a redelivery loop
             log.exception("job handling failed")
+            await self._fail_boundary(msg, exc)
         finally:
             metrics.JOBS_RUNNING.dec()
             self._slots.release()
             self.jobs_done += 1
 
+    def _label(self, method: str) -> str:
+        """Metric label of a method: served names only, so labels come from a closed set."""
+        return method if method in self.registry else "unknown"
+
+    def _decode(self, msg: Msg) -> Job:
+        """A job without an ``id`` takes its ``Nats-Msg-Id`` (the de-duplication key)."""
+        obj = codec.unpack_map(msg.data, max_bytes=self.durability.max_job_bytes)
+        msg_id = msg.headers.get(HEADER_MSG_ID) if msg.headers else None
+        if "id" not in obj and codec.is_id(msg_id):
+            obj["id"] = msg_id
+        return codec.validate(Job, obj)
+
     async def _run_job(self, msg: Msg) -> None:
         try:
-            job = codec.decode(Job, msg.data, max_bytes=self.durability.max_job_bytes)
+            job = self._decode(msg)
         except ProtocolError as exc:
             await self._reject(msg, exc)
             return
@@ -307,6 +309,16 @@ class ControllerService:
             await events.pump()
             await msg.ack()
             return
+        try:  # an unknown method or bad params fail the job before it is accepted
+            controller = self._build(job)
+        except ScaffoldingError as exc:
+            self.jobs_failed += 1
+            await self._fail(job, events, exc.to_info(), owner)
+            events.close()
+            await events.pump()
+            await msg.term()
+            metrics.JOBS.labels(self._label(job.method), exc.code.value).inc()
+            return
         started = time.monotonic()
         outcome = "failed"
         async with TaskGroup() as tg:
@@ -316,7 +328,7 @@ class ControllerService:
                 events.add(JobEventType.ACCEPTED, progress={"method": job.method, "delivery": deliveries})
                 await self._record(JobRecord(job_id=job.id, method=job.method, state=JobState.RUNNING, owner=owner))
                 self._owners[job.id] = owner
-                result = await self._execute(job, events, msg)
+                result = await self._execute(job, controller, events, msg)
                 await self._record(
                     JobRecord(job_id=job.id, method=job.method, state=JobState.SUCCEEDED, result=result, owner=owner)
                 )
@@ -326,7 +338,13 @@ class ControllerService:
                 metrics.JOB_TOKENS.labels(job.method, "prompt").inc(result.usage.prompt_tokens)
             except ScaffoldingError as exc:
                 outcome = exc.code.value
+                self.jobs_failed += 1
                 await self._fail(job, events, exc.to_info(), owner)
+            except Exception as exc:  # a defect, not the job's fault: still a typed error event
+                log.exception("job %s failed unexpectedly", job.id)
+                outcome = ErrorCode.INTERNAL.value
+                self.jobs_failed += 1
+                await self._fail(job, events, _internal(exc), owner)
             except asyncio.CancelledError:
                 # Shutting down mid-job: hand it back at once so another replica runs it.
                 with contextlib.suppress(Exception):
@@ -340,13 +358,15 @@ class ControllerService:
         metrics.JOBS.labels(job.method, outcome).inc()
         metrics.JOB_SECONDS.labels(job.method).observe(time.monotonic() - started)
 
-    async def _execute(self, job: Job, events: EventStream, msg: Msg) -> JobResult:
+    def _build(self, job: Job) -> Controller:
         if job.method not in self.registry:
             raise UnknownMethod(
                 f"unknown method {job.method!r}",
                 details={"method": job.method, "known": self.registry.names()},
             )
-        controller = self.registry.build(job.method, job.params)
+        return self.registry.build(job.method, job.params)
+
+    async def _execute(self, job: Job, controller: Controller, events: EventStream, msg: Msg) -> JobResult:
         prompt = prompt_for(job, controller, self.prompt_template)
         if telemetry.enabled():
             with telemetry.tracer.start_as_current_span(
@@ -386,7 +406,15 @@ class ControllerService:
             self._cancel_requested.discard(job.id)
 
     async def _cancelled_before_start(self, job: Job, owner: str | None) -> bool:
-        """A cancel arrived while the job was queued: a trusted one (no owner), or its owner's."""
+        """A cancel arrived while the job was queued: a trusted one (no owner), or its owner's.
+        Kept in the cancels stream too (on the job's owner-scoped subject), so one sent while
+        no controller ran is still seen."""
+        for who in {None, owner}:
+            try:
+                await self.js.get_last_msg(self.subjects.cancels_stream, self.subjects.cancel_job(job.id, who))
+                return True
+            except Exception:  # none kept (the usual case), or no cancels stream provisioned
+                pass
         keys = [job.id] if owner is None else [job.id, _cancel_key(job.id, owner)]
         for key in keys:
             try:
@@ -415,19 +443,49 @@ class ControllerService:
 
     async def _reject(self, msg: Msg, exc: ProtocolError) -> None:
         """A job that breaks the contract is not retried; its sender hears why if it has an id."""
-        job_id = codec.peek_id(msg.data, "id")
-        log.warning("rejected job %s: %s", job_id or "<no id>", exc.message)
-        if job_id:
-            owner = _owner_of(self.subjects, msg.subject)
-            events = EventStream(self.nc, self.subjects.events(job_id, owner), job_id)
-            events.error(exc.to_info())
-            events.close()
-            await events.pump()
-            await self._record(
-                JobRecord(job_id=job_id, method="?", state=JobState.FAILED, error=exc.to_info(), owner=owner)
-            )
+        self.jobs_rejected += 1
+        await self._tell(msg, exc.to_info())
         metrics.JOBS.labels("?", exc.code.value).inc()
         await msg.term()
+
+    async def _fail_boundary(self, msg: Msg, exc: Exception) -> None:
+        """Handling a job raised: tell its sender (best effort) and drop it from the stream now,
+        so a poison job neither crashes a controller nor waits out redeliveries."""
+        self.jobs_failed += 1
+        metrics.JOBS.labels("?", ErrorCode.INTERNAL.value).inc()
+        try:
+            await self._tell(msg, _internal(exc))
+        except Exception:
+            log.exception("could not report a failed job")
+        with contextlib.suppress(Exception):
+            await msg.term()
+
+    async def _tell(self, msg: Msg, error: ErrorInfo) -> None:
+        """An error event (seq 0) and a failed record under the job's id: the one in the job if
+        it is a valid subject token, else its ``Nats-Msg-Id``; with neither, only the log."""
+        job_id = codec.peek_id(msg.data, "id")
+        if job_id is None and msg.headers and codec.is_id(msg.headers.get(HEADER_MSG_ID)):
+            job_id = msg.headers[HEADER_MSG_ID]
+        log.warning("rejected job %s: %s", job_id or "<no usable id>", error.message)
+        owner = _owner_of(self.subjects, msg.subject)
+        if owner is not None and not codec.is_id(owner):
+            owner = None
+        if job_id:
+            events = EventStream(self.nc, self.subjects.events(job_id, owner), job_id)
+            events.error(error)
+            events.close()
+            await events.pump()
+            await self._record(JobRecord(job_id=job_id, method="?", state=JobState.FAILED, error=error, owner=owner))
+
+
+def _internal(exc: BaseException) -> ErrorInfo:
+    if isinstance(exc, ScaffoldingError):
+        return exc.to_info()
+    return ErrorInfo(
+        code=ErrorCode.INTERNAL,
+        message=f"the controller failed on this job: {type(exc).__name__}: {exc}"[:500],
+        details={"exception": type(exc).__name__},
+    )
 
 
 def _sampling_defaults(job: Job) -> dict[str, Any]:

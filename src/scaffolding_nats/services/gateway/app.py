@@ -3,8 +3,7 @@ lifespan. ``create_app(settings)`` is all a test or a server needs."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -14,14 +13,14 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ... import metrics
 from ...client import JobClient, NoController
 from ...errors import ScaffoldingError
 from ...proto.subjects import Subjects
 from ...transport import connect
 from . import jobs_api, openai_api
 from .auth import ApiKeyMiddleware, KeyStore
-from .errors import on_http_error, on_scaffolding_error, on_validation_error
+from .errors import on_http_error, on_scaffolding_error, on_unexpected_error, on_validation_error
+from .middleware import GatewayMiddleware
 from .state import GatewayState
 
 
@@ -30,6 +29,8 @@ class GatewaySettings:
     nats_url: str = "nats://127.0.0.1:4222"
     prefix: str = "scaf"
     request_timeout: float = 600.0
+    max_body_bytes: int = 1 << 20
+    """Larger request bodies get 413 (a job must fit NATS' ``max_payload`` anyway)."""
     api_keys: KeyStore = field(default_factory=KeyStore)  # none: every /v1 request is refused
     allow_anonymous: bool = False  # explicitly run without keys (one tenant, no ownership)
 
@@ -62,15 +63,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_exception_handler(ScaffoldingError, on_scaffolding_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
-
-    @app.middleware("http")
-    async def count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        metrics.HTTP_REQUESTS.labels(route, str(response.status_code)).inc()
-        metrics.HTTP_SECONDS.labels(route).observe(time.perf_counter() - started)
-        return response
+    app.add_exception_handler(Exception, on_unexpected_error)
+    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import Request
@@ -10,24 +11,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ...errors import ScaffoldingError
-from ...proto.errors import ErrorCode, ErrorInfo
+from ...proto.errors import ErrorCode, ErrorInfo, http_status_for
 
-_STATUS = {
-    ErrorCode.MALFORMED: 400,
-    ErrorCode.INVALID: 400,
-    ErrorCode.UNSUPPORTED_VERSION: 400,
-    ErrorCode.PAYLOAD_TOO_LARGE: 413,
-    ErrorCode.UNKNOWN_METHOD: 404,
-    ErrorCode.NOT_SUPPORTED: 501,
-    ErrorCode.NO_WORKER: 503,
-    ErrorCode.NO_CONTROLLER: 503,
-    ErrorCode.AT_CAPACITY: 503,
-    ErrorCode.TIMEOUT: 504,
-    ErrorCode.CANCELLED: 499,
-    ErrorCode.BUDGET_EXHAUSTED: 422,
-    ErrorCode.BACKEND_ERROR: 502,
-    ErrorCode.WORKER_ERROR: 502,
-}
+log = logging.getLogger(__name__)
 
 _TYPE = {
     400: "invalid_request_error",
@@ -60,7 +46,7 @@ def error_response(
 
 
 def from_info(info: ErrorInfo) -> JSONResponse:
-    status = _STATUS.get(info.code, 500)
+    status = http_status_for(info.code)
     code = "model_not_found" if info.code is ErrorCode.UNKNOWN_METHOD else info.code.value
     return error_response(info.message, code=code, status=status, details=info.details or None)
 
@@ -86,3 +72,11 @@ async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
 async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     return error_response(str(exc.detail), code="http_error", status=exc.status_code)
+
+
+async def on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    """A defect still answers in OpenAI's shape (and is logged); a bad request never gets here."""
+    if isinstance(exc, RecursionError):  # input nested too deep for a parser or serialiser
+        return error_response("request nested too deeply", code="invalid_request", status=400)
+    log.exception("unexpected error serving %s", request.url.path)
+    return error_response(f"internal error: {type(exc).__name__}", code="internal", status=500)

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ...proto.messages import Job
-from ...proto.tasks import SamplingParams
 from .auth import tenant_of
 from .errors import error_body, error_response
 from .schemas import JobSubmission
 from .state import GatewayState
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_\-]{1,128}$", description="a job id: one subject token")]
 
 
 def _state(request: Request) -> GatewayState:
@@ -28,9 +29,9 @@ def _state(request: Request) -> GatewayState:
 async def submit(body: JobSubmission, request: Request) -> Any:
     """Accepted durably even when no controller runs yet: it runs when one starts."""
     state = _state(request)
-    fields: dict[str, Any] = body.model_dump(exclude_none=True, exclude={"sampling"})
-    if body.sampling is not None:
-        fields["sampling"] = SamplingParams(**body.sampling)
+    fields: dict[str, Any] = {name: getattr(body, name) for name in body.model_fields_set if name != "id"}
+    if body.id is not None:
+        fields["id"] = body.id
     job = Job(**fields)
     await state.jobs.submit(job, owner=tenant_of(request))
     return JSONResponse(
@@ -52,7 +53,7 @@ async def _own_record(request: Request, job_id: str) -> tuple[bool, Any]:
 
 
 @router.get("/{job_id}")
-async def status(job_id: str, request: Request) -> Any:
+async def status(job_id: JobId, request: Request) -> Any:
     visible, record = await _own_record(request, job_id)
     if not visible or record is None:
         return _not_found(job_id)
@@ -61,7 +62,7 @@ async def status(job_id: str, request: Request) -> Any:
 
 
 @router.get("/{job_id}/events", response_model=None)
-async def events(job_id: str, request: Request) -> StreamingResponse | JSONResponse:
+async def events(job_id: JobId, request: Request) -> StreamingResponse | JSONResponse:
     """Server-sent events: every event of the job from the first, then live ones."""
     state = _state(request)
     visible, _ = await _own_record(request, job_id)
@@ -81,7 +82,7 @@ async def events(job_id: str, request: Request) -> StreamingResponse | JSONRespo
 
 
 @router.delete("/{job_id}", status_code=202)
-async def cancel(job_id: str, request: Request) -> Any:
+async def cancel(job_id: JobId, request: Request) -> Any:
     visible, _ = await _own_record(request, job_id)
     if not visible:
         return _not_found(job_id)

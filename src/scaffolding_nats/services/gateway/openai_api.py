@@ -9,14 +9,15 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from ..._compat import TaskGroup
+from ..._compat import BaseExceptionGroup, TaskGroup
 from ...errors import DeadlineExceeded, ScaffoldingError, UnknownMethod
 from ...proto.errors import ErrorCode
 from ...proto.messages import Job, JobEvent, JobEventType, JobResult
-from ...proto.tasks import ChatMessage, SamplingParams
+from ...proto.tasks import ChatMessage, new_id
 from .auth import tenant_of
 from .errors import error_body, error_response, from_info
 from .schemas import ChatCompletionRequest, CompletionRequest, _OpenAIRequest
@@ -44,17 +45,18 @@ async def _job_for(
             f"The model `{body.model}` does not exist: {method!r} is not a served method",
             details={"method": method, "available": known},
         )
-    sampling = SamplingParams(**body.sampling())
     params = dict(body.method_params)
     if isinstance(body, ChatCompletionRequest) and body.tools:
         params.setdefault("tools", [t.model_dump() for t in body.tool_definitions() or []])
+        if body.tool_choice is not None:
+            params.setdefault("tool_choice", body.tool_choice)
     return Job(
         method=method,
         prompt=prompt,
         messages=messages,
         params=params,
         model=backend_model or None,
-        sampling=sampling,
+        sampling=body.sampling(),
         budget=body.budget,
         stream=body.stream,
         metadata={"source": "gateway", "user": body.user} if body.user else {"source": "gateway"},
@@ -62,6 +64,8 @@ async def _job_for(
 
 
 def _finish_reason(result: JobResult) -> str:
+    if result.tool_calls:
+        return "tool_calls"
     if result.stop_reason.startswith("budget") or result.finish_reason == "length":
         return "length"
     if result.finish_reason == "tool_calls":
@@ -69,13 +73,18 @@ def _finish_reason(result: JobResult) -> str:
     return "stop"
 
 
-def _usage(result: JobResult) -> dict[str, int]:
-    u = result.usage
-    return {
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.total_tokens,
-    }
+def _usage(*results: JobResult) -> dict[str, int]:
+    prompt = sum(r.usage.prompt_tokens for r in results)
+    completion = sum(r.usage.completion_tokens for r in results)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _tool_calls(result: JobResult) -> list[dict[str, Any]]:
+    """The assistant's tool calls in OpenAI's shape: the client runs the tools."""
+    return [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in result.tool_calls or []
+    ]
 
 
 def _extension(job: Job, result: JobResult) -> dict[str, Any]:
@@ -108,7 +117,10 @@ class _Run:
                 yield event
         finally:
             if not self.finished:  # client gone, or the gateway gave up: stop the work
-                await self.state.jobs.cancel(self.job.id, owner=self.owner)
+                # Shielded: a disconnect cancels the response's scope, and the cancel must
+                # still go out (bounded, like every wait).
+                with anyio.move_on_after(5, shield=True):
+                    await self.state.jobs.cancel(self.job.id, owner=self.owner)
 
     async def result(self) -> JobResult:
         """Wait for the result; if the client disconnects meanwhile, cancel the job."""
@@ -148,7 +160,7 @@ def _sse(data: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-async def _stream(run: _Run, *, chat: bool, model: str) -> AsyncIterator[bytes]:
+async def _stream(run: _Run, *, chat: bool, model: str, include_usage: bool = False) -> AsyncIterator[bytes]:
     """OpenAI chunk stream: token deltas as they come (single-path methods), else the final
     answer as one delta; usage and the scaffolding extension ride on the last chunk."""
     created = int(time.time())
@@ -185,12 +197,28 @@ async def _stream(run: _Run, *, chat: bool, model: str) -> AsyncIterator[bytes]:
                     yield chunk(result.text)
                 elif result.text.startswith(streamed) and len(result.text) > len(streamed):
                     yield chunk(result.text[len(streamed) :])
+                if chat and result.tool_calls:
+                    calls = [dict(c, index=i) for i, c in enumerate(_tool_calls(result))]
+                    yield _sse(
+                        {
+                            "id": cid,
+                            "object": obj,
+                            "created": created,
+                            "model": model,
+                            "choices": [{"index": 0, "delta": {"tool_calls": calls}, "finish_reason": None}],
+                        }
+                    )
                 yield chunk(
                     None,
                     _finish_reason(result),
                     usage=_usage(result),
                     scaffolding=_extension(run.job, result),
                 )
+                if include_usage:  # OpenAI's stream_options: a last chunk with no choices
+                    yield _sse(
+                        {"id": cid, "object": obj, "created": created, "model": model, "choices": [],
+                         "usage": _usage(result)}
+                    )
             elif event.type is JobEventType.ERROR and event.error is not None:
                 response = from_info(event.error)
                 yield _sse(
@@ -207,32 +235,73 @@ async def _stream(run: _Run, *, chat: bool, model: str) -> AsyncIterator[bytes]:
 
 
 async def _serve(request: Request, body: _OpenAIRequest, job: Job, *, chat: bool) -> Any:
-    """Stream the job as OpenAI chunks, or wait and answer with one OpenAI response."""
-    run = _Run(_state(request), job, request, body.timeout)
+    """Stream the job as OpenAI chunks, or wait and answer with one OpenAI response; ``n``
+    choices are ``n`` runs of the method (each its own job), run at once."""
+    if body.stream_options is not None and not body.stream:
+        return error_response(
+            "stream_options is only allowed with stream: true", code="invalid_request", status=400,
+            param="stream_options",
+        )
     if body.stream:
-        return StreamingResponse(_stream(run, chat=chat, model=body.model), media_type="text/event-stream")
-    result = await run.result()
-    choice: dict[str, Any] = {"index": 0, "finish_reason": _finish_reason(result), "logprobs": None}
-    if chat:
-        choice["message"] = {"role": "assistant", "content": result.text}
-    else:
-        choice["text"] = result.text
+        if body.n > 1:
+            return error_response(
+                "n > 1 is not supported with stream: true (ask for n choices without streaming)",
+                code="invalid_request", status=400, param="n",
+            )
+        run = _Run(_state(request), job, request, body.timeout)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(
+            _stream(run, chat=chat, model=body.model, include_usage=include_usage), media_type="text/event-stream"
+        )
+    jobs = [job] + [job.model_copy(update={"id": new_id()}) for _ in range(body.n - 1)]
+    runs = [_Run(_state(request), j, request, body.timeout) for j in jobs]
+    results = await _all(runs)
+    choices = []
+    for index, result in enumerate(results):
+        choice: dict[str, Any] = {"index": index, "finish_reason": _finish_reason(result), "logprobs": None}
+        if chat:
+            message: dict[str, Any] = {"role": "assistant", "content": result.text}
+            if result.tool_calls:
+                message["tool_calls"] = _tool_calls(result)
+                message["content"] = result.text or None
+            choice["message"] = message
+        else:
+            choice["text"] = result.text
+        choices.append(choice)
+    extension = _extension(job, results[0])
+    if len(jobs) > 1:
+        extension["choices"] = [_extension(j, r) for j, r in zip(jobs, results, strict=True)]
     return JSONResponse(
         {
             "id": ("chatcmpl-" if chat else "cmpl-") + job.id,
             "object": "chat.completion" if chat else "text_completion",
             "created": int(time.time()),
             "model": body.model,
-            "choices": [choice],
-            "usage": _usage(result),
-            "scaffolding": _extension(job, result),
+            "choices": choices,
+            "usage": _usage(*results),
+            "scaffolding": extension,
         }
     )
 
 
+async def _all(runs: list[_Run]) -> list[JobResult]:
+    """Every run's result; the first failure cancels the others (their jobs too) and is raised."""
+    if len(runs) == 1:
+        return [await runs[0].result()]
+    try:
+        async with TaskGroup() as tg:
+            tasks = [tg.create_task(run.result()) for run in runs]
+    except BaseExceptionGroup as eg:
+        first: BaseException = eg
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+    return [t.result() for t in tasks]
+
+
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
-    job = await _job_for(_state(request), body, messages=body.messages)
+    job = await _job_for(_state(request), body, messages=body.chat_messages())
     return await _serve(request, body, job, chat=True)
 
 
@@ -250,10 +319,33 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     return await _serve(request, body, job, chat=False)
 
 
+def _model(name: str) -> dict[str, Any]:
+    return {
+        "id": name,
+        "object": "model",
+        "created": 0,
+        "owned_by": "scaffolding",
+        "parameters": PARAMETERS_REFERENCE,
+    }
+
+
+PARAMETERS_REFERENCE = "proto/schema/methods.json"
+"""Where each method kind's parameters (``method_params``) are described, as JSON Schema."""
+
+
 @router.get("/v1/models")
 async def models(request: Request) -> Any:
     names = await _state(request).methods()
-    return {
-        "object": "list",
-        "data": [{"id": n, "object": "model", "created": 0, "owned_by": "scaffolding"} for n in names],
-    }
+    return {"object": "list", "data": [_model(n) for n in names]}
+
+
+@router.get("/v1/models/{model_id:path}")
+async def model(model_id: str, request: Request) -> Any:
+    names = await _state(request).methods()
+    method = model_id.partition("/")[0]
+    if method not in names:
+        return error_response(
+            f"The model `{model_id}` does not exist: {method!r} is not a served method",
+            code="model_not_found", status=404, param="model",
+        )
+    return _model(model_id)

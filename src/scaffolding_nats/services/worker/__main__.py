@@ -10,14 +10,13 @@ import asyncio
 import importlib
 import json
 import logging
-import os
 from typing import Any
 
 from ...proto.subjects import Subjects
 from ...runtime.worker import Worker
 from ...transport import WorkerHost, connect
 from ...transport.jetstream import Durability, TaskQueueSettings
-from .._cli import base_parser, run_service
+from .._cli import base_parser, run_service, setting
 
 BUILTIN = {
     "synthetic": "scaffolding_nats.workers.synthetic:SyntheticWorker",
@@ -38,20 +37,21 @@ def load_worker(spec: str, kwargs: dict[str, Any]) -> Worker:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    env = os.environ.get
     p = base_parser(__doc__)
-    p.add_argument("--worker", default=env("SCAF_WORKER", "synthetic"), help="builtin name or MODULE:CLASS")
-    p.add_argument("--worker-args", default=env("SCAF_WORKER_ARGS", "{}"), help="JSON constructor kwargs")
-    p.add_argument("--tags", default=env("SCAF_TAGS", "generation"), help="comma-separated worker tags")
-    p.add_argument("--max-concurrency", type=int, default=int(env("SCAF_MAX_CONCURRENCY", "64")))
-    p.add_argument("--name", default=env("SCAF_SERVICE_NAME", "scaffolding-worker"))
-    p.add_argument(
+    setting(p, "--worker", "SCAF_WORKER", "synthetic", f"builtin name ({', '.join(BUILTIN)}) or MODULE:CLASS")
+    setting(p, "--worker-args", "SCAF_WORKER_ARGS", "{}", "JSON constructor kwargs")
+    setting(p, "--tags", "SCAF_TAGS", "generation", "comma-separated worker tags")
+    setting(p, "--max-concurrency", "SCAF_MAX_CONCURRENCY", "64", "tasks in flight on this replica", type=int)
+    setting(p, "--name", "SCAF_SERVICE_NAME", "scaffolding-worker", "NATS micro service name")
+    setting(
+        p,
         "--task-ack-wait",
+        "SCAF_TASK_ACK_WAIT",
+        "6",
+        "seconds without progress after which a dead replica's task is redelivered",
         type=float,
-        default=float(env("SCAF_TASK_ACK_WAIT", "6")),
-        help="seconds without progress after which a task of a dead replica is redelivered",
     )
-    p.add_argument("--js-replicas", type=int, default=int(env("SCAF_JS_REPLICAS", "1")), help="JetStream replicas")
+    setting(p, "--js-replicas", "SCAF_JS_REPLICAS", "1", "JetStream replicas of the task queue", type=int)
     return p.parse_args(argv)
 
 
