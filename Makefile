@@ -34,8 +34,9 @@ test: install  ## every test, against real nats-server and the packaged CPU mode
 test-fast: install  ## the tests that need no model
 	$(PY) -m pytest -m "not model"
 
-bench: install  ## P1/P2 (transport) and P4 (gateway) benchmarks
+bench: install  ## P1/P2 (transport), P3 (load above capacity) and P4 (gateway) benchmarks
 	$(PY) -m benchmarks.bench_transport
+	$(PY) -m benchmarks.bench_capacity
 	$(PY) -m benchmarks.bench_gateway
 
 bench-methods: install  ## accuracy/tokens/time of methods on the CPU model

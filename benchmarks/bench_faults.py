@@ -98,7 +98,7 @@ def _correct(f: Follower) -> bool:
 async def _provision(bus: NatsServer | NatsCluster) -> None:
     nc = await nats.connect(bus.url.split(","))
     try:
-        await provision(nc.jetstream(), Subjects(PREFIX), durability_for(nc))
+        await provision(nc.jetstream(), Subjects(PREFIX), durability_for(nc), tags=("generation",))
     finally:
         await nc.close()
 

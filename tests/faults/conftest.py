@@ -86,7 +86,7 @@ async def connect(urls: str, subjects: Subjects) -> Client:
         pass
 
     nc = await nats.connect(urls.split(","), max_reconnect_attempts=-1, reconnect_time_wait=0.25, error_cb=quiet)
-    await provision(nc.jetstream(), subjects, durability_for(nc))
+    await provision(nc.jetstream(), subjects, durability_for(nc), tags=("generation",))
     return nc
 
 

@@ -7,8 +7,9 @@ a node loses neither queued jobs nor results); ``SCAF_JS_REPLICAS`` overrides th
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, replace
 
 from nats.aio.client import Client
@@ -30,6 +31,7 @@ from ..errors import ScaffoldingError
 from ..proto.errors import ErrorCode
 from ..proto.subjects import Subjects
 
+log = logging.getLogger(__name__)
 ADMIN_INIT = "python -m scaffolding_nats.services.admin init"
 
 
@@ -129,6 +131,113 @@ def jobs_consumer_config(subjects: Subjects, durability: Durability | None = Non
     )
 
 
+@dataclass(frozen=True)
+class TaskQueueSettings:
+    """The per-tag task work queues: a replica that stops reporting progress for ``ack_wait``
+    seconds (killed, partitioned) has its tasks redelivered to another, at most
+    ``max_deliver`` times in all; tasks nobody took are dropped after ``max_age``."""
+
+    ack_wait: float = 6.0
+    max_deliver: int = 5
+    max_age: float = 3600.0
+    max_task_bytes: int = 1024 * 1024
+
+
+async def ensure_task_stream(
+    js: JetStreamContext,
+    subjects: Subjects,
+    durability: Durability | None = None,
+    settings: TaskQueueSettings | None = None,
+) -> None:
+    """One work-queue stream holds every tag's queued tasks (each tag its own subject)."""
+    d, q = durability or Durability(), settings or TaskQueueSettings()
+    config = StreamConfig(
+        name=subjects.tasks_stream,
+        subjects=[subjects.task_queue_all],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        max_msg_size=q.max_task_bytes,
+        max_age=q.max_age,
+        max_msgs=1_000_000,  # a count, not bytes: a byte limit reserves storage up front
+        discard=DiscardPolicy.NEW,  # a full queue refuses new tasks (the caller retries) rather than drop old ones
+        num_replicas=d.replicas,
+    )
+    try:
+        await js.add_stream(config)
+    except BadRequestError:  # exists with another configuration
+        await js.update_stream(config)
+
+
+def task_consumer_config(
+    subjects: Subjects,
+    worker_tag: str,
+    durability: Durability | None = None,
+    settings: TaskQueueSettings | None = None,
+) -> ConsumerConfig:
+    d, q = durability or Durability(), settings or TaskQueueSettings()
+    return ConsumerConfig(
+        durable_name=subjects.task_consumer(worker_tag),
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=q.ack_wait,
+        max_deliver=q.max_deliver,
+        max_ack_pending=100_000,  # each replica bounds itself by its free slots
+        max_waiting=4096,
+        deliver_policy=DeliverPolicy.ALL,
+        filter_subject=subjects.task_queue(worker_tag),
+        num_replicas=d.replicas,
+    )
+
+
+async def ensure_task_consumer(
+    js: JetStreamContext,
+    subjects: Subjects,
+    worker_tag: str,
+    durability: Durability | None = None,
+    settings: TaskQueueSettings | None = None,
+) -> None:
+    """Idempotent: every replica of a tag declares the same durable consumer. The server updates
+    one that exists with other settings (another replica's ``--task-ack-wait``): the last replica
+    to start sets them, so give a tag's replicas the same settings."""
+    config = task_consumer_config(subjects, worker_tag, durability, settings)
+    try:
+        await js.add_consumer(subjects.tasks_stream, config)
+    except BadRequestError as exc:
+        info = await js.consumer_info(subjects.tasks_stream, subjects.task_consumer(worker_tag))
+        log.warning("consumer %s exists with other settings (%s); keeping them", info.name, exc.description)
+async def task_queues_missing(js: JetStreamContext, subjects: Subjects, tags: Iterable[str]) -> list[str]:
+    """The tags' consumers (``<stream>/<consumer>``) that do not exist; reading a consumer is
+    all a worker may do, and a missing stream shows as every consumer missing."""
+    stream = subjects.tasks_stream
+    return [
+        f"{stream}/{subjects.task_consumer(tag)}"
+        for tag in tags
+        if not await _exists(js.consumer_info(stream, subjects.task_consumer(tag)))
+    ]
+
+
+async def provision_task_queues(
+    js: JetStreamContext,
+    subjects: Subjects,
+    tags: Iterable[str],
+    durability: Durability | None = None,
+    settings: TaskQueueSettings | None = None,
+) -> None:
+    """Create or update the task stream and the tags' consumers (needs the admin role)."""
+    await ensure_task_stream(js, subjects, durability, settings)
+    for tag in tags:
+        await ensure_task_consumer(js, subjects, tag, durability, settings)
+
+
+async def check_task_queues(js: JetStreamContext, subjects: Subjects, tags: Iterable[str]) -> None:
+    gone = await task_queues_missing(js, subjects, tags)
+    if gone:
+        raise NotProvisioned(
+            f"JetStream task queues are not provisioned for prefix {subjects.prefix!r}: missing {', '.join(gone)}. "
+            f"Run `{ADMIN_INIT} --tags <tags>` as the NATS admin user first.",
+            details={"missing": gone, "prefix": subjects.prefix},
+        )
+
+
 async def _exists(lookup: Awaitable[object]) -> bool:
     try:
         await lookup
@@ -159,9 +268,13 @@ async def check(js: JetStreamContext, subjects: Subjects, *, consumer: bool = Tr
         )
 
 
-async def provision(js: JetStreamContext, subjects: Subjects, durability: Durability | None = None) -> KeyValue:
-    """Create or update every durable part (needs the admin role); returns the bucket."""
+async def provision(
+    js: JetStreamContext, subjects: Subjects, durability: Durability | None = None, *, tags: Iterable[str] = ()
+) -> KeyValue:
+    """Create or update every durable part (needs the admin role), with a task queue consumer
+    for each of ``tags``; returns the bucket."""
     await ensure_streams(js, subjects, durability)
+    await provision_task_queues(js, subjects, tags, durability)
     kv = await results_bucket(js, subjects, durability)
     # Creates the durable, or updates it in place when it exists.
     await js.add_consumer(subjects.jobs_stream, jobs_consumer_config(subjects, durability))
