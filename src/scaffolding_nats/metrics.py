@@ -24,6 +24,15 @@ TASK_SECONDS = Histogram(
 )
 TASKS_IN_FLIGHT = Gauge("scaffolding_worker_tasks_in_flight", "Tasks running in this worker host", ["tag"])
 TASKS_REJECTED = Counter("scaffolding_worker_rejected_total", "Tasks refused (capacity or bad input)", ["tag", "code"])
+TASK_QUEUE_PENDING = Gauge(
+    "scaffolding_task_queue_pending", "Tasks queued for a tag that no replica has taken yet (its backlog)", ["tag"]
+)
+TASK_QUEUE_ACK_PENDING = Gauge(
+    "scaffolding_task_queue_in_flight", "Tasks of a tag taken by some replica and not yet done", ["tag"]
+)
+TASKS_WAITING = Gauge(
+    "scaffolding_controller_tasks_waiting", "Tasks this process sent that no worker has started yet", ["tag"]
+)
 SANDBOX_RUNS = Counter(
     "scaffolding_sandbox_runs_total",
     "Sandboxed program runs (python tool), by outcome: ok, exit (non-zero), or the limit that ended it",

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from scaffolding_nats.methods.registry import load_registry
+from scaffolding_nats.proto import Subjects
 from scaffolding_nats.security import Deployment
 from scaffolding_nats.services.worker.__main__ import BUILTIN
 
@@ -204,7 +205,7 @@ def test_k8s_deployments_run_real_entry_points_and_have_services():
         assert any(s["spec"]["selector"].items() <= labels.items() for s in services), f"{name}: no Service"
         (container,) = dep["spec"]["template"]["spec"]["containers"]
         if name == "nats":
-            assert container["args"] == ["nats-server", "-c", "/etc/nats/server.conf"]
+            assert container["args"][:3] == ["nats-server", "-c", "/etc/nats/server.conf"]  # + cluster flags
             continue
         assert container["image"] == f"scaffolding-nats/{name}:0.1.0"
         argv = container["command"] + container.get("args", [])
@@ -218,12 +219,27 @@ def test_k8s_deployments_run_real_entry_points_and_have_services():
 def test_k8s_scaling_workers_by_hpa_and_controllers_by_keda():
     docs = [doc for _, doc in k8s_docs()]
     hpas = {d["spec"]["scaleTargetRef"]["name"] for d in docs if d["kind"] == "HorizontalPodAutoscaler"}
-    assert {"worker-openai", "worker-reward", "worker-tools"} <= hpas
-    (scaled,) = [d for d in docs if d["kind"] == "ScaledObject"]
-    assert scaled["spec"]["scaleTargetRef"]["name"] == "controller" and "controller" not in hpas
-    (trigger,) = scaled["spec"]["triggers"]
-    assert trigger["type"] == "nats-jetstream"
-    assert trigger["metadata"]["stream"] == "SCAF_JOBS" and trigger["metadata"]["consumer"] == "SCAF_CONTROLLERS"
+    assert {"worker-openai", "worker-reward", "worker-tools"} <= hpas and "controller" not in hpas
+    scaled = {d["spec"]["scaleTargetRef"]["name"]: d for d in docs if d["kind"] == "ScaledObject"}
+    # KEDA: controllers on the jobs backlog, each worker Deployment on its own tag's task backlog.
+    subjects = Subjects()
+    expected = {
+        "controller": (subjects.jobs_stream, subjects.jobs_consumer),
+        "worker-openai": (subjects.tasks_stream, subjects.task_consumer("generation")),
+        "worker-reward": (subjects.tasks_stream, subjects.task_consumer("reward")),
+        "worker-tools": (subjects.tasks_stream, subjects.task_consumer("tool_call")),
+    }
+    assert set(scaled) == set(expected)
+    for name, (stream, consumer) in expected.items():
+        (trigger,) = scaled[name]["spec"]["triggers"]
+        assert trigger["type"] == "nats-jetstream", name
+        assert (trigger["metadata"]["stream"], trigger["metadata"]["consumer"]) == (stream, consumer), name
+    # `kubectl apply -k k8s/keda/` replaces the workers' CPU HPAs (KEDA and an HPA must not share a target).
+    keda = yaml.safe_load((ROOT / "k8s" / "keda" / "kustomization.yaml").read_text())
+    assert "../" in keda["resources"]
+    assert {f"{name}-scaledobject.yaml" for name in expected} <= set(keda["resources"])
+    deleted = {yaml.safe_load(p["patch"])["metadata"]["name"] for p in keda["patches"]}
+    assert deleted == {"worker-openai", "worker-reward", "worker-tools"}
 
 
 # -- security: NATS users, secrets, network policies, pinned images -----------------------------

@@ -10,7 +10,9 @@ import msgpack
 from scaffolding_nats.proto import DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_TASK_BYTES, ErrorCode, Job, Subjects, decode
 from scaffolding_nats.proto.errors import RETRYABLE_CODES
 from scaffolding_nats.proto.subjects import (
+    HEADER_ATTEMPTS_BELOW,
     HEADER_MSG_ID,
+    HEADER_REPLY_TO,
     HEADER_SERVICE_ERROR,
     HEADER_SERVICE_ERROR_CODE,
     HEADER_TRACEPARENT,
@@ -48,10 +50,20 @@ def test_names_and_headers_match_the_code():
         s.task_queue_group("generation"),
         s.tasks("generation"),
         s.controller_methods,
+        s.task_queue("generation"),
+        s.tasks_stream,
+        s.task_consumer("generation"),
     ):
         assert name in DOC, name
     assert "`TEAM_A`" in DOC and Subjects("team.a").jobs_stream == "TEAM_A_JOBS"
-    for header in (HEADER_MSG_ID, HEADER_TRACEPARENT, HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE):
+    for header in (
+        HEADER_MSG_ID,
+        HEADER_TRACEPARENT,
+        HEADER_SERVICE_ERROR,
+        HEADER_SERVICE_ERROR_CODE,
+        HEADER_REPLY_TO,
+        HEADER_ATTEMPTS_BELOW,
+    ):
         assert f"`{header}`" in DOC, header
 
 

@@ -24,6 +24,7 @@ from scaffolding_nats.methods.registry import load_registry
 from scaffolding_nats.proto import Job, JobEventType, Subjects, pack
 from scaffolding_nats.security import Deployment
 from scaffolding_nats.security.natsconf import Tls
+from scaffolding_nats.security.permissions import DEFAULT_WORKERS
 from scaffolding_nats.services.controller import ControllerService
 from scaffolding_nats.transport import WorkerHost, connect
 from scaffolding_nats.transport.jetstream import NotProvisioned, provision
@@ -36,6 +37,7 @@ DEPLOYMENT = Deployment(
     clients=["alice", "mallory"],
 )
 S = SUBJECTS
+TAGS = sorted({t for tags in DEFAULT_WORKERS.values() for t in tags})  # what `admin init` provisions
 
 
 def pub(subject: str) -> str:
@@ -95,7 +97,7 @@ async def _connect(server: NatsServer, user: str) -> Conn:
 async def bus(server: NatsServer) -> AsyncIterator[Bus]:
     users = ["admin", "gateway", "controller", "worker-openai", "worker-tools", "client-alice", "client-mallory"]
     conns = {u.split("-")[-1]: await _connect(server, u) for u in users}
-    await provision(conns["admin"].nc.jetstream(), SUBJECTS)
+    await provision(conns["admin"].nc.jetstream(), SUBJECTS, tags=TAGS)
     try:
         async with AsyncExitStack() as stack:
             worker = conns["openai"].nc
@@ -179,9 +181,16 @@ async def test_tasks_cannot_be_eavesdropped_or_answered_by_others(bus: Bus):
     for subject in ("_INBOX.>", "_INBOX_controller.>", ">"):
         err = await bus.conns["mallory"].refused(lambda nc, s=subject: nc.subscribe(s))
         assert err == sub(subject)
-    # A worker may answer the requests it received, nothing else: no frame into another inbox.
-    err = await bus.conns["tools"].refused(lambda nc: nc.publish("_INBOX_controller.abc.def", b"frame"))
-    assert err == pub("_INBOX_controller.abc.def")
+    # A worker answers the requests it received and sends queued tasks' frames to controllers'
+    # inboxes (each task's inbox is a random name only the worker that pulled it learns); no
+    # frame into any other role's inbox.
+    for inbox in ("_INBOX_gateway.abc.def", "_INBOX_client-alice.abc.def"):
+        err = await bus.conns["tools"].refused(lambda nc, s=inbox: nc.publish(s, b"frame"))
+        assert err == pub(inbox)
+    # Nor may a worker pull another kind's tasks.
+    pull = f"$JS.API.CONSUMER.MSG.NEXT.{S.tasks_stream}.{S.task_consumer('generation')}"
+    err = await bus.conns["tools"].refused(lambda nc: nc.publish(pull, b'{"batch": 1}'))
+    assert err == pub(pull)
 
 
 async def test_results_cannot_be_forged_and_jobs_cannot_be_cancelled_by_others(bus: Bus):
@@ -239,7 +248,7 @@ async def test_readiness_follows_the_consumer_and_services_fail_clearly_without_
         await asyncio.sleep(0.05)
     with pytest.raises(NoController, match="not ready: jobs consumer"):
         await bus.alice.methods()
-    await provision(admin, S)
+    await provision(admin, S, tags=TAGS)
     for _ in range(100):
         if bus.controller.ready:
             break

@@ -196,7 +196,9 @@ async def test_a_killed_worker_takes_its_sandboxed_runs_with_it(
         "tool_call",
         stdout=asyncio.subprocess.PIPE,
     )
-    remote = RemoteWorker(nc, subjects=Subjects(prefix), heartbeat=0.2)  # retries cover a late SUB
+    # One attempt: a silent worker fails the task at once (by default the queued task would wait
+    # for JetStream to redeliver it to another replica of the tag, and there is none here).
+    remote = RemoteWorker(nc, subjects=Subjects(prefix), heartbeat=0.2, max_attempts=1)
     try:
         assert proc.stdout is not None
         assert (await asyncio.wait_for(proc.stdout.readline(), 30)).strip() == b"ready"

@@ -45,6 +45,7 @@ class NatsServer:
     ``security.permissions``); passwords are random, kept in ``secrets_file`` when given (made
     on first run, mode 0600) and handed to the server through its environment. ``url`` logs in
     as ``admin``; ``url_for(user)`` / ``connect(user)`` as any other role; ``bare_url`` as nobody.
+    ``cluster_port`` and ``routes`` make it one node of a cluster (see ``NatsCluster``).
     """
 
     def __init__(
@@ -61,6 +62,11 @@ class NatsServer:
         secrets_file: str | os.PathLike[str] | None = None,
         extra_config: str = "",
         tls: Tls | None = None,
+        server_name: str | None = None,
+        cluster_name: str = "scaf",
+        cluster_port: int | None = None,
+        routes: list[str] | None = None,
+        log_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self.port = port or free_port()
         self.auth = auth
@@ -83,6 +89,11 @@ class NatsServer:
         self.max_file_store = max_file_store
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen[bytes] | None = None
+        self.server_name = server_name
+        self.cluster_name = cluster_name
+        self.cluster_port = cluster_port
+        self.routes = routes or []
+        self.log_file = log_file  # the server's own log (else its stderr, read only on failure)
 
     @property
     def _scheme(self) -> str:
@@ -135,12 +146,24 @@ class NatsServer:
         self._conf = Path(name)
         self._conf.write_text(self.config_text())
         args = [find_binary(), "-c", str(self._conf)]
+        if self.server_name:
+            args += ["-n", self.server_name]
+        if self.log_file is not None:
+            args += ["-l", str(self.log_file)]
+        if self.cluster_port is not None:
+            args += ["--cluster_name", self.cluster_name, "--cluster", f"nats://127.0.0.1:{self.cluster_port}"]
+            if self.routes:
+                args += ["--routes", ",".join(self.routes)]
         env = {**os.environ, **password_env(self.deployment, self.passwords)}
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        # Its log goes to a file, never an unread pipe: a full pipe (a burst of permission
+        # violations after a restart, say) would block the server's writes and hang it.
+        self._stderr = tempfile.TemporaryFile(prefix="scaf-nats-log-")  # noqa: SIM115 (lives with the process)
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self._stderr, env=env)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                self._stderr.seek(0)
+                err = self._stderr.read().decode(errors="replace")[-4000:]
                 raise RuntimeError(f"nats-server exited with {self.proc.returncode}: {err}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
@@ -150,6 +173,15 @@ class NatsServer:
         self.stop()
         raise TimeoutError(f"nats-server did not listen on port {self.port} in {self.startup_timeout}s")
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: the store stays, so ``start()`` brings the same server back."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        if getattr(self, "_stderr", None) is not None:
+            self._stderr.close()
+        self.proc = None
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -158,8 +190,8 @@ class NatsServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
-        if self.proc is not None and self.proc.stderr is not None:
-            self.proc.stderr.close()
+        if getattr(self, "_stderr", None) is not None:
+            self._stderr.close()
         self.proc = None
         conf = getattr(self, "_conf", None)
         if conf is not None:

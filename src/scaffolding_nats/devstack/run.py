@@ -1,10 +1,11 @@
 """The embedded default: the whole system as local processes, no Docker.
 
 ``python -m scaffolding_nats.devstack.run`` starts nats-server (JetStream data under
-``.run/``), a real small model on the CPU behind llama.cpp's OpenAI-compatible server, the
-OpenAI-proxy, reward-judge and tools workers, the controller and the gateway; waits until all
-are healthy; answers one real request through the gateway; prints the URL and a request to
-copy; and on Ctrl-C stops everything, leaving nothing running.
+``.run/``; ``--cluster 3``: a 3-node cluster instead, every stream in 3 copies), a real small
+model on the CPU behind llama.cpp's OpenAI-compatible server, the OpenAI-proxy, reward-judge
+and tools workers, the controller and the gateway; waits until all are healthy; answers one
+real request through the gateway; prints the URL and a request to copy; and on Ctrl-C stops
+everything, leaving nothing running.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 from ..security.secrets_file import write_env_file
 from ..services.gateway.auth import new_key
 from .model_server import ModelServer
+from .nats_cluster import NatsCluster
 from .nats_server import NatsServer
 
 
@@ -153,7 +155,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=os.environ.get("SCAF_MODEL", "qwen-0.5b"),
         help="qwen-0.5b (default), smollm2 (fast, weak), or a .gguf path",
     )
-    p.add_argument("--nats-port", type=int, default=4222)
+    p.add_argument("--nats-port", type=int, default=4222, help="client port (of the first node of a cluster)")
+    p.add_argument(
+        "--cluster",
+        type=int,
+        default=int(os.environ.get("CLUSTER") or 1),
+        help="NATS nodes: 1 (default) or a cluster of 3 with routes and replicated JetStream",
+    )
     p.add_argument("--gateway-port", type=int, default=8000)
     p.add_argument("--model-port", type=int, default=8081)
     p.add_argument("--state-dir", default=".run", help="JetStream data and service logs")
@@ -168,14 +176,30 @@ def main(argv: list[str] | None = None) -> int:
     (state / "logs").mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with ExitStack() as stack:
-        print(
-            f"starting nats-server on 127.0.0.1:{args.nats_port} (JetStream in {state / 'nats'}) ...",
-            flush=True,
-        )
         secrets = state / "secrets"  # generated on the first run, never committed (.run/ is ignored)
-        nats = stack.enter_context(
-            NatsServer(port=args.nats_port, store_dir=state / "nats", secrets_file=secrets / "nats.env")
-        )
+        nats: NatsServer | NatsCluster
+        if args.cluster > 1:
+            print(
+                f"starting a {args.cluster}-node NATS cluster on 127.0.0.1:{args.nats_port}.."
+                f"{args.nats_port + args.cluster - 1} (JetStream in {state / 'nats-cluster'}) ...",
+                flush=True,
+            )
+            nats = stack.enter_context(
+                NatsCluster(
+                    args.cluster,
+                    store_dir=state / "nats-cluster",
+                    base_port=args.nats_port,
+                    secrets_file=secrets / "nats.env",
+                )
+            )
+        else:
+            print(
+                f"starting nats-server on 127.0.0.1:{args.nats_port} (JetStream in {state / 'nats'}) ...",
+                flush=True,
+            )
+            nats = stack.enter_context(
+                NatsServer(port=args.nats_port, store_dir=state / "nats", secrets_file=secrets / "nats.env")
+            )
         base = {**os.environ, "SCAF_PREFIX": args.prefix, "PYTHONUNBUFFERED": "1"}
         for name in ("SCAF_NATS_USER", "SCAF_NATS_PASSWORD", "SCAF_NATS_PASSWORD_FILE", "SCAF_NATS_CREDS"):
             base.pop(name, None)

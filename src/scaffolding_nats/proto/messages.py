@@ -53,6 +53,7 @@ class TaskReply(_Message):
     status: TaskStatus | None = Field(default=None, strict=False)
     result: dict[str, Any] = Field(default_factory=dict)
     error: ErrorInfo | None = None
+    attempt: int | None = Field(default=None, ge=1)  # a queued task's delivery count (JetStream)
 
 
 # -- jobs ------------------------------------------------------------------------------------

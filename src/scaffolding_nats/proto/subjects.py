@@ -18,6 +18,8 @@ HEADER_TRACEPARENT = "traceparent"
 HEADER_MSG_ID = "Nats-Msg-Id"  # JetStream de-duplication of jobs
 HEADER_SERVICE_ERROR = "Nats-Service-Error"
 HEADER_SERVICE_ERROR_CODE = "Nats-Service-Error-Code"
+HEADER_REPLY_TO = "Scaf-Reply-To"  # a queued task's frames go here (a JetStream message's reply is its ack)
+HEADER_ATTEMPTS_BELOW = "Scaf-Attempts-Below"  # a task cancel that only stops attempts before this one
 
 
 def check_token(value: str, what: str) -> str:
@@ -62,6 +64,26 @@ class Subjects:
 
     def task_queue_group(self, worker_tag: str) -> str:
         return f"{self.prefix}-workers-{worker_tag}"
+
+    def task_queue(self, worker_tag: str) -> str:
+        """Where controllers queue a tag's tasks (stored in the tasks stream, pulled by workers)."""
+        return f"{self.prefix}.queue.{_token(worker_tag, 'worker tag')}"
+
+    @property
+    def task_queue_all(self) -> str:
+        return f"{self.prefix}.queue.*"
+
+    @property
+    def tasks_stream(self) -> str:
+        return f"{self._name}_TASKS"
+
+    def task_consumer(self, worker_tag: str) -> str:
+        """The durable pull consumer a tag's replicas share (KEDA reads its backlog)."""
+        return f"{self._name}_TASKS_{_token(worker_tag, 'worker tag')}"
+
+    def task_pull(self, worker_tag: str) -> str:
+        """The JetStream API subject a worker sends its pull requests to."""
+        return f"$JS.API.CONSUMER.MSG.NEXT.{self.tasks_stream}.{self.task_consumer(worker_tag)}"
 
     def cancel_task(self, task_id: str) -> str:
         return f"{self.prefix}.cancel.task.{check_token(task_id, 'task id')}"
@@ -120,6 +142,14 @@ class Subjects:
     def controller_methods(self) -> str:
         """Request-reply: a controller answers with the names of the methods it serves."""
         return f"{self.prefix}.controllers.methods"
+
+    def controller_owner(self, job_id: str) -> str:
+        """Request-reply: the controller running ``job_id`` answers (nobody does once it died)."""
+        return f"{self.prefix}.controllers.owner.{job_id}"
+
+    @property
+    def controller_owner_all(self) -> str:
+        return f"{self.prefix}.controllers.owner.*"
 
     @property
     def controller_service(self) -> str:

@@ -94,6 +94,7 @@ def controller(subjects: Subjects) -> Role:
         Grant(
             publish=(
                 s.tasks(ANY),
+                s.task_queue(ANY),  # queue tasks (a JetStream publish; the PubAck comes to its inbox)
                 s.cancel_task_all,
                 s.events_all,
                 f"$KV.{s.results_bucket}.>",
@@ -107,12 +108,18 @@ def controller(subjects: Subjects) -> Role:
                     f"CONSUMER.MSG.NEXT.{jobs}.{consumer}",
                     f"STREAM.MSG.GET.{jobs}",
                     f"STREAM.MSG.DELETE.{jobs}",
+                    f"STREAM.MSG.GET.{s.events_stream}",  # a taken-over job's last event
+                    f"CONSUMER.INFO.{s.tasks_stream}.{ANY}",  # is a tag served (its consumer exists)
+                    f"STREAM.MSG.GET.{s.tasks_stream}",  # is a silent task still queued
+                    f"STREAM.MSG.DELETE.{s.tasks_stream}",  # drop a cancelled queued task
                 ),
                 f"$JS.ACK.{jobs}.{consumer}.>",
+                s.controller_owner_all,  # "does anyone still run this job?"
             ),
             subscribe=(
                 s.cancel_job_all,
                 s.controller_methods,
+                s.controller_owner_all,
                 f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{jobs}.{consumer}",
                 SRV,
                 inbox_prefix("controller") + ".>",
@@ -124,15 +131,30 @@ def controller(subjects: Subjects) -> Role:
 
 
 def worker(subjects: Subjects, kind: str, tags: Iterable[str]) -> Role:
-    """Takes its own tags' tasks, only in their queue groups, and answers them; publishes
-    nothing else. (A pull work-queue per tag adds its ``CONSUMER.MSG.NEXT`` and ``$JS.ACK``
-    subjects to ``publish`` here.)"""
+    """Pulls its own tags' queued tasks (and takes direct ones, only in their queue groups),
+    acks them, and sends their frames to the controllers' inboxes (a queued task's
+    ``Scaf-Reply-To``); reads its consumers' backlog; creates nothing."""
     s = subjects
     user = f"worker-{check_token(kind, 'worker kind')}"
+    tags = tuple(tags)
     tasks = tuple(f"{s.tasks(tag)} {s.task_queue_group(tag)}" for tag in tags)
+    stream = s.tasks_stream
+    queues = tuple(
+        subject
+        for tag in tags
+        for subject in (
+            f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{s.task_consumer(tag)}",
+            f"$JS.API.CONSUMER.INFO.{stream}.{s.task_consumer(tag)}",
+            f"$JS.ACK.{stream}.{s.task_consumer(tag)}.>",
+        )
+    )
     return Role(
         user,
-        Grant(subscribe=(*tasks, s.cancel_task_all, SRV, inbox_prefix(user) + ".>"), responses=True),
+        Grant(
+            publish=(*queues, inbox_prefix("controller") + ".>"),
+            subscribe=(*tasks, s.cancel_task_all, SRV, inbox_prefix(user) + ".>"),
+            responses=True,
+        ),
         f"worker serving {', '.join(tags)}",
     )
 

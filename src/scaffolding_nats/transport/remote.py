@@ -1,35 +1,54 @@
 """RemoteWorker: the controller side of the bus. A Worker whose tasks run elsewhere.
 
-Each task goes to ``<prefix>.tasks.<worker_tag>``; frames come back on a private inbox and
-are merged into the same task object. Every wait has a deadline: the worker heartbeats while
-it works, so a dead worker is noticed after ``idle_timeout`` even during a long generation.
+Each task is queued in its tag's JetStream work queue (``<prefix>.queue.<worker_tag>``, stream
+``<NAME>_TASKS``) with the private inbox its frames should come back on; replicas pull tasks
+only into free slots, so a task above the fleet's capacity waits, bounded by its own deadline,
+for the first free slot. Frames, heartbeats and cancels stay on core NATS.
+
+Every wait has a deadline. Once a worker starts a task it heartbeats, so a dead worker is
+noticed after ``idle_timeout`` (a clock that stops while this side is disconnected from NATS);
+JetStream then redelivers the task to another replica, and frames of an older attempt are
+ignored and that attempt cancelled, so a task never runs twice at once on the caller's behalf.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable
+from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
+from .. import metrics, telemetry
+from .._compat import timeout as deadline_after
 from ..errors import ProtocolError, ScaffoldingError
 from ..proto import codec
-from ..proto.errors import RESEND_CODES, ErrorCode, ErrorInfo
+from ..proto.errors import ErrorCode, ErrorInfo
 from ..proto.messages import FrameType, TaskReply
-from ..proto.subjects import Subjects
+from ..proto.subjects import HEADER_ATTEMPTS_BELOW, HEADER_REPLY_TO, Subjects
 from ..proto.tasks import Task, TaskStatus
 from ..proto.version import PROTOCOL_VERSION
+from ..runtime.context import current_request
 from ..runtime.worker import Worker, fail, mark_end, tokens_generated
-from ..telemetry import inject_headers
+from .fairness import FairAdmission
 from .inbox import FrameQueue, ReplyMux
 
+_REQUEUED = frozenset({ErrorCode.AT_CAPACITY})  # a final that says "handed back to the queue"
+_HEARTBEAT_KEYS = frozenset({"v", "task_id", "frame", "seq", "attempt"})
 
-class _Retry(Exception):
+
+class _Requeue(Exception):
+    """The task's queued message is gone but no final frame came: queue the task again."""
+
+
+class _Fail(Exception):
     def __init__(self, error: ErrorInfo) -> None:
         self.error = error
 
@@ -37,9 +56,12 @@ class _Retry(Exception):
 class RemoteWorker(Worker):
     """Sends tasks over NATS. Bind one instance to every tag served remotely.
 
-    ``timeout``: total deadline of one task, all attempts included.
-    ``heartbeat``: how often the worker host is asked to show it is alive.
-    ``max_attempts``: tries on no-responders, at-capacity or a silent (dead) worker.
+    ``timeout``: total deadline of one task, queueing and every attempt included.
+    ``heartbeat``: how often a worker is asked to show it is alive while it runs a task.
+    ``max_attempts``: checks for a consumer of the tag before failing with ``no_worker``, and
+    attempts that may go silent (worker died) before the task fails.
+    ``queue_window``: tasks one job (request) keeps queued-but-not-started per tag; the rest
+    wait here, so one large job cannot starve later ones (see ``fairness``).
     """
 
     def __init__(
@@ -52,11 +74,13 @@ class RemoteWorker(Worker):
         max_attempts: int = 3,
         backoff: float = 0.05,
         max_backoff: float = 1.0,
+        queue_window: int = 16,
     ) -> None:
         super().__init__()
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self.nc = nc
+        self.js = nc.jetstream()
         self.subjects = subjects or Subjects()
         self.timeout = timeout
         self.heartbeat = heartbeat
@@ -65,7 +89,16 @@ class RemoteWorker(Worker):
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.fairness = FairAdmission(queue_window)
         self._mux = ReplyMux(nc)
+        self._served: set[str] = set()  # tags whose consumer exists (some worker declared it)
+        self._waiting_gauges: dict[str, Any] = {}
+
+    def _waiting_gauge(self, tag: str) -> Any:
+        gauge = self._waiting_gauges.get(tag)
+        if gauge is None:
+            gauge = self._waiting_gauges[tag] = metrics.TASKS_WAITING.labels(tag)
+        return gauge
 
     async def start(self) -> None:
         await self._mux.start()
@@ -93,25 +126,35 @@ class RemoteWorker(Worker):
         finally:
             await call.abandon()
 
-    async def _cancel_remote(self, task: Task) -> None:
-        """Tell the worker to stop: the caller gave up (cancel, early exit, or deadline)."""
+    async def _cancel_remote(self, task: Task, *, below: int | None = None) -> None:
+        """Tell workers to stop ``task`` (only attempts before ``below`` when given)."""
         # A closed connection cannot carry the cancel; the worker's deadline ends the task then.
+        headers = {HEADER_ATTEMPTS_BELOW: str(below)} if below is not None else None
         with contextlib.suppress(Exception):
-            await self.nc.publish(self.subjects.cancel_task(task.id), b"")
+            await self.nc.publish(self.subjects.cancel_task(task.id), b"", headers=headers)
+
+    async def _served_by_someone(self, tag: str, left: float) -> bool:
+        if tag in self._served:
+            return True
+        try:
+            consumer = self.subjects.task_consumer(tag)
+            await self.js.consumer_info(self.subjects.tasks_stream, consumer, timeout=min(2.0, left))
+        except NotFoundError:
+            return False
+        except Exception:  # no JetStream answer (yet): treat as not served, the caller retries
+            return False
+        self._served.add(tag)
+        return True
 
     def _decode(self, msg: Msg, task: Task) -> TaskReply:
-        if msg.headers and msg.headers.get("Status") == "503":
-            raise _Retry(
-                ErrorInfo(
-                    code=ErrorCode.NO_WORKER,
-                    message=f"no worker serves tag {task.worker_tag!r} "
-                    f"(nobody subscribes to {self.subjects.tasks(task.worker_tag)})",
-                    retryable=True,
-                    details={"worker_tag": task.worker_tag},
-                )
-            )
         try:
-            return codec.decode(TaskReply, msg.data)
+            obj = codec.unpack_map(msg.data)
+            if obj.get("frame") == "heartbeat" and obj.keys() <= _HEARTBEAT_KEYS:
+                # The most frequent frame carries nothing to validate but its attempt number.
+                attempt = obj.get("attempt")
+                if attempt is None or (type(attempt) is int and attempt >= 1):
+                    return _Heartbeat(attempt)  # type: ignore[return-value]
+            return codec.validate(TaskReply, obj)
         except ProtocolError as exc:
             raise ScaffoldingError(
                 f"bad reply from the worker for tag {task.worker_tag!r}: {exc.message}",
@@ -120,54 +163,73 @@ class RemoteWorker(Worker):
             ) from None
 
 
+class _Heartbeat:
+    """A heartbeat frame, read without building a pydantic model (the fields ``_receive`` uses)."""
+
+    __slots__ = ("attempt",)
+    frame = FrameType.HEARTBEAT
+
+    def __init__(self, attempt: int | None) -> None:
+        self.attempt = attempt
+
+
 class _Call:
-    """One task's exchange over the bus, across retries. ``next()`` returns True after a
+    """One task's exchange over the bus, across attempts. ``next()`` returns True after a
     partial frame (streaming) and False once the task has its final status."""
 
     def __init__(self, worker: RemoteWorker, task: Task, *, streaming: bool) -> None:
         self.w, self.task, self.streaming = worker, task, streaming
         self.deadline = time.monotonic() + worker.timeout
-        self.attempt = 0
         self.inbox: str | None = None
         self.frames: FrameQueue | None = None
+        self.seq: int | None = None  # the task's message in the stream, while it may be there
+        self.attempt = 0  # the delivery whose frames are followed; 0 until a worker starts it
+        self.started = False
+        self.silent_attempts = 0
+        self.quiet_since = 0.0
+        self.reconnects = worker.nc.stats.get("reconnects", 0)
         self.streamed = False
         self.tokens_seen = tokens_generated(task)
         self.new_tokens = 0
+        ctx = current_request()
+        self.job: Hashable | None = id(ctx) if ctx is not None else None  # fairness lane: one per job
+        self.admitted = False
+        self.waiting = False
 
     async def next(self) -> bool:
-        while True:
-            try:
-                if self.frames is None and not await self._send():
-                    return False
-                return await self._receive()
-            except _Retry as retry:
-                self._close()
-                left = self.deadline - time.monotonic()
-                if self.streamed or self.attempt >= self.w.max_attempts or left <= 0:
-                    retry.error.details.setdefault("attempts", self.attempt)
-                    self._finish(retry.error)
-                    return False
-                pause = min(self.w.max_backoff, self.w.backoff * 2 ** (self.attempt - 1))
-                await asyncio.sleep(min(pause * (0.5 + random.random()), left))
-            except ScaffoldingError as exc:
-                await self.abandon()
-                self._finish(exc.to_info())
-                return False
-            except BaseException:
-                await self.abandon()
-                raise
+        try:
+            while True:
+                try:
+                    if self.frames is None and not await self._send():
+                        return False
+                    return await self._receive()
+                except _Requeue:
+                    self._close()
+                    self.seq, self.attempt, self.started = None, 0, False
+        except _Fail as failure:
+            await self.abandon()
+            self._finish(failure.error)
+            return False
+        except ScaffoldingError as exc:
+            await self.abandon()
+            self._finish(exc.to_info())
+            return False
+        except BaseException:
+            await self.abandon()
+            raise
+
+    def _left(self) -> float:
+        return self.deadline - time.monotonic()
 
     async def _send(self) -> bool:
-        self.attempt += 1
         task, w = self.task, self.w
-        timeout_ms = max(1, int((self.deadline - time.monotonic()) * 1000))
         # Built as a plain map on the hot path; its shape is TaskRequest (see proto/).
         payload = codec.pack(
             {
                 "v": PROTOCOL_VERSION,
                 "kind": task.kind,
                 "task": task.inputs(),
-                "timeout_ms": timeout_ms,
+                "timeout_ms": max(1, int(self._left() * 1000)),
                 "heartbeat_ms": w._heartbeat_ms,
             }
         )
@@ -181,31 +243,107 @@ class _Call:
                 )
             )
             return False
+        await self._await_consumer()
+        self._set_waiting(True)
+        if self.job is not None:
+            try:
+                async with deadline_after(max(0.0, self._left())):
+                    await w.fairness.enter(self.job)
+            except TimeoutError:
+                raise _Fail(_timeout(task, w.timeout)) from None
+            self.admitted = True
         self.inbox, self.frames = w._mux.open()
-        await w.nc.publish(w.subjects.tasks(task.worker_tag), payload, reply=self.inbox, headers=inject_headers())
+        headers = {HEADER_REPLY_TO: self.inbox}
+        if telemetry.enabled():
+            headers = telemetry.inject_headers(headers) or headers
+        await self._publish(payload, headers)
         return True
+
+    async def _await_consumer(self) -> None:
+        """Fail fast with ``no_worker`` when no worker ever declared the tag's queue consumer."""
+        tag, w = self.task.worker_tag, self.w
+        for attempt in range(1, w.max_attempts + 1):
+            if await w._served_by_someone(tag, max(0.1, self._left())):
+                return
+            if attempt == w.max_attempts or self._left() <= 0:
+                break
+            await asyncio.sleep(min(self._pause(attempt), max(0.0, self._left())))
+        raise _Fail(
+            ErrorInfo(
+                code=ErrorCode.NO_WORKER,
+                message=f"no worker serves tag {tag!r} (no consumer {w.subjects.task_consumer(tag)} "
+                f"on stream {w.subjects.tasks_stream})",
+                retryable=True,
+                details={"worker_tag": tag, "attempts": attempt},
+            )
+        )
+
+    def _pause(self, attempt: int) -> float:
+        pause = min(self.w.max_backoff, self.w.backoff * 2 ** (attempt - 1))
+        return pause * (0.5 + random.random())
+
+    async def _publish(self, payload: bytes, headers: dict[str, str]) -> None:
+        """Queue the task; a full or unreachable stream is retried until the deadline."""
+        w, attempt = self.w, 0
+        while True:
+            attempt += 1
+            try:
+                # A JetStream publish is a request to the stream; its PubAck names the message.
+                msg = await w.nc.request(
+                    w.subjects.task_queue(self.task.worker_tag), payload, timeout=min(5.0, max(0.1, self._left())),
+                    headers=headers,
+                )  # fmt: skip
+                ack = json.loads(msg.data)
+                if "error" in ack or "seq" not in ack:
+                    raise RuntimeError(f"the task stream refused the task: {ack.get('error', ack)}")
+                self.seq = int(ack["seq"])
+                return
+            except Exception as exc:
+                if self._left() <= 0:
+                    raise _Fail(
+                        ErrorInfo(
+                            code=ErrorCode.TIMEOUT,
+                            message=f"could not queue the task on tag {self.task.worker_tag!r}: {exc!r}",
+                            retryable=True,
+                            details={"worker_tag": self.task.worker_tag, "reason": "queue_unavailable"},
+                        )
+                    ) from None
+                await asyncio.sleep(min(self._pause(attempt), max(0.0, self._left())))
 
     async def _receive(self) -> bool:
         task, w, frames = self.task, self.w, self.frames
         assert frames is not None
         while True:
-            left = self.deadline - time.monotonic()
+            left = self._left()
             if left <= 0:
-                raise _Retry(_timeout(task, w.timeout))
+                raise _Fail(_timeout(task, w.timeout))
+            # Before a worker starts the task it waits in the queue: only its deadline counts
+            # (checked now and then, in case its frames were lost while we were cut off).
+            if self.started:
+                wait = min(left, w.idle_timeout - (time.monotonic() - self.quiet_since))
+            else:
+                wait = min(left, max(2.0, w.idle_timeout))
             try:
-                msg = await frames.get(min(w.idle_timeout, left))
+                msg = await frames.get(max(0.0, wait))
             except TimeoutError:
-                if self.deadline - time.monotonic() <= 0:
-                    raise _Retry(_timeout(task, w.timeout)) from None
-                raise _Retry(
-                    ErrorInfo(
-                        code=ErrorCode.TIMEOUT,
-                        message=f"worker for tag {task.worker_tag!r} went silent for {w.idle_timeout:.1f}s",
-                        retryable=True,
-                        details={"worker_tag": task.worker_tag, "reason": "worker_silent"},
-                    )
-                ) from None
+                if self.started:
+                    await self._on_quiet()
+                elif w.nc.is_connected and w.nc.stats.get("reconnects", 0) != self.reconnects:
+                    self.reconnects = w.nc.stats.get("reconnects", 0)
+                    if not await self._still_queued():
+                        raise _Requeue from None
+                continue
             reply = w._decode(msg, task)
+            attempt = reply.attempt or 1
+            if attempt < self.attempt:
+                continue  # a stale attempt, already told to stop
+            if attempt > self.attempt:
+                if self.attempt and self.streamed:
+                    raise _Fail(self._lost("the worker streaming it was replaced"))
+                if self.attempt:
+                    await w._cancel_remote(task, below=attempt)  # never two attempts at once
+                self.attempt = attempt
+            self._mark_alive()
             if reply.frame is FrameType.HEARTBEAT:
                 continue
             try:
@@ -219,14 +357,79 @@ class _Call:
                 if self.streaming:
                     return True
                 continue
+            if reply.error is not None and reply.error.code in _REQUEUED and not self.streamed:
+                self.started = False  # handed back to the queue (a replica shutting down)
+                self._set_waiting(True)
+                continue
+            self.seq = None  # done: the worker acks it
             self._close()
-            if reply.error is not None and reply.error.code in RESEND_CODES:
-                raise _Retry(reply.error)
             if reply.error is not None:
                 reply.error.details.setdefault("attempts", self.attempt)
             task.set_outcome(reply.status or TaskStatus.WORKER_ERROR, reply.error)
             mark_end(task)
             return False
+
+    def _mark_alive(self) -> None:
+        self.quiet_since = time.monotonic()
+        self.reconnects = self.w.nc.stats.get("reconnects", 0)
+        if not self.started:
+            self.started = True
+            self._set_waiting(False)
+            self._leave_window()
+
+    async def _on_quiet(self) -> None:
+        """No frame for ``idle_timeout`` from a started attempt."""
+        nc = self.w.nc
+        if not nc.is_connected or nc.stats.get("reconnects", 0) != self.reconnects:
+            # We were cut off, not the worker: the clock restarts once we are back.
+            self.reconnects = nc.stats.get("reconnects", 0)
+            self.quiet_since = time.monotonic()
+            return
+        if time.monotonic() - self.quiet_since < self.w.idle_timeout:
+            return
+        self.silent_attempts += 1
+        if self.streamed or self.silent_attempts >= self.w.max_attempts:
+            raise _Fail(self._lost(f"went silent for {self.w.idle_timeout:.1f}s"))
+        # Presumed dead: stop it in case it is only cut off, and wait for JetStream to hand
+        # the unacked task to another replica (after the queue's ack wait).
+        await self.w._cancel_remote(self.task, below=self.attempt + 1)
+        self.started = False
+        self._set_waiting(True)
+        if not await self._still_queued():
+            # Acked or dropped while we could not hear it (its final frame was lost with our
+            # connection): nothing will redeliver it, so it runs again.
+            raise _Requeue
+
+    async def _still_queued(self) -> bool:
+        """Whether the task's message is still in the stream (waiting, or held by a worker)."""
+        if self.seq is None:
+            return False
+        try:
+            await self.w.js.get_msg(self.w.subjects.tasks_stream, self.seq)
+        except NotFoundError:
+            return False
+        except Exception:  # cannot tell now: assume it is, and look again later
+            return True
+        return True
+
+    def _lost(self, why: str) -> ErrorInfo:
+        tag = self.task.worker_tag
+        return ErrorInfo(
+            code=ErrorCode.TIMEOUT,
+            message=f"worker for tag {tag!r} {why}",
+            retryable=True,
+            details={"worker_tag": tag, "reason": "worker_silent", "attempts": self.attempt},
+        )
+
+    def _set_waiting(self, waiting: bool) -> None:
+        if waiting != self.waiting:
+            self.waiting = waiting
+            self.w._waiting_gauge(self.task.worker_tag).inc(1 if waiting else -1)
+
+    def _leave_window(self) -> None:
+        if self.admitted:
+            self.admitted = False
+            self.w.fairness.leave(self.job)
 
     def _finish(self, error: ErrorInfo) -> None:
         fail(self.task, error)
@@ -237,12 +440,21 @@ class _Call:
         if self.inbox is not None:
             self.w._mux.close(self.inbox)
         self.inbox, self.frames = None, None
+        self._set_waiting(False)
+        self._leave_window()
 
     async def abandon(self) -> None:
-        """The caller stops listening before the final frame: tell the worker to stop too."""
+        """The caller stops listening before the final frame: drop the task from the queue if
+        no worker has taken it, and tell any worker running it to stop."""
+        self._set_waiting(False)
+        self._leave_window()
         if self.frames is not None:
             self._close()
             await self.w._cancel_remote(self.task)
+        if self.seq is not None:
+            seq, self.seq = self.seq, None
+            with contextlib.suppress(Exception):  # already taken and acked, or the server is away
+                await self.w.js.delete_msg(self.w.subjects.tasks_stream, seq)
 
 
 def _timeout(task: Task, timeout: float) -> ErrorInfo:
@@ -252,5 +464,3 @@ def _timeout(task: Task, timeout: float) -> ErrorInfo:
         retryable=False,
         details={"worker_tag": task.worker_tag, "reason": "deadline", "timeout_s": timeout},
     )
-
-

@@ -3,11 +3,16 @@
 The runtime reports events synchronously (from inside controller generators); this buffer
 takes them at once and one coroutine publishes them in order, so no publish is ever left
 running unowned.
+
+The terminal event (result or error) is stored through JetStream, confirmed and retried until
+a deadline (de-duplicated by ``<job_id>.<seq>``), so a follower that lost its connection can
+always replay it; the others are plain publishes, captured by the events stream too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from nats.aio.client import Client
@@ -16,13 +21,19 @@ from ...errors import ProtocolError
 from ...proto import codec
 from ...proto.errors import ErrorCode, ErrorInfo
 from ...proto.messages import JobEvent, JobEventType, JobResult
+from ...proto.subjects import HEADER_MSG_ID
+from .failover import TERMINAL, retrying
+
+log = logging.getLogger(__name__)
 
 
 class EventStream:
-    def __init__(self, nc: Client, subject: str, job_id: str, *, partials: bool = True) -> None:
+    def __init__(
+        self, nc: Client, subject: str, job_id: str, *, partials: bool = True, start_seq: int = 0
+    ) -> None:
         self.nc, self.subject, self.job_id = nc, subject, job_id
         self.partials = partials  # the job's ``stream`` flag: whether to send partial text
-        self.seq = 0
+        self.seq = start_seq  # > 0 when continuing a job another controller started
         self._pending: list[tuple[JobEventType, dict[str, Any]]] = []
         self._wake = asyncio.Event()
         self._closed = False
@@ -57,7 +68,25 @@ class EventStream:
         for kind, fields in batch:
             event = JobEvent(job_id=self.job_id, seq=self.seq, type=kind, **fields)
             self.seq += 1
-            await self.nc.publish(self.subject, self._encode(event))
+            data = self._encode(event)
+            if kind in TERMINAL:
+                await self._store(data, event.seq)
+                continue
+            try:
+                await self.nc.publish(self.subject, data)
+            except Exception as exc:  # e.g. the reconnect buffer is full; followers resync
+                log.warning("event %d of job %s not published: %s", event.seq, self.job_id, exc)
+
+    async def _store(self, data: bytes, seq: int) -> None:
+        js = self.nc.jetstream()
+        headers = {HEADER_MSG_ID: f"{self.job_id}.{seq}"}
+        try:
+            await retrying(
+                lambda: js.publish(self.subject, data, headers=headers, timeout=2.0),
+                what=f"storing the outcome of job {self.job_id}",
+            )
+        except Exception as exc:  # the record still has the outcome
+            log.error("%s", exc)
 
     def _encode(self, event: JobEvent) -> bytes:
         """An event the bus cannot carry (over ``max_payload``, or not encodable) becomes a

@@ -12,6 +12,7 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js.errors import NotFoundError
 from nats.micro import add_service
 from nats.micro.request import Request
 
@@ -21,14 +22,15 @@ from ...errors import ProtocolError, ScaffoldingError, UnknownMethod
 from ...methods.registry import MethodRegistry
 from ...proto import codec
 from ...proto.errors import ErrorCode, ErrorInfo
-from ...proto.messages import Job, JobEventType, JobRecord, JobResult, JobState
+from ...proto.messages import Job, JobEvent, JobEventType, JobRecord, JobResult, JobState
 from ...proto.subjects import HEADER_MSG_ID, Subjects
 from ...runtime.controller import Controller
 from ...runtime.request import run_request
 from ...runtime.runner import TaskRunner
 from ...transport import RemoteWorker
-from ...transport.jetstream import Durability, check, missing, provision
+from ...transport.jetstream import Durability, check, durability_for, missing, provision
 from .events import EventStream
+from .failover import TERMINAL, last_event, owner_alive, retrying
 from .prompting import prompt_for
 
 log = logging.getLogger(__name__)
@@ -65,12 +67,13 @@ class ControllerService:
         self.max_jobs = max_jobs
         self.max_job_seconds = max_job_seconds
         self.prompt_template = prompt_template
-        self.durability = durability or Durability()
+        self.durability = durability or durability_for(nc)
         self.version = version
         self.remote = RemoteWorker(nc, subjects=self.subjects, timeout=task_timeout)
         self.runner = TaskRunner(fallback=self.remote)
         self._slots = asyncio.Semaphore(max_jobs)
         self._running: dict[str, tuple[asyncio.Task[Any], Msg]] = {}
+        self._owned: dict[str, Msg] = {}  # job id -> its latest delivery, from intake to ack
         self._cancel_requested: set[str] = set()
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
@@ -94,6 +97,7 @@ class ControllerService:
             stack.push_async_callback(self.remote.stop)
             for subject, cb, queue in (
                 (self.subjects.cancel_job_all, self._on_cancel, ""),
+                (self.subjects.controller_owner_all, self._on_owner, ""),
                 (_max_deliveries_subject(self.subjects), self._on_abandoned, self.subjects.controller_service),
             ):
                 sub = await self.nc.subscribe(subject, cb=cb, queue=queue)
@@ -190,10 +194,11 @@ class ControllerService:
                 await psub.unsubscribe()
 
     async def _keep_alive(self) -> None:
-        """Running jobs tell JetStream they are alive, so long jobs are not redelivered."""
+        """Owned jobs tell JetStream they are alive (4 times per ack wait), so a long job is not
+        redelivered while a dead controller's jobs are, one ack wait after it stopped."""
         while True:
-            await asyncio.sleep(self.durability.job_ack_wait / 3)
-            for _, msg in list(self._running.values()):
+            await asyncio.sleep(self.durability.job_ack_wait / 4)
+            for msg in list(self._owned.values()):
                 try:
                     await msg.in_progress()
                 except Exception as exc:
@@ -209,6 +214,8 @@ class ControllerService:
             log.warning("could not read an abandoned job: %s", exc)
             return
         job_id = codec.peek_id(raw.data or b"", "id")
+        if job_id and await owner_alive(self.nc, self.subjects, str(job_id)):
+            return  # redelivered by outages, but its controller lives and will ack it
         error = ErrorInfo(
             code=ErrorCode.INTERNAL,
             message=f"job abandoned after {self.durability.job_max_deliver} deliveries: "
@@ -228,6 +235,13 @@ class ControllerService:
         metrics.JOBS.labels("?", "abandoned").inc()
         with contextlib.suppress(Exception):
             await self.js.delete_msg(self.subjects.jobs_stream, seq)
+
+    async def _on_owner(self, msg: Msg) -> None:
+        """Answer only for jobs this replica runs: silence means the job needs a new owner."""
+        job_id = msg.subject.rsplit(".", 1)[-1]
+        if job_id in self._owned and msg.reply:
+            with contextlib.suppress(Exception):
+                await msg.respond(b"")
 
     async def _on_methods(self, req: Request) -> None:
         body: dict[str, Any] = {"methods": self.registry.names(), "ready": self.ready}
@@ -298,7 +312,19 @@ class ControllerService:
                 ),
             )
             return
-        events = EventStream(self.nc, self.subjects.events(job.id, owner), job.id, partials=job.stream)
+        if job.id in self._owned:  # redelivered (an outage) while still running here
+            self._owned[job.id] = msg
+            return
+        self._owned[job.id] = msg
+        try:
+            await self._run_owned(job, msg, owner)
+        finally:
+            self._owned.pop(job.id, None)
+
+    async def _run_owned(self, job: Job, msg: Msg, owner: str | None) -> None:
+        deliveries = msg.metadata.num_delivered if msg.metadata else 1
+        subject = self.subjects.events(job.id, owner)
+        events = EventStream(self.nc, subject, job.id, partials=job.stream)
         if await self._cancelled_before_start(job, owner):
             error = ErrorInfo(code=ErrorCode.CANCELLED, message="job cancelled by the client before it started")
             if owner is not None:  # its cancel was kept under the owner's key: record it under the job's
@@ -309,6 +335,14 @@ class ControllerService:
             await events.pump()
             await msg.ack()
             return
+        record = await self._stored_record(job.id, owner)
+        if record is not None and not _written_since(record, msg):
+            record = None  # an earlier job's, whose id this one reuses: not this job's history
+        if record is not None or deliveries > 1:  # ended, or started (here or elsewhere) before
+            taken = await self._take_over(job, msg, record, owner)
+            if taken is None:
+                return
+            events.seq = taken
         try:  # an unknown method or bad params fail the job before it is accepted
             controller = self._build(job)
         except ScaffoldingError as exc:
@@ -324,7 +358,6 @@ class ControllerService:
         async with TaskGroup() as tg:
             pump = tg.create_task(events.pump())
             try:
-                deliveries = msg.metadata.num_delivered if msg.metadata else 1
                 events.add(JobEventType.ACCEPTED, progress={"method": job.method, "delivery": deliveries})
                 await self._record(JobRecord(job_id=job.id, method=job.method, state=JobState.RUNNING, owner=owner))
                 self._owners[job.id] = owner
@@ -354,7 +387,7 @@ class ControllerService:
                 self._owners.pop(job.id, None)
                 events.close()
                 await pump
-        await msg.ack()
+        await self._owned.get(job.id, msg).ack()
         metrics.JOBS.labels(job.method, outcome).inc()
         metrics.JOB_SECONDS.labels(job.method).observe(time.monotonic() - started)
 
@@ -431,14 +464,62 @@ class ControllerService:
                 return True
         return False
 
+    async def _take_over(self, job: Job, msg: Msg, record: JobRecord | None, owner: str | None) -> int | None:
+        """A job seen before (a redelivery, a record, or both): None if it needs no run here
+        (its owner lives, or it already ended: then its terminal event is made sure of and the
+        delivery acked), else the event seq to continue from."""
+        if record is None or record.state is JobState.RUNNING:
+            self._owned.pop(job.id, None)  # not ours yet: do not claim it to the question
+            if await owner_alive(self.nc, self.subjects, job.id):
+                return None  # its owner keeps it alive; JetStream redelivers it if the owner dies
+            self._owned[job.id] = msg
+        subject = self.subjects.events(job.id, owner)
+        last = await last_event(self.nc, self.subjects, subject)
+        if record is not None and record.state in (JobState.SUCCEEDED, JobState.FAILED):
+            if last is None or last.type not in TERMINAL:
+                events = EventStream(self.nc, subject, job.id, start_seq=_after(last))
+                if record.result is not None:
+                    events.result(record.result)
+                else:
+                    events.error(record.error or ErrorInfo(code=ErrorCode.INTERNAL, message="job failed"))
+                events.close()
+                await events.pump()
+            await msg.ack()
+            return None
+        if last is not None and last.type in TERMINAL:  # it ended; its record or ack was lost
+            state = JobState.SUCCEEDED if last.type is JobEventType.RESULT else JobState.FAILED
+            await self._record(
+                JobRecord(
+                    job_id=job.id, method=job.method, state=state, result=last.result, error=last.error, owner=owner
+                )
+            )
+            await msg.ack()
+            return None
+        return _after(last)
+
+    async def _stored_record(self, job_id: str, owner: str | None) -> JobRecord | None:
+        """The job's own record (written by a controller), if any; another owner's is ignored."""
+
+        async def get() -> JobRecord | None:
+            try:
+                entry = await self.kv.get(job_id)
+            except NotFoundError:  # no such key (or deleted): the usual case, a new job
+                return None
+            return codec.decode(JobRecord, entry.value) if entry.value else None
+
+        record = await retrying(get, what=f"reading the record of job {job_id}")
+        return record if record is not None and record.owner in (None, owner) else None
+
     async def _fail(self, job: Job, events: EventStream, error: ErrorInfo, owner: str | None = None) -> None:
         await self._record(JobRecord(job_id=job.id, method=job.method, state=JobState.FAILED, error=error, owner=owner))
         events.error(error)
 
     async def _record(self, record: JobRecord) -> None:
+        """Retried through reconnects; the events still tell the client if it never lands."""
+        data = codec.encode(record)
         try:
-            await self.kv.put(record.job_id, codec.encode(record))
-        except Exception as exc:  # the events still tell the client; the record is a convenience
+            await retrying(lambda: self.kv.put(record.job_id, data), what=f"storing the record of job {record.job_id}")
+        except Exception as exc:
             log.warning("could not store job %s: %s", record.job_id, exc)
 
     async def _reject(self, msg: Msg, exc: ProtocolError) -> None:
@@ -493,6 +574,18 @@ def _sampling_defaults(job: Job) -> dict[str, Any]:
     if job.model is not None:
         defaults.setdefault("model", job.model)
     return defaults
+
+
+def _written_since(record: JobRecord, msg: Msg) -> bool:
+    """Whether ``record`` was written after ``msg`` was stored, so it is that job's (a delivery
+    that lost its state after a server restart), not an earlier job's with the same id."""
+    stored = msg.metadata.timestamp if msg.metadata else None
+    return stored is None or record.updated_at >= stored.timestamp()
+
+
+def _after(last: JobEvent | None) -> int:
+    """The seq that continues a job's events after ``last`` (0 when it has none)."""
+    return 0 if last is None else last.seq + 1
 
 
 def _cancel_key(job_id: str, owner: str | None) -> str:

@@ -63,15 +63,20 @@ async def status(job_id: JobId, request: Request) -> Any:
 
 @router.get("/{job_id}/events", response_model=None)
 async def events(job_id: JobId, request: Request) -> StreamingResponse | JSONResponse:
-    """Server-sent events: every event of the job from the first, then live ones."""
+    """Server-sent events: every event of the job from the first (or after the ``Last-Event-ID``
+    an EventSource sends when it reconnects), then live ones."""
     state = _state(request)
     visible, _ = await _own_record(request, job_id)
     if not visible:
         return _not_found(job_id)
+    last = request.headers.get("last-event-id", "")
+    after_seq = int(last) if last.isdigit() else -1
 
     async def stream() -> AsyncIterator[bytes]:
         try:
-            async for event in state.jobs.replay(job_id, timeout=state.request_timeout, owner=tenant_of(request)):
+            async for event in state.jobs.replay(
+                job_id, after_seq=after_seq, timeout=state.request_timeout, owner=tenant_of(request)
+            ):
                 data = event.model_dump_json(exclude_none=True)
                 yield f"event: {event.type.value}\nid: {event.seq}\ndata: {data}\n\n".encode()
         except Exception as exc:

@@ -15,6 +15,7 @@ from typing import Any
 from ...proto.subjects import Subjects
 from ...runtime.worker import Worker
 from ...transport import WorkerHost, connect
+from ...transport.jetstream import Durability, TaskQueueSettings
 from .._cli import base_parser, run_service, setting
 
 BUILTIN = {
@@ -42,6 +43,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     setting(p, "--tags", "SCAF_TAGS", "generation", "comma-separated worker tags")
     setting(p, "--max-concurrency", "SCAF_MAX_CONCURRENCY", "64", "tasks in flight on this replica", type=int)
     setting(p, "--name", "SCAF_SERVICE_NAME", "scaffolding-worker", "NATS micro service name")
+    setting(
+        p,
+        "--task-ack-wait",
+        "SCAF_TASK_ACK_WAIT",
+        "6",
+        "seconds without progress after which a dead replica's task is redelivered",
+        type=float,
+    )
+    setting(
+        p,
+        "--js-replicas",
+        "SCAF_JS_REPLICAS",
+        "0",
+        "JetStream replicas of the task queue (0: 1 on one server, 3 on a cluster)",
+        type=int,
+    )
     return p.parse_args(argv)
 
 
@@ -56,6 +73,8 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
             subjects=Subjects(args.prefix),
             max_concurrency=args.max_concurrency,
             name=args.name,
+            durability=Durability(replicas=args.js_replicas) if args.js_replicas else None,
+            queue=TaskQueueSettings(ack_wait=args.task_ack_wait),
         ):
             logging.info("worker %s serving %s on %s", args.worker, args.tags, args.nats)
             print("ready", flush=True)
