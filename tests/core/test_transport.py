@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 
 import msgpack
 import pytest
@@ -26,6 +25,8 @@ from scaffolding_nats.proto import (
 from scaffolding_nats.runtime import RequestContext, TaskRunner
 from scaffolding_nats.transport import RemoteWorker, WorkerHost
 from scaffolding_nats.workers.synthetic import SyntheticWorker
+
+from ..procs import worker_argv
 
 
 async def _ask(nc, subject: str, data: bytes) -> TaskReply:
@@ -115,19 +116,7 @@ async def test_worker_killed_mid_task_is_retried_on_another_replica(nc, nats_ser
     """A replica dies with the task; heartbeats stop, the caller retries, a live one answers."""
     subjects = Subjects(prefix)
     doomed = subprocess.Popen(  # noqa: ASYNC220 - killed by signal, never awaited
-        [
-            sys.executable,
-            "-m",
-            "scaffolding_nats.services.worker",
-            "--nats",
-            nats_server.url,
-            "--prefix",
-            prefix,
-            "--worker",
-            "synthetic",
-            "--worker-args",
-            json.dumps({"latency_s": 30}),
-        ],
+        worker_argv(nats_server.url, prefix, "synthetic", worker_args={"latency_s": 30}),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "SCAF_LOG_LEVEL": "WARNING"},

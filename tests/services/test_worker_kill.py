@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 from collections import Counter
 
 from scaffolding_nats.client import JobClient
@@ -14,11 +13,12 @@ from scaffolding_nats.methods.registry import load_registry
 from scaffolding_nats.proto import Job, JobEvent, JobEventType, Subjects, decode
 from scaffolding_nats.services.controller import ControllerService
 
+from ..procs import worker_argv
+
 
 async def _replica(url: str, prefix: str) -> asyncio.subprocess.Process:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "scaffolding_nats.services.worker", "--nats", url, "--prefix", prefix,
-        "--worker", "synthetic", "--worker-args", json.dumps({"latency_s": 0.2}),
+        *worker_argv(url, prefix, "synthetic", worker_args={"latency_s": 0.2}),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
         env={**os.environ, "SCAF_LOG_LEVEL": "WARNING"},
     )  # fmt: skip

@@ -34,6 +34,8 @@ from scaffolding_nats.workers.tools import CALCULATOR, Tool
 from scaffolding_nats.workers.tools.mcp_bridge import load_config
 from scaffolding_nats.workers.tools_worker import ToolsWorker
 
+from ..procs import worker_argv
+
 SERVER = Path(__file__).with_name("mcp_server.py")
 
 
@@ -182,17 +184,7 @@ async def test_the_service_reads_the_config_file_from_the_environment(
     path = tmp_path / "mcp.yaml"
     path.write_text(yaml.safe_dump(config(http_server)))
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "scaffolding_nats.services.worker",
-        "--nats",
-        nats_server.url,
-        "--prefix",
-        prefix,
-        "--worker",
-        "tools",
-        "--tags",
-        "tool_call",
+        *worker_argv(nats_server.url, prefix, "tools", tags="tool_call"),
         stdout=asyncio.subprocess.PIPE,
         env={**os.environ, "SCAF_MCP_CONFIG": str(path), "SCAF_LOG_LEVEL": "WARNING"},
     )

@@ -21,6 +21,7 @@ from scaffolding_nats.workers.errors import SandboxUnavailable
 from scaffolding_nats.workers.tools.sandbox import Sandbox, SandboxLimits
 from scaffolding_nats.workers.tools_worker import ToolsWorker
 
+from ..procs import worker_argv
 from .sandboxed import sandboxed_programs
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -44,19 +45,9 @@ async def test_without_the_python_tool_no_sandbox_is_needed(nc: Client, prefix: 
 
 async def test_the_service_exits_with_a_clear_error(nats_server: NatsServer, prefix: str) -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "scaffolding_nats.services.worker",
-        "--nats",
-        nats_server.url,
-        "--prefix",
-        prefix,
-        "--worker",
-        "tools",
-        "--tags",
-        "tool_call",
-        "--worker-args",
-        json.dumps({"sandbox": {"bwrap": "/bin/false"}}),
+        *worker_argv(
+            nats_server.url, prefix, "tools", tags="tool_call", worker_args={"sandbox": {"bwrap": "/bin/false"}}
+        ),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -183,17 +174,7 @@ async def test_a_killed_worker_takes_its_sandboxed_runs_with_it(
     from scaffolding_nats.transport import RemoteWorker
 
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "scaffolding_nats.services.worker",
-        "--nats",
-        nats_server.url,
-        "--prefix",
-        prefix,
-        "--worker",
-        "tools",
-        "--tags",
-        "tool_call",
+        *worker_argv(nats_server.url, prefix, "tools", tags="tool_call"),
         stdout=asyncio.subprocess.PIPE,
     )
     # One attempt: a silent worker fails the task at once (by default the queued task would wait

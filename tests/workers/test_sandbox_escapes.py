@@ -12,7 +12,6 @@ import json
 import os
 import secrets
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from scaffolding_nats.proto import Subjects
 from scaffolding_nats.proto.tasks import TaskStatus, ToolCallTask
 from scaffolding_nats.transport import RemoteWorker
 
+from ..procs import worker_argv
 from .sandboxed import sandboxed_programs
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -57,21 +57,7 @@ async def service(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFact
     secret_file.chmod(0o644)  # readable by anyone on the host: only the sandbox's view hides it
     prefix = "sbx" + secrets.token_hex(4)
     proc = subprocess.Popen(  # noqa: ASYNC220 - started once, stopped in the finally below
-        [
-            sys.executable,
-            "-m",
-            "scaffolding_nats.services.worker",
-            "--nats",
-            nats_server.url,
-            "--prefix",
-            prefix,
-            "--worker",
-            "tools",
-            "--tags",
-            "tool_call",
-            "--worker-args",
-            json.dumps({"sandbox": LIMITS}),
-        ],
+        worker_argv(nats_server.url, prefix, "tools", tags="tool_call", worker_args={"sandbox": LIMITS}),
         stdout=subprocess.PIPE,
         env={**os.environ, "SCAF_LOG_LEVEL": "WARNING", "WORKER_SECRET": secret, "SECRET_FILE": str(secret_file)},
     )
