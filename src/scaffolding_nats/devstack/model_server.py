@@ -6,7 +6,6 @@ package (see ``model_files``), never from a download.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -15,14 +14,14 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import IO
 
+from ._lifecycle import Managed
 from .model_files import SMOLLM2, resolve_model
 from .nats_server import free_port
 
 
-class ModelServer:
+class ModelServer(Managed):
     """A ``python -m llama_cpp.server`` child process. Use as a (sync or async) context manager.
 
     ``model`` is ``"smollm2"`` (default, packaged), ``"qwen-0.5b"`` (opt-in chunk wheels) or a
@@ -125,17 +124,3 @@ class ModelServer:
         if self._log is not None:
             self._log.close()
             self._log = None
-
-    def __enter__(self) -> ModelServer:
-        return self.start()
-
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> ModelServer:
-        return await asyncio.to_thread(self.start)
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await asyncio.to_thread(self.stop)

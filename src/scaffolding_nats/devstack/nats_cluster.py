@@ -10,16 +10,16 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import nats
 
 from ..security.permissions import Deployment
+from ._lifecycle import Managed
 from .nats_server import NatsServer, free_port
 
 
-class NatsCluster:
+class NatsCluster(Managed):
     """``size`` nodes on loopback, each with its own store under ``store_dir``; every node routes
     to every other. ``start()`` returns once JetStream has a meta leader (streams can be made).
     Clients connect on ``base_port``, ``base_port + 1``, ... (free ports by default).
@@ -145,17 +145,3 @@ class NatsCluster:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
-
-    def __enter__(self) -> NatsCluster:
-        return self.start()
-
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> NatsCluster:
-        return await asyncio.to_thread(self.start)
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await asyncio.to_thread(self.stop)

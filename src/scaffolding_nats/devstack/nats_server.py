@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import socket
@@ -11,13 +10,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
 from ..security import Deployment
 from ..security.natsconf import Tls, password_env, server_config
 from ..security.secrets_file import load_or_create, new_secret
+from ._lifecycle import Managed
 
 
 def free_port() -> int:
@@ -37,7 +36,7 @@ def find_binary() -> str:
     return found
 
 
-class NatsServer:
+class NatsServer(Managed):
     """A nats-server child process. Use as a (sync or async) context manager.
 
     ``jetstream`` keeps its data under ``store_dir`` (a temporary folder by default).
@@ -199,17 +198,3 @@ class NatsServer:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
-
-    def __enter__(self) -> NatsServer:
-        return self.start()
-
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> NatsServer:
-        return await asyncio.to_thread(self.start)
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await asyncio.to_thread(self.stop)
