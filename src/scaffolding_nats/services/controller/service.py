@@ -225,13 +225,14 @@ class ControllerService:
         if job_id:
             method = str(codec.peek_id(raw.data or b"", "method") or "?")
             owner = _owner_of(self.subjects, raw.subject or "")
+            # The record first: a client that sees the terminal event can then read the record.
+            await self._record(
+                JobRecord(job_id=job_id, method=method, state=JobState.FAILED, error=error, owner=owner)
+            )
             events = EventStream(self.nc, self.subjects.events(job_id, owner), job_id)
             events.error(error)
             events.close()
             await events.pump()
-            await self._record(
-                JobRecord(job_id=job_id, method=method, state=JobState.FAILED, error=error, owner=owner)
-            )
         metrics.JOBS.labels("?", "abandoned").inc()
         with contextlib.suppress(Exception):
             await self.js.delete_msg(self.subjects.jobs_stream, seq)
