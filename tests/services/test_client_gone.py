@@ -74,4 +74,6 @@ async def test_a_killed_client_cancels_its_job_and_tasks_within_a_second(nats_se
         while host.stats.in_flight or controller._running:
             assert time.monotonic() - killed < 1.0, "the job kept running after its client died"
             await asyncio.sleep(0.01)
-        assert host.stats.cancelled == in_flight and worker.finished == 0
+        # More tasks of the job may reach the worker after in_flight was sampled (replicas pull
+        # asynchronously): every one of them must have been cancelled, none completed.
+        assert host.stats.cancelled >= in_flight and host.stats.completed == 0 and worker.finished == 0
