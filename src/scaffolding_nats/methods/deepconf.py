@@ -4,7 +4,10 @@ the model's own token confidence (offline), or stop low-confidence traces early 
 Offline: ``num_traces`` traces with logprobs, then a vote under ``vote_policy``.
 Online: ``warmup_traces`` traces learn a threshold (the ``confidence_percentile``-th percentile
 of their trace confidences; 10 keeps ~90% of traces, 90 keeps ~10%); the remaining traces are
-streamed and cancelled at the backend as soon as their running group confidence drops below it."""
+streamed and cancelled at the backend as soon as their running group confidence drops below it.
+With ``consensus`` set, the remaining traces run in waves of ``wave_size`` and no further wave
+starts once the leading answer holds that share of the confidence-weighted vote (the paper's
+adaptive sampling): easy problems stop after the warm-up."""
 
 from __future__ import annotations
 
@@ -237,6 +240,8 @@ class DeepConfOnlineController(_DeepConfBase):
         confidence_percentile: float = 10.0,
         conf_group_size: int = 2048,
         streaming_step: int = 32,
+        consensus: float | None = None,
+        wave_size: int | None = None,
         num_logprobs: int = 5,
         confidence_policy: str = "lowest_group",
         vote_policy: str = "weighted",
@@ -263,6 +268,10 @@ class DeepConfOnlineController(_DeepConfBase):
         require(1 <= warmup_traces <= num_traces, "warmup_traces", "must be between 1 and num_traces")
         require(0 <= confidence_percentile <= 100, "confidence_percentile", "must be in [0, 100]")
         require(streaming_step >= 1, "streaming_step", "must be at least 1")
+        require(consensus is None or 0 < consensus <= 1, "consensus", "must be in (0, 1]")
+        require(wave_size is None or wave_size >= 1, "wave_size", "must be at least 1")
+        self.consensus = consensus
+        self.wave_size = wave_size
         self.warmup_traces = warmup_traces
         self.confidence_percentile = confidence_percentile
         self.streaming_step = streaming_step
@@ -286,23 +295,42 @@ class DeepConfOnlineController(_DeepConfBase):
         emit_progress(method=self.label, phase="warmup_done", threshold=self.threshold)
         # Warm-up traces under the threshold do not vote either.
         self._traces = [t for t in warm_traces if self.trace_confidence(t, "lowest_group") >= self.threshold]
-        rest = self._trace_tasks(
-            caller,
-            self.warmup_traces,
-            self.num_traces - self.warmup_traces,
-            StreamingGenerationTask,
-            streaming_step=self.streaming_step,
-        )
-        branches = [Isolated(self.stop_controller.clone()) for _ in rest]
-        yield ParallelProcess(branches, [[t] for t in rest], [{"threshold": self.threshold} for _ in rest])
-        kept = [t for t in rest if t.ok and not t.metadata.get("stopped_low_confidence")]
-        stopped = sum(bool(t.metadata.get("stopped_low_confidence")) for t in rest)
-        self._traces += [self._trace_of(t) for t in kept]
+        start, stopped, reached = self.warmup_traces, 0, False
+        while start < self.num_traces:
+            if reached := self._agreed():
+                break
+            count = min(self.wave_size or self.num_traces, self.num_traces - start)
+            rest = self._trace_tasks(
+                caller, start, count, StreamingGenerationTask, streaming_step=self.streaming_step
+            )
+            start += count
+            branches = [Isolated(self.stop_controller.clone()) for _ in rest]
+            yield ParallelProcess(branches, [[t] for t in rest], [{"threshold": self.threshold} for _ in rest])
+            kept = [t for t in rest if t.ok and not t.metadata.get("stopped_low_confidence")]
+            stopped += sum(bool(t.metadata.get("stopped_low_confidence")) for t in rest)
+            self._traces += [self._trace_of(t) for t in kept]
         if not self._traces:  # every trace fell below the threshold: vote over the warm-up anyway
             self._traces = warm_traces
         output = self._decide(
             self._traces,
-            {"threshold": self.threshold, "stopped_early": stopped, "warmup_traces": len(warm_traces)},
+            {
+                "threshold": self.threshold,
+                "stopped_early": stopped,
+                "warmup_traces": len(warm_traces),
+                "traces_started": start,
+                "consensus_reached": reached,
+            },
         )
         assert output is not None
         self._land(tasks, output)
+
+    def _agreed(self) -> bool:
+        """Whether the voting traces' leading answer already holds ``consensus`` of the
+        confidence-weighted vote (never without ``consensus`` or without an answer)."""
+        if self.consensus is None:
+            return False
+        answers = [t.answer for t in self._traces]
+        weights = [self.trace_confidence(t) for t in self._traces]
+        result = vote(answers, weights)
+        total = sum(result.tally.values())
+        return result.key is not None and total > 0 and result.tally[result.key] / total >= self.consensus

@@ -56,6 +56,8 @@ class ConfidenceVoteOutcome(VoteOutcome):
     threshold: float | None = None
     stopped_early: int | None = None
     warmup_traces: int | None = None
+    traces_started: int | None = None
+    consensus_reached: bool | None = None
 
 
 @dataclass
