@@ -306,9 +306,8 @@ def twins(summary: Summary, first: int = 5) -> list[Summary]:
         return vote(answers[:first]).answer
 
     def most_confident(answers: list[str | None], weights: list[float] | None) -> str | None:
-        scored = [
-            (w, -i) for i, (a, w) in enumerate(zip(answers, weights or [], strict=False)) if a is not None and w is not None
-        ]
+        pairs = enumerate(zip(answers, weights or [], strict=False))
+        scored = [(w, -i) for i, (a, w) in pairs if a is not None and w is not None]
         return answers[-max(scored)[1]] if scored else None
 
     n = max((len(r.extra.get("answers") or []) for r in summary.records), default=0)
@@ -431,8 +430,8 @@ async def main(args: argparse.Namespace) -> int:
     specs = [all_specs[m] for m in args.methods]
     problems = load(args.data)[args.offset : args.offset + args.limit]
     header = (
-        f"Model: {args.model} on {args.backend} ({args.parallel} slots), {args.threads} threads. {len(problems)} problems of "
-        f"{Path(args.data).name} from #{args.offset}, max_tokens {args.max_tokens}, sampled methods at "
+        f"Model: {args.model} on {args.backend} ({args.parallel} slots), {args.threads} threads. "
+        f"{len(problems)} problems of {Path(args.data).name} from #{args.offset}, max_tokens {args.max_tokens}, sampled methods at "
         f"temperature {args.temperature}, job seed {args.seed}+i, {args.concurrency} jobs in flight."
     )
     if args.report_only:

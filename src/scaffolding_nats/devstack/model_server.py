@@ -22,7 +22,6 @@ from ._lifecycle import Managed
 from .model_files import SMOLLM2, resolve_model
 from .nats_server import free_port
 
-
 BACKENDS = ("llama-cpp-python", "llama-server")
 """``llama-cpp-python``'s server runs one request at a time and computes log-probs in Python
 (a sort of the whole vocabulary per token); llama.cpp's own ``llama-server`` (the optional
