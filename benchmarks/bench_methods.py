@@ -431,8 +431,8 @@ async def main(args: argparse.Namespace) -> int:
     problems = load(args.data)[args.offset : args.offset + args.limit]
     header = (
         f"Model: {args.model} on {args.backend} ({args.parallel} slots), {args.threads} threads. "
-        f"{len(problems)} problems of {Path(args.data).name} from #{args.offset}, max_tokens {args.max_tokens}, sampled methods at "
-        f"temperature {args.temperature}, job seed {args.seed}+i, {args.concurrency} jobs in flight."
+        f"{len(problems)} problems of {Path(args.data).name} from #{args.offset}, "
+        f"max_tokens {args.max_tokens}, sampled methods at temperature {args.temperature}, job seed {args.seed}+i, {args.concurrency} jobs in flight."
     )
     if args.report_only:
         print(report(specs, problems, args, header))
