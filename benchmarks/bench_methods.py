@@ -432,7 +432,8 @@ async def main(args: argparse.Namespace) -> int:
     header = (
         f"Model: {args.model} on {args.backend} ({args.parallel} slots), {args.threads} threads. "
         f"{len(problems)} problems of {Path(args.data).name} from #{args.offset}, "
-        f"max_tokens {args.max_tokens}, sampled methods at temperature {args.temperature}, job seed {args.seed}+i, {args.concurrency} jobs in flight."
+        f"max_tokens {args.max_tokens}, sampled methods at temperature {args.temperature}, "
+        f"job seed {args.seed}+i, {args.concurrency} jobs in flight."
     )
     if args.report_only:
         print(report(specs, problems, args, header))
