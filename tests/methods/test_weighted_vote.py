@@ -27,6 +27,15 @@ class LogprobWorker(ScriptedWorker):
             task.logprobs = [TokenLogprob(token=t.token, logprob=lp) for t in task.logprobs or []]
 
 
+class NoLogprobWorker(ScriptedWorker):
+    """A backend that ignores requests for log-probs."""
+
+    @handles(GenerationTask)
+    async def generate(self, task: GenerationTask) -> None:
+        await ScriptedWorker.generate(self, task)
+        task.logprobs = None
+
+
 def text(task: GenerationTask) -> str:
     return f"so it is \\boxed{{{TRACES[seed_of(task)][0]}}}"
 
@@ -62,3 +71,24 @@ async def test_plain_vote_asks_for_no_logprobs() -> None:
 def test_missing_logprobs_get_the_mean_weight() -> None:
     assert fill_missing([0.5, None, 1.0]) == [0.5, 0.75, 1.0]
     assert fill_missing([None, None]) is None
+
+
+async def test_best_of_n_by_the_generators_own_logprobs_calls_no_judge() -> None:
+    from scaffolding_nats.methods import BestOfNController, LogprobRewardController
+    from scaffolding_nats.proto import RewardTask
+
+    worker = LogprobWorker(text)
+    out = await run(
+        BestOfNController(sample_num=5, base_seed=0, reward_controller=LogprobRewardController()), worker, "Q"
+    )
+    assert {t.num_logprobs for t in worker.of(GenerationTask)} == {1}
+    assert worker.of(RewardTask) == []
+    assert (out.output.answer, out.output.metadata["index"]) == ("9", 1)  # the surest trace, -0.1
+    assert math.isclose(out.output.metadata["score"], math.exp(-0.1), rel_tol=1e-6)
+    # A backend that returns no log-probs: scoring fails and the first sample stands.
+    out = await run(
+        BestOfNController(sample_num=2, base_seed=0, reward_controller=LogprobRewardController()),
+        NoLogprobWorker(text),
+        "Q",
+    )
+    assert out.output.metadata["fallback"] == "reward_failed"

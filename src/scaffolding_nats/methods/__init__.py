@@ -21,7 +21,7 @@ from .mcts import MCTSController
 from .native import NativeChatController, NativeGenerationController
 from .program_vote import ProgramVoteController
 from .registry import MethodConfigError, MethodKind, MethodRegistry, load_registry
-from .reward import OutcomeRewardController, ProcessRewardController, split_steps
+from .reward import LogprobRewardController, OutcomeRewardController, ProcessRewardController, split_steps
 from .streaming_stop import StreamingStopController, stream_until
 from .tool_agent import ToolAgentController
 from .tot import TreeOfThoughtsController
@@ -35,6 +35,7 @@ __all__ = [
     "DeepConfOfflineController",
     "DeepConfOnlineController",
     "DynasorCoTController",
+    "LogprobRewardController",
     "MCTSController",
     "MajorityVoteController",
     "MethodConfigError",

@@ -37,6 +37,8 @@ class BestOfNController(SamplingMethod):
     ) -> None:
         super().__init__(sample_controller or NativeGenerationController(), sample_num, extractor, base_seed, name)
         self.reward_controller = reward_controller or OutcomeRewardController()
+        if wanted := getattr(self.reward_controller, "sample_logprobs", None):
+            self.sample_overrides = {"num_logprobs": wanted}
         self._scores: list[float] | None = None
 
     def process(self, tasks: list[Task], **kwargs: Any) -> ControllerGen:

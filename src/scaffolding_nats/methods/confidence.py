@@ -6,7 +6,9 @@ sure: the alternatives are unlikely). Group confidence is the mean over a slidin
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..proto.tasks import TokenLogprob
 
@@ -82,3 +84,12 @@ def percentile(values: Sequence[float], q: float) -> float:
     lo = int(pos)
     hi = min(lo + 1, len(data) - 1)
     return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def mean_logprob_weight(task: Any) -> float | None:
+    """``exp(mean token log-prob)`` of a trace (its per-token geometric-mean probability, in
+    (0, 1]), or ``None`` when the backend returned no log-probs."""
+    logprobs = getattr(task, "logprobs", None)
+    if not logprobs:
+        return None
+    return math.exp(sum(t.logprob for t in logprobs) / len(logprobs))

@@ -3,7 +3,6 @@ optionally each sample's vote is weighted by the model's confidence in its own t
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -12,20 +11,12 @@ from ..runtime.context import emit_progress
 from ..runtime.controller import Controller, ControllerGen, Output
 from .answers import Extractor
 from .base import SamplingMethod, Slot, best_partial, fail_all, set_method_result, text_of
+from .confidence import mean_logprob_weight
 from .native import NativeGenerationController
 from .results import VoteOutcome
 from .voting import vote
 
 Weighting = Literal["none", "mean_logprob"]
-
-
-def mean_logprob_weight(task: Any) -> float | None:
-    """``exp(mean token log-prob)`` of a trace (its per-token geometric-mean probability, in
-    (0, 1]), or ``None`` when the backend returned no log-probs."""
-    logprobs = getattr(task, "logprobs", None)
-    if not logprobs:
-        return None
-    return math.exp(sum(t.logprob for t in logprobs) / len(logprobs))
 
 
 def fill_missing(weights: Sequence[float | None]) -> list[float] | None:

@@ -10,6 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 from ..proto.tasks import RewardTask, Task
 from ..runtime.controller import Controller, ControllerGen
 from .base import prompt_of, require, text_of
+from .confidence import mean_logprob_weight
 
 StepSplitter = Callable[[str], list[str]]
 
@@ -109,6 +110,21 @@ class OutcomeRewardController(_RewardBase):
         yield [reward]
         ok = reward.ok and reward.scores is not None and len(reward.scores) == len(tasks)
         self._finish(tasks, [float(s) for s in reward.scores or []] if ok else None)
+
+
+class LogprobRewardController(_RewardBase):
+    """The generator's own confidence as the reward: each candidate scores ``exp(mean token
+    log-prob)`` of its trace, with no model call. A method that samples for it asks each sample
+    for ``sample_logprobs`` (top-1) log-probs; a candidate without them fails the scoring."""
+
+    kind = "logprob_reward"
+    sample_logprobs = 1
+
+    def process(self, tasks: list[Task], prompt: str | None = None, **kwargs: Any) -> ControllerGen:
+        scores = [mean_logprob_weight(t) for t in tasks]
+        self._finish(tasks, None if None in scores else [s for s in scores if s is not None])
+        return
+        yield  # a generator that yields no task
 
 
 class ProcessRewardController(_RewardBase):
