@@ -46,6 +46,20 @@ def test_server_command_line() -> None:
     assert server.model == "small"
 
 
+def test_llama_server_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCAF_LLAMA_SERVER", "/opt/llama/llama-server")
+    server = ModelServer("smollm2", port=12345, n_ctx=1024, n_threads=2, backend="llama-server", parallel=4)
+    args = server.command()
+    assert args[0] == "/opt/llama/llama-server"
+    for flag, value in [("--port", "12345"), ("--ctx-size", "4096"), ("--parallel", "4"), ("--threads", "2")]:
+        assert args[args.index(flag) + 1] == value  # each of the 4 slots gets n_ctx
+    assert args[args.index("--host") + 1] == "127.0.0.1"
+    with pytest.raises(ValueError, match="parallel"):
+        ModelServer("smollm2", parallel=2)  # llama-cpp-python serves one request at a time
+    with pytest.raises(ValueError, match="backend"):
+        ModelServer("smollm2", backend="vllm")
+
+
 def _installed(name: str) -> bool:
     try:
         importlib.metadata.distribution(name)
