@@ -69,9 +69,9 @@ def method_specs(args: argparse.Namespace) -> dict[str, MethodSpec]:
         ),
         MethodSpec(
             "program_vote",
-            f"program-aided vote@{n}",
+            f"program-aided vote@{args.program_n or n}",
             "program_vote",
-            {"sample_num": n, "tool_name": args.python_tool},
+            {"sample_num": args.program_n or n, "tool_name": args.python_tool},
             sampled=True,
             prompt_style="plain",
             needs=("python",),
@@ -94,13 +94,13 @@ def method_specs(args: argparse.Namespace) -> dict[str, MethodSpec]:
         ),
         MethodSpec(
             "deepconf_online",
-            "DeepConf online (≤8 traces: 4 warm-up, waves of 2 until 95% consensus)",
+            "DeepConf online (≤8 traces: 4 warm-up, then waves of 2 until 75% agree)",
             "deepconf_online",
             {
                 "num_traces": 8,
                 "warmup_traces": 4,
                 "wave_size": 2,
-                "consensus": 0.95,
+                "consensus": 0.75,
                 "conf_group_size": 64,
                 **NUMBER,
             },
@@ -276,10 +276,11 @@ def summarise(records: Iterable[Record], specs: Sequence[MethodSpec], problem_id
     return [Summary(s.key, s.label, [by_method[s.key][p] for p in common]) for s in specs]
 
 
-def derived(summary: Summary, key: str, label: str, pick: Any) -> Summary | None:
+def derived(summary: Summary, key: str, label: str, pick: Any, first: int | None = None) -> Summary | None:
     """Another aggregation of the very samples a weighted vote drew (its recorded answers and
     weights): ``pick(answers, weights)`` returns the chosen answer. Aggregations compared with
-    no sampling noise between them; tokens and time are the samples' (an upper bound for fewer)."""
+    no sampling noise between them. With ``first``, only that many samples count, and so
+    ``first / N`` of the tokens (samples are i.i.d.; per-sample counts are not recorded)."""
     records = []
     for r in summary.records:
         answers, weights = r.extra.get("answers"), r.extra.get("weights")
@@ -287,9 +288,12 @@ def derived(summary: Summary, key: str, label: str, pick: Any) -> Summary | None
             return None
         answer = pick(answers, weights) if answers else None
         number = answer_of("", answer) if answer is not None else None
+        share = min(first, len(answers)) / len(answers) if first and answers else 1.0
         records.append(
             Record(**{**asdict(r), "method": f"{r.method}_{key}", "answer": number,
-                      "correct": is_correct(number, r.expected)})
+                      "correct": is_correct(number, r.expected),
+                      "completion_tokens": round(r.completion_tokens * share),
+                      "prompt_tokens": round(r.prompt_tokens * share), "num_tasks": round(r.num_tasks * share)})
         )  # fmt: skip
     return Summary(f"{summary.key}_{key}", label, records)
 
@@ -313,7 +317,8 @@ def twins(summary: Summary, first: int = 5) -> list[Summary]:
     n = max((len(r.extra.get("answers") or []) for r in summary.records), default=0)
     rows = [derived(summary, "unweighted", f"  majority vote@{n} (same samples)", plain)]
     if n > first:
-        rows.append(derived(summary, f"first{first}", f"  majority vote@{first} (first {first} of them)", first_k))
+        label = f"  majority vote@{first} (first {first} of them)"
+        rows.append(derived(summary, f"first{first}", label, first_k, first=first))
     rows.append(derived(summary, "best_logprob", f"  best-of-{n} by mean log-prob (same samples)", most_confident))
     return [r for r in rows if r is not None]
 
@@ -497,6 +502,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-tokens", type=int, default=384)
     p.add_argument("--temperature", type=float, default=0.7, help="for sampled methods")
     p.add_argument("--vote-n", type=int, default=5, help="samples of vote, weighted_vote, program_vote")
+    p.add_argument("--program-n", type=int, default=None, help="program_vote samples (default: --vote-n)")
     p.add_argument("--bon-n", type=int, default=4)
     p.add_argument("--chunk-size", type=int, default=64, help="Dynasor tokens between probes")
     p.add_argument("--certainty", type=int, default=2, help="Dynasor: agreeing probes to stop")

@@ -75,8 +75,10 @@ def test_weighted_vote_gets_twins_over_its_own_samples() -> None:
     from benchmarks.bench_methods import Summary, twins
 
     extra = {"answers": ["7", "9", "7", None, "9", "7", "5"], "weights": [0.1, 0.9, 0.1, None, 0.8, 0.2, 0.95]}
-    weighted = Summary("weighted_vote", "w", [Record("weighted_vote", "w", "p1", 9, "9", True, extra=extra)])
+    record = Record("weighted_vote", "w", "p1", 9, "9", True, completion_tokens=700, extra=extra)
+    weighted = Summary("weighted_vote", "w", [record])
     plain, first5, best = twins(weighted)
+    assert (plain.records[0].completion_tokens, first5.records[0].completion_tokens) == (700, 500)
     assert plain.key == "weighted_vote_unweighted" and plain.records[0].answer == "7"  # 3 votes to 2
     assert first5.records[0].answer == "7"  # 7, 9, 7, -, 9: a tie, to the first seen
     assert best.records[0].answer == "5" and not best.records[0].correct  # the single most confident

@@ -92,3 +92,19 @@ async def test_best_of_n_by_the_generators_own_logprobs_calls_no_judge() -> None
         "Q",
     )
     assert out.output.metadata["fallback"] == "reward_failed"
+
+
+async def test_a_trace_cut_off_at_max_tokens_abstains_unless_it_states_an_answer() -> None:
+    from .scripted import Script
+
+    def script(task: GenerationTask) -> Script:
+        return {
+            0: Script("Step 1. 4 + 4 = 8. Step 2. 8 * 2", finish_reason="length"),  # cut off: abstains
+            1: Script("Step 1. 2 * 3 = 6. Step 2. 6 + 1", finish_reason="length"),  # cut off: abstains
+            2: Script("so it is \\boxed{12}"),
+            3: Script("The answer is \\boxed{7} and then some more words", finish_reason="length"),
+        }[seed_of(task)]
+
+    out = await run(MajorityVoteController(sample_num=4, base_seed=0, extractor="number"), ScriptedWorker(script), "Q")
+    assert out.output.result.answers == [None, None, "12", "7"]
+    assert out.output.answer == "12"  # a tie between what was stated, to the first seen

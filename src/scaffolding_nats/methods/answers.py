@@ -109,6 +109,15 @@ def extract_number(text: str) -> str | None:
     return extract_last_number(_PLACEHOLDER_TOKEN.sub(" ", text))
 
 
+def states_answer(text: str) -> bool:
+    """Whether a text states an answer (``\\boxed{}``, an "Answer: ..." line that is not a
+    placeholder, a ``####`` line) rather than merely containing numbers. A trace cut off by
+    ``max_tokens`` has a last number, not an answer: votes let it abstain unless it states one."""
+    return (
+        extract_boxed(text) is not None or extract_answer_line(text) is not None or bool(_GSM8K_MARK.search(text))
+    )
+
+
 def extract_exact(text: str) -> str | None:
     value = text.strip()
     return value or None

@@ -120,6 +120,11 @@ def branch_seed(task: Task, index: int, base_seed: int | None) -> int | None:
     return None
 
 
+def cut_off(task: Task) -> bool:
+    """Whether a generation ended at its token limit (``finish_reason == "length"``)."""
+    return getattr(task, "finish_reason", None) == "length"
+
+
 def mix_seed(seed: int, index: int) -> int:
     """A seed for branch ``index`` under ``seed``: deterministic, distinct per index."""
     return (seed * 1_000_003 + index + 1) % 2_147_483_647

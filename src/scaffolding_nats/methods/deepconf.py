@@ -16,12 +16,13 @@ from typing import Any
 from ..proto.tasks import GenerationTask, StreamingGenerationTask, Task
 from ..runtime.context import emit_progress
 from ..runtime.controller import Controller, ControllerGen, Output, ParallelProcess
-from .answers import Extractor, get_extractor
+from .answers import Extractor, get_extractor, states_answer
 from .base import (
     Isolated,
     MethodController,
     Slot,
     branch_seed,
+    cut_off,
     derive_generation,
     fail_all,
     fan_out,
@@ -123,7 +124,8 @@ class _DeepConfBase(MethodController):
 
     def _trace_of(self, task: GenerationTask) -> _Trace:
         text = text_of(task)
-        return _Trace(text, self.extractor(text), token_confidences(task.logprobs or [], self.num_logprobs))
+        answer = self.extractor(text) if not cut_off(task) or states_answer(text) else None
+        return _Trace(text, answer, token_confidences(task.logprobs or [], self.num_logprobs))
 
     def trace_confidence(self, trace: _Trace, measure: str | None = None) -> float:
         return TRACE_CONFIDENCE[measure or self.confidence_policy](trace.conf, self.conf_group_size)

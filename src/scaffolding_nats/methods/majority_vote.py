@@ -9,8 +9,8 @@ from typing import Any, Literal
 from ..proto.tasks import GenerationTask, Task
 from ..runtime.context import emit_progress
 from ..runtime.controller import Controller, ControllerGen, Output
-from .answers import Extractor
-from .base import SamplingMethod, Slot, best_partial, fail_all, set_method_result, text_of
+from .answers import Extractor, states_answer
+from .base import SamplingMethod, Slot, best_partial, cut_off, fail_all, set_method_result, text_of
 from .confidence import mean_logprob_weight
 from .native import NativeGenerationController
 from .results import VoteOutcome
@@ -84,7 +84,10 @@ class MajorityVoteController(SamplingMethod):
                 texts.append(partial[i].text)  # type: ignore[union-attr]
             else:
                 texts.append(None)
-        answers = [self.extractor(t) if t is not None else None for t in texts]
+        answers = [
+            self.extractor(t) if t is not None and (not cut_off(task) or states_answer(t)) else None
+            for t, task in zip(texts, samples, strict=True)
+        ]
         raw_weights: list[float | None] | None = None
         if self.weighting == "mean_logprob":
             raw_weights = [mean_logprob_weight(t) if t.ok else None for t in samples]
