@@ -54,6 +54,7 @@ CASES = [
     Case("weighted_vote", {"sample_num": 2, "sampler": sampler(16)}, num_tasks=2),
     Case("program_vote", {"sample_num": 3}, {"chat", "program_vote"}, max_tokens=96),
     Case("best_of_n", {"sample_num": 3, "sampler": sampler()}, {"generation", "reward"}, num_tasks=4),
+    Case("best_of_n_logprob", {"sample_num": 3, "sampler": sampler(16)}, num_tasks=3),
     Case("best_of_4_prm", {"sample_num": 2, "sampler": sampler()}, {"generation", "reward"}, num_tasks=3),
     Case("dynasor", DYNASOR, {"dynasor", "probe"}, max_tokens=64, temperature=0.0),
     Case(
