@@ -155,6 +155,14 @@ class Summary:
 # -- running ---------------------------------------------------------------------------------
 
 
+def lacks_logprobs(extra: dict[str, Any]) -> bool:
+    """Log-prob weights asked for and none came back (an unweighted vote, zero confidences)."""
+    weights, confidences = extra.get("weights"), extra.get("trace_confidences")
+    if weights and all(w is None for w in weights):
+        return True
+    return bool(confidences) and not any(confidences)
+
+
 async def run_one(
     client: JobClient, spec: MethodSpec, problem: Problem, index: int, args: argparse.Namespace
 ) -> Record:
@@ -183,6 +191,11 @@ async def run_one(
         "num_answered", "trace_confidences", "stopped_early", "traces_started", "consensus_reached",
     )  # fmt: skip
     extra = {k: result.metadata[k] for k in keys if k in result.metadata}
+    if lacks_logprobs(extra):  # a weighted method that silently weighted nothing is no result
+        return Record(
+            spec.key, spec.label, problem.id, problem.answer, answer, False,
+            wall_s=time.monotonic() - started, error="the backend returned no log-probs", extra=extra,
+        )  # fmt: skip
     return Record(
         method=spec.key,
         label=spec.label,

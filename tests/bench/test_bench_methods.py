@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from benchmarks.bench_methods import Record, chart, markdown, method_specs, parse_args, summarise
+from benchmarks.bench_methods import Record, chart, lacks_logprobs, markdown, method_specs, parse_args, summarise
 from benchmarks.datasets import GSM8K, DatasetError, answer_of, is_correct, load, load_jsonl
 from benchmarks.stats import mcnemar_exact, paired, wilson
 
@@ -84,3 +84,11 @@ def test_weighted_vote_gets_twins_over_its_own_samples() -> None:
     assert best.records[0].answer == "5" and not best.records[0].correct  # the single most confident
     extra["answers"], extra["weights"] = ["4", "9"], [0.3, 0.6]  # fewer than 5: no first-5 row
     assert [t.records[0].answer for t in twins(weighted)] == ["4", "9"]
+
+
+def test_a_weighted_method_without_log_probs_is_not_a_result() -> None:
+    assert lacks_logprobs({"weights": [None, None], "answers": ["1", "2"]})
+    assert lacks_logprobs({"trace_confidences": [0.0, 0.0]})
+    assert not lacks_logprobs({"weights": [0.5, None]})
+    assert not lacks_logprobs({"trace_confidences": [0.0, 1.2]})
+    assert not lacks_logprobs({"votes": {"1": 2}})  # an unweighted method asks for none

@@ -172,6 +172,47 @@ def test_completion_stream_accumulates_text_logprobs_and_counts() -> None:
     assert acc.latency_s >= acc.ttft_s
 
 
+# A streamed completion chunk as llama.cpp's llama-server sends it (captured 2026-12-01): the
+# log-probs come in the chat API's shape, not the completions API's parallel lists.
+LLAMA_SERVER_CHUNK = {
+    "choices": [
+        {
+            "text": "2",
+            "index": 0,
+            "logprobs": {
+                "content": [
+                    {
+                        "id": 17,
+                        "token": "2",
+                        "bytes": [50],
+                        "logprob": -0.28,
+                        "top_logprobs": [
+                            {"id": 17, "token": "2", "bytes": [50], "logprob": -0.28},
+                            {"id": 18, "token": "3", "bytes": [51], "logprob": -1.9},
+                        ],
+                    }
+                ]
+            },
+            "finish_reason": None,
+        }
+    ],
+    "created": 1796152639,
+    "model": "qwen2.5-coder-0.5b-instruct",
+    "object": "text_completion",
+    "id": "chatcmpl-H6l9",
+}
+
+
+def test_completion_logprobs_in_llama_servers_chat_shape_are_read() -> None:
+    acc = StreamAccumulator()
+    assert acc.feed_completion(Completion.construct(**_data(LLAMA_SERVER_CHUNK))) == 1
+    acc.finish()
+    out = acc.choice(0)
+    assert out.logprobs is not None and [(t.token, t.logprob) for t in out.logprobs] == [("2", -0.28)]
+    top = out.logprobs[0].top
+    assert top is not None and [(t.token, t.logprob) for t in top] == [("2", -0.28), ("3", -1.9)]
+
+
 def test_server_usage_wins_over_counting() -> None:
     acc = StreamAccumulator()
     acc.feed_completion(_completion_chunk("a", None))

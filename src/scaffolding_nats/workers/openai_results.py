@@ -20,8 +20,17 @@ def _top(items: list[tuple[str, float]]) -> list[TopLogprob]:
 
 
 def completion_logprobs(raw: Any) -> list[TokenLogprob]:
-    """The completions API's parallel lists; echoed prompt tokens without a logprob are skipped."""
-    if raw is None or not raw.tokens:
+    """The completions API's parallel lists; echoed prompt tokens without a logprob are skipped.
+
+    llama.cpp's ``llama-server`` answers a completion in the chat API's shape instead (a
+    ``content`` list of per-token objects), which the SDK keeps as an untyped extra field.
+    """
+    if raw is None:
+        return []
+    content = getattr(raw, "content", None)
+    if content and not raw.tokens:
+        return [_chat_style(item) for item in content]
+    if not raw.tokens:
         return []
     values = raw.token_logprobs or []
     tops = raw.top_logprobs or []
@@ -35,17 +44,21 @@ def completion_logprobs(raw: Any) -> list[TokenLogprob]:
     return out
 
 
+def _field(item: Any, key: str) -> Any:
+    return item.get(key) if isinstance(item, dict) else getattr(item, key, None)
+
+
+def _chat_style(item: Any) -> TokenLogprob:
+    """One token of the chat API's shape, as an SDK object or (an untyped extra) a dict."""
+    pairs = [(_field(t, "token"), _field(t, "logprob")) for t in _field(item, "top_logprobs") or []]
+    top = _top(pairs) if pairs else None
+    return TokenLogprob(token=_field(item, "token"), logprob=_field(item, "logprob"), top=top)
+
+
 def chat_logprobs(raw: Any) -> list[TokenLogprob]:
     if raw is None or not raw.content:
         return []
-    return [
-        TokenLogprob(
-            token=item.token,
-            logprob=item.logprob,
-            top=_top([(t.token, t.logprob) for t in item.top_logprobs]) if item.top_logprobs else None,
-        )
-        for item in raw.content
-    ]
+    return [_chat_style(item) for item in raw.content]
 
 
 @dataclass
