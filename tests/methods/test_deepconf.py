@@ -183,3 +183,21 @@ async def test_online_consensus_stops_sampling_in_waves() -> None:
     assert out.output.metadata["traces_started"] == 7
     with pytest.raises(ValueError, match="consensus"):
         DeepConfOnlineController(4, consensus=1.5)
+
+
+async def test_online_traces_without_an_answer_count_against_consensus() -> None:
+    """One answer beside two traces that ran out of words is not 100 % agreement."""
+
+    def script(task: GenerationTask) -> Script:
+        if seed_of(task) in (1, 2):
+            return Script("let me think about this step by step and", conf=6.0)
+        return Script(f"{STREAM_TEXT} \\boxed{{9}}", conf=5.0)
+
+    worker = ScriptedWorker(script)
+    ctl = DeepConfOnlineController(
+        5, warmup_traces=3, consensus=0.75, wave_size=2, confidence_percentile=0, conf_group_size=2, base_seed=0
+    )
+    out = await run(ctl, worker, "Q")
+    assert sorted(seed_of(t) for t in worker.of(StreamingGenerationTask)) == [3, 4]
+    assert out.output.metadata["traces_started"] == 5
+    assert out.output.answer == "9"

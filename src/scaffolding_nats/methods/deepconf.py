@@ -328,11 +328,13 @@ class DeepConfOnlineController(_DeepConfBase):
 
     def _agreed(self) -> bool:
         """Whether the voting traces' leading answer already holds ``consensus`` of the
-        confidence-weighted vote (never without ``consensus`` or without an answer)."""
+        confidence-weighted vote (never without ``consensus`` or without an answer). Traces
+        that state no answer count against it: one answer beside two abstentions is no
+        consensus."""
         if self.consensus is None:
             return False
         answers = [t.answer for t in self._traces]
         weights = [self.trace_confidence(t) for t in self._traces]
         result = vote(answers, weights)
-        total = sum(result.tally.values())
+        total = sum(weights)
         return result.key is not None and total > 0 and result.tally[result.key] / total >= self.consensus
