@@ -449,7 +449,7 @@ async def main(args: argparse.Namespace) -> int:
     specs = [all_specs[m] for m in args.methods]
     problems = load(args.data)[args.offset : args.offset + args.limit]
     header = (
-        f"Model: {args.model} on {args.backend} ({args.parallel} slots), {args.threads} threads. "
+        f"Model: {args.model} on llama-server ({args.parallel} slots), {args.threads} threads. "
         f"{len(problems)} problems of {Path(args.data).name} from #{args.offset}, "
         f"max_tokens {args.max_tokens}, sampled methods at temperature {args.temperature}, "
         f"job seed {args.seed}+i, {args.concurrency} jobs in flight."
@@ -465,7 +465,6 @@ async def main(args: argparse.Namespace) -> int:
             n_ctx=args.n_ctx,
             n_threads=args.threads,
             startup_timeout=180,
-            backend=args.backend,
             parallel=args.parallel,
         )
         async with model, AsyncExitStack() as stack:
@@ -528,8 +527,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--job-timeout", type=float, default=3600.0)
     p.add_argument("--n-ctx", type=int, default=4096)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--backend", default="llama-cpp-python", choices=["llama-cpp-python", "llama-server"])
-    p.add_argument("--parallel", type=int, default=1, help="llama-server slots (batched requests)")
+    p.add_argument("--parallel", type=int, default=8, help="llama-server slots (batched requests)")
     p.add_argument("--out", default=None, help="per-problem records (JSONL), appended as they land")
     p.add_argument("--resume", action="store_true", help="skip (method, problem) pairs already in --out")
     p.add_argument("--markdown", default=None, help="write the table here")

@@ -141,7 +141,7 @@ def check_shape(method: str, result: JobResult, kinds: list[JobEventType]) -> No
         assert abs(sum(md["votes"].values()) - sum(w for w, a in zip(weights, md["answers"], strict=True) if a)) < 1e-4
     elif method == "program_vote":
         # The programs ran in the tools worker; what they printed was voted.
-        assert md["num_samples"] == 3 and md["num_answered"] >= 1 and result.answer is not None
+        assert md["num_samples"] == 3 and md["num_answered"] >= 1 and result.answer is not None, (result.text, md)
         assert "```python" in result.text and "Output:" in result.text
     elif method in ("best_of_n", "best_of_4_prm"):
         scores = md["scores"]

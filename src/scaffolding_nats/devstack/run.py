@@ -232,9 +232,10 @@ def main(argv: list[str] | None = None) -> int:
                     "--tags",
                     "generation",
                     "--worker-args",
-                    # llama.cpp serialises requests: plain ones unstreamed (no SSE per token), and a
-                    # read timeout long enough for a request queued behind the others.
-                    json.dumps({**backend, "max_concurrency": 4, "stream_plain": False, "timeout": 600}),
+                    # As many requests in flight as the engine has slots (more wait in the task
+                    # queue, where other replicas can take them); plain ones unstreamed (one
+                    # response instead of an SSE event per token).
+                    json.dumps({**backend, "max_concurrency": model.parallel, "stream_plain": False, "timeout": 600}),
                     "--name",
                     "worker-openai",
                 ],

@@ -9,7 +9,7 @@ import argparse
 import time
 
 from .model_files import SMOLLM2
-from .model_server import ModelServer
+from .model_server import DEFAULT_SLOTS, ModelServer
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -18,9 +18,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--n_ctx", type=int, default=4096)
     parser.add_argument("--n_threads", type=int, default=2)
+    parser.add_argument("--parallel", type=int, default=DEFAULT_SLOTS, help="batched slots of n_ctx tokens each")
     parser.add_argument("--alias", default=None, help="the model name clients send")
     ns = parser.parse_args(argv)
-    server = ModelServer(ns.model, port=ns.port, n_ctx=ns.n_ctx, n_threads=ns.n_threads, alias=ns.alias)
+    server = ModelServer(
+        ns.model, port=ns.port, n_ctx=ns.n_ctx, n_threads=ns.n_threads, alias=ns.alias, parallel=ns.parallel
+    )
     with server:
         print(f"serving {server.model} at {server.base_url}", flush=True)
         try:

@@ -24,17 +24,19 @@ class OpenAIWorker(Worker):
 
     * ``model``: the name sent to the server; ``None`` asks ``/models`` once and takes the first.
       A task's own ``model`` field wins over both.
-    * ``max_concurrency``: requests in flight to this backend (a semaphore, per event loop).
+    * ``max_concurrency``: requests in flight to this backend (a semaphore, per event loop): set
+      it to the engine's slots (llama-server ``--parallel``), so that load above them waits in
+      the task queue, where another replica can take it, and not inside one server.
     * ``max_retries``: the client's own bounded retries, with exponential backoff, on 408/409/
       429/5xx and connection errors; after them a typed ``BACKEND_ERROR`` (retryable or not).
     * ``timeout``: seconds for each read of the HTTP stream; ``connect_timeout`` for the connect.
-    * ``native_n``: pass ``n`` > 1 to the server. Off by default, because llama.cpp silently
-      ignores ``n``: the worker then sends ``n`` requests (``seed + i`` when seeded).
+    * ``native_n``: pass ``n`` > 1 to the server. Off by default, because some servers silently
+      ignore ``n``: the worker then sends ``n`` requests (``seed + i`` when seeded), which a
+      batching engine runs at once anyway.
     * ``stream_plain``: stream the requests of plain (not streamed) generation and chat tasks
       too, which measures their time to first token (``ttft_s``). Off sends one request and
-      reads one response: on llama.cpp's server, whose SSE path costs time per request and
-      which serialises requests anyway, that is what makes N samples as fast as N sequential
-      requests (``benchmarks/bench_sampling.py``). Streamed tasks always stream.
+      reads one response, which costs the server (and this worker) one reply instead of an
+      SSE event per token. Streamed tasks always stream.
     """
 
     def __init__(
@@ -99,11 +101,10 @@ class OpenAIWorker(Worker):
                 await stream.close()
             acc.finish()
             if any(c.finish_reason is None for c in acc.choices.values()):
-                # llama.cpp's server (by default) ends a stream early with [DONE] and no
-                # finish_reason when another request waits: a cut output, not a result.
+                # A server that ends a stream with [DONE] and no finish_reason (llama-cpp-python's
+                # did whenever another request waited) cut the output: not a result.
                 raise BackendError(
-                    f"backend {self.base_url} ended the stream without a finish_reason "
-                    "(interrupted; llama.cpp's server needs --interrupt_requests False)",
+                    f"backend {self.base_url} ended the stream without a finish_reason (interrupted)",
                     retryable=True,
                     details={"backend": self.base_url, "tokens": sum(c.tokens for c in acc.choices.values())},
                 )
