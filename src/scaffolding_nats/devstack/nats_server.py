@@ -80,6 +80,7 @@ class NatsServer(Managed):
             self.passwords = {r.user: new_secret() for r in roles}
         self.jetstream = jetstream
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._conf: Path | None = None
         if jetstream and store_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="scaf-nats-")
             store_dir = self._tmp.name
@@ -140,6 +141,7 @@ class NatsServer(Managed):
         )
 
     def start(self) -> NatsServer:
+        self._remove_conf()  # a restart after kill() writes a fresh one
         fd, name = tempfile.mkstemp(prefix="scaf-nats-", suffix=".conf")
         os.close(fd)
         self._conf = Path(name)
@@ -180,6 +182,13 @@ class NatsServer(Managed):
         if getattr(self, "_stderr", None) is not None:
             self._stderr.close()
         self.proc = None
+        self._remove_conf()
+
+    def _remove_conf(self) -> None:
+        conf = getattr(self, "_conf", None)
+        if conf is not None:
+            conf.unlink(missing_ok=True)
+            self._conf = None
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -192,9 +201,7 @@ class NatsServer(Managed):
         if getattr(self, "_stderr", None) is not None:
             self._stderr.close()
         self.proc = None
-        conf = getattr(self, "_conf", None)
-        if conf is not None:
-            conf.unlink(missing_ok=True)
+        self._remove_conf()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
