@@ -10,7 +10,7 @@ CLUSTER ?= 1
 # carries (services/model-server/build-llama-server.sh: portable baseline, cached per user).
 LLAMA_SERVER := $(VENV)/bin/llama-server
 
-.PHONY: help install run test test-fast compose-test bench bench-methods schema nats-config compose-secrets constraints lint clean clean-cache model-qwen
+.PHONY: help install run test test-fast compose-test bench bench-methods bench-batching schema nats-config compose-secrets constraints lint clean clean-cache model-qwen
 
 help:  ## this list
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -58,6 +58,15 @@ bench: install  ## P1/P2 (transport), P3 (load above capacity) and P4 (gateway) 
 
 bench-methods: install $(QWEN_STAMP)  ## accuracy/tokens/time of methods on GSM8K (long: see README)
 	$(PY) -m benchmarks.bench_methods
+
+# The peer of P5: optillm's wheel alone (its proxy's torch/transformers/gradio are not needed by
+# the self-consistency approach the benchmark imports).
+PEER := $(VENV)/peer/optillm/self_consistency.py
+$(PEER): | $(STAMP)
+	$(PY) -m pip install -q --no-deps --target $(VENV)/peer optillm==0.4.0
+
+bench-batching: install $(QWEN_STAMP) $(PEER)  ## P8 (8 samples vs 1 on the batching engine) and P5 (vs optillm's self-consistency)
+	$(PY) -m benchmarks.bench_batching --out benchmarks/results/p8_p5.jsonl
 
 schema: install  ## regenerate proto/schema/*.json from the models
 	$(PY) -m scaffolding_nats.proto.schema proto/schema
