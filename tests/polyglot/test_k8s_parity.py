@@ -111,14 +111,20 @@ def test_engine_probes_cannot_interrupt_generation() -> None:
 
 def test_worker_concurrency_equals_the_engine_slots() -> None:
     """Load above the engine's slots waits in the task queue (where any replica can take it),
-    not inside one server."""
+    not inside one server: the replicas' concurrency adds up to the slots."""
     import json
 
-    args = compose()["services"]["model-server"]["command"]
+    services = compose()["services"]
+    args = services["model-server"]["command"]
     slots = int(args[args.index("--parallel") + 1])
-    compose_worker = json.loads(env_of(compose()["services"]["worker-openai"]["environment"])["SCAF_WORKER_ARGS"])
+    worker = services["worker-openai"]
+    per_replica = json.loads(env_of(worker["environment"])["SCAF_WORKER_ARGS"])["max_concurrency"]
+    assert per_replica * worker["deploy"]["replicas"] == slots
     k8s_env = {e["name"]: e.get("value") for e in k8s_container("worker-openai")["env"]}
-    assert compose_worker["max_concurrency"] == json.loads(k8s_env["SCAF_WORKER_ARGS"])["max_concurrency"] == slots
+    assert json.loads(k8s_env["SCAF_WORKER_ARGS"])["max_concurrency"] == per_replica
+    assert k8s_workloads()["worker-openai"]["spec"]["replicas"] == worker["deploy"]["replicas"]
+    # Both deployments run two controllers, so a killed one costs no job.
+    assert k8s_workloads()["controller"]["spec"]["replicas"] == services["controller"]["deploy"]["replicas"] == 2
 
 
 def kubectl() -> str:
