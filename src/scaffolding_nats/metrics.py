@@ -35,6 +35,7 @@ TASKS_WAITING = Gauge(
 )
 SANDBOX_RUNS = Counter(
     "scaffolding_sandbox_runs_total",
-    "Sandboxed program runs (python tool), by outcome: ok, exit (non-zero), or the limit that ended it",
+    "Sandboxed program runs (python tool), by outcome: ok, exit (non-zero), the limit that ended it, "
+    "or busy (no free run slot in time)",
     ["outcome"],
 )

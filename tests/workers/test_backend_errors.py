@@ -146,3 +146,62 @@ async def test_a_stream_cut_short_without_finish_reason_is_a_typed_failure() -> 
         await worker.stop()
         server.close()
         await server.wait_closed()
+
+
+class BodyServer:
+    """Answers every request with HTTP 200 and a fixed body: a broken or impostor server."""
+
+    def __init__(self, body: bytes, content_type: str) -> None:
+        self.body, self.content_type = body, content_type
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        length = next((int(h.split(":", 1)[1]) for h in lines if h.lower().startswith("content-length:")), 0)
+        await reader.readexactly(length)
+        writer.write(
+            f"HTTP/1.1 200 OK\r\nContent-Type: {self.content_type}\r\n"
+            f"Content-Length: {len(self.body)}\r\nConnection: close\r\n\r\n".encode()
+            + self.body
+        )
+        await writer.drain()
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"\xff\xfe\x00 not utf-8", "application/json"),
+        (b"<html>502 Bad Gateway</html>", "application/json"),
+        (b"<html>proxy login</html>", "text/html"),
+        (b'{"unexpected": true}', "application/json"),
+        (b"data: {broken\n\n", "text/event-stream"),
+    ],
+    ids=["not-utf8", "not-json", "html", "other-json", "bad-sse"],
+)
+@pytest.mark.parametrize("stream_plain", [True, False], ids=["streamed", "plain"])
+async def test_a_200_whose_body_is_not_a_response_is_a_retryable_backend_error(
+    body: bytes, content_type: str, stream_plain: bool
+) -> None:
+    stub = BodyServer(body, content_type)
+    server = await asyncio.start_server(stub.handle, "127.0.0.1", 0)
+    base_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    worker = OpenAIWorker(base_url, model="m", max_retries=0, stream_plain=stream_plain)
+    discovering = OpenAIWorker(base_url, max_retries=0)
+    judge = LogprobJudgeRewardWorker(base_url, model="m", max_retries=0)
+    try:
+        tasks = [
+            (worker, GenerationTask(input_str="hi", max_tokens=2)),
+            (worker, ChatTask(messages=[ChatMessage(role="user", content="hi")])),
+            (discovering, GenerationTask(input_str="hi", max_tokens=2)),  # GET /models first
+            (judge, RewardTask(prompt="1+1?", candidates=["2"])),
+        ]
+        for runner, task in tasks:
+            assert await asyncio.wait_for(runner.run_task(task), 10) is TaskStatus.WORKER_ERROR
+            assert task.error is not None and task.error.code is ErrorCode.BACKEND_ERROR, (task, task.error)
+            assert task.error.retryable is True and "answered with" in task.error.message
+    finally:
+        for w in (worker, discovering, judge):
+            await w.stop()
+        server.close()
+        await server.wait_closed()

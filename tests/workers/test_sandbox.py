@@ -56,6 +56,22 @@ async def test_the_service_exits_with_a_clear_error(nats_server: NatsServer, pre
     assert b"SandboxUnavailable" in err and b"will not run code unsandboxed" in err
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="root mode: unprivileged bwrap adds --disable-userns of its own")
+async def test_the_probe_refuses_a_sandbox_whose_programs_could_make_user_namespaces() -> None:
+    """As on an architecture the seccomp filter does not know: no filter, and the start-up
+    probe (the real path) finds that a program can make a user namespace."""
+    from scaffolding_nats.workers.tools.sandbox import _PROBE
+
+    sandbox = Sandbox()
+    sandbox._seccomp = None
+    if "no-userns" in (await sandbox.run(_PROBE)).stdout:
+        pytest.skip("this kernel lets no unprivileged process make a user namespace")
+    with pytest.raises(SandboxUnavailable, match="can create a user namespace") as info:
+        await sandbox.check()
+    assert info.value.details["reason"] == "userns"
+    await Sandbox().check()  # with the filter
+
+
 async def test_a_busy_loop_ends_at_the_cpu_limit() -> None:
     """RLIMIT_CPU: SIGXCPU after 1 s of CPU, however long that takes on a loaded machine."""
     run = await Sandbox(SandboxLimits(cpu_seconds=1, wall_seconds=120)).run("while True:\n    pass")

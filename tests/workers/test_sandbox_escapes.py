@@ -7,11 +7,13 @@ still answer a normal call, and no process of the attempt may be left running.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import os
 import secrets
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,12 +27,14 @@ from scaffolding_nats.devstack import NatsServer
 from scaffolding_nats.proto import Subjects
 from scaffolding_nats.proto.tasks import TaskStatus, ToolCallTask
 from scaffolding_nats.transport import RemoteWorker
+from scaffolding_nats.workers.tools.sandbox import find_bwrap
 
 from ..procs import worker_argv
 from .sandboxed import sandboxed_programs
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
+REPO = Path(__file__).resolve().parents[2]
 LIMITS = {"wall_seconds": 4.0, "cpu_seconds": 2, "memory_bytes": 256 * 2**20, "max_output_bytes": 32768}
 
 
@@ -232,3 +236,65 @@ async def test_calls_run_concurrently_and_independently(contained: ToolsService)
     normal = await asyncio.gather(*(contained.python(f"print({i} * {i})") for i in range(3)))
     assert [t.result for t in normal] == ["0", "1", "4"]
     assert (await bomb).is_error
+
+
+async def test_no_user_namespace_can_be_made(contained: ToolsService) -> None:
+    """Not in either mode (this service runs in the mode of the test's user: root mode as
+    root): a user namespace would give the program every capability inside it."""
+    code = """
+import ctypes, os, shutil, struct, subprocess, threading
+libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWUSER, SIGCHLD = 0x10000000, 17
+uid = os.getuid()
+r = libc.unshare(CLONE_NEWUSER)
+print("unshare", "made" if r == 0 else "refused")
+nr = {"x86_64": 56, "aarch64": 220}[os.uname().machine]
+r = libc.syscall(nr, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0)
+if r == 0:
+    os._exit(0)  # the child of a clone that worked
+print("clone", "made" if r > 0 else "refused")
+args = ctypes.create_string_buffer(struct.pack("=8Q", CLONE_NEWUSER, 0, 0, 0, SIGCHLD, 0, 0, 0), 64)
+r = libc.syscall(435, args, 64)
+if r == 0:
+    os._exit(0)
+print("clone3", "made" if r > 0 else "refused", os.strerror(ctypes.get_errno()))
+if hasattr(os, "unshare"):
+    try:
+        os.unshare(os.CLONE_NEWUSER)
+        print("os.unshare made")
+    except OSError:
+        print("os.unshare refused")
+if shutil.which("unshare"):
+    done = subprocess.run(["unshare", "--user", "true"], capture_output=True)
+    print("unshare(1)", "made" if done.returncode == 0 else "refused")
+t = threading.Thread(target=print, args=("thread ok",))
+t.start()
+t.join()
+print("uid kept", os.getuid() == uid)
+"""
+    task = await contained.python(code)
+    out = task.stdout
+    assert "made" not in out and out.count("refused") >= 3, (out, task.stderr)
+    assert "clone3 refused" in out and "thread ok" in out and "uid kept True" in out, out
+
+
+async def test_no_host_path_shows_inside(contained: ToolsService) -> None:
+    """Command lines (bwrap's is pid 1's) and mounts show no path of the host's checkout,
+    venv or bwrap; the interpreter's own directory is the one host path a program sees."""
+    code = """
+import os
+print(repr(open("/proc/1/cmdline", "rb").read()))
+for pid in sorted(p for p in os.listdir("/proc") if p.isdigit()):
+    print(pid, open(f"/proc/{pid}/cmdline", "rb").read())
+print(open("/proc/self/mountinfo").read())
+print(sorted(os.listdir("/proc/self/fd")))
+"""
+    task = await contained.python(code)
+    first = task.stdout.splitlines()[0]
+    args = ast.literal_eval(first).split(b"\0")
+    assert args[0] == b"bwrap" and all(a.startswith(b"/sandbox/") for a in args if a.startswith(b"/")), args
+    bwrap = find_bwrap()
+    assert bwrap is not None
+    for host_path in [str(REPO), sys.prefix, bwrap, str(contained.secret_file.parent)]:
+        assert host_path and host_path not in task.stdout, host_path
+    assert task.stdout.strip().endswith("['0', '1', '2', '3']")  # stdio and listdir's own

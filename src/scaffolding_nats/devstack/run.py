@@ -141,7 +141,7 @@ def _tools_args() -> dict[str, object]:
     from ..workers.tools.sandbox import Sandbox
 
     try:
-        asyncio.run(Sandbox().check())
+        asyncio.run(Sandbox(cgroup="off").check())  # a probe: it makes no cgroups
     except SandboxUnavailable as exc:
         print(f"note: the python tool is off on this machine: {exc.message}", flush=True)
         return {"python": False}

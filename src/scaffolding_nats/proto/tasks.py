@@ -342,6 +342,11 @@ class ToolCallTask(Task):
     latency_s: float | None = None
 
 
+JOB_ID_KEY = "job_id"
+"""The key of ``Task.metadata`` that names the job a task belongs to. The controller's transport
+sets it on the wire; a worker may share its room fairly between jobs by it (the tools worker's
+python sandbox does)."""
+
 LIST_TOOLS = "tools/list"
 """A reserved ``tool_name``: a tools worker answers it with its tool definitions, a JSON array of
 ``ToolDefinition`` objects in ``result``. That is how an agent learns the tools of a worker it

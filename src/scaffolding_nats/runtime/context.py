@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import BudgetExhausted
 from ..proto.messages import Budget
-from ..proto.tasks import SamplingParams, Task, Usage
+from ..proto.tasks import SamplingParams, Task, Usage, new_id
 
 EventSink = Callable[[str, dict[str, Any]], None]
 
@@ -31,6 +31,9 @@ class RequestContext:
     open_streams: dict[str, Any] = field(default_factory=dict)
     _counted: dict[str, tuple[int, int]] = field(default_factory=dict)
     _reserved: dict[str, int] = field(default_factory=dict)
+    job_id: str = field(default_factory=new_id)
+    """The job's id (the controller's ``Job.id``; a fresh one for a request run locally): its
+    tasks carry it to workers, which may share their room fairly between jobs."""
     pending_branches: int = 0
     """Branches of running parallel groups that have not yielded yet: each gets a fair share
     of a token budget rather than the first one taking it all."""

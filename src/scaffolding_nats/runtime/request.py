@@ -50,6 +50,7 @@ async def run_request(
     budget: Budget | None = None,
     on_event: EventSink | None = None,
     sampling_defaults: dict[str, Any] | None = None,
+    job_id: str | None = None,
 ) -> Outcome:
     """Drive ``controller.generate(prompt, **kwargs)``.
 
@@ -58,6 +59,8 @@ async def run_request(
     offers one (``best_so_far()``); any other controller error becomes ``ControllerError``.
     """
     ctx = RequestContext(budget=budget or Budget(), on_event=on_event, sampling_defaults=sampling_defaults or {})
+    if job_id is not None:
+        ctx.job_id = job_id
     token = _current.set(ctx)
     stop_reason: StopReason = "completed"
     try:

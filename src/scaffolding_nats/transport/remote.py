@@ -18,7 +18,7 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from nats.aio.client import Client
@@ -33,7 +33,7 @@ from ..proto import codec
 from ..proto.errors import ErrorCode, ErrorInfo
 from ..proto.messages import FrameType, TaskReply
 from ..proto.subjects import HEADER_ATTEMPTS_BELOW, HEADER_REPLY_TO, Subjects
-from ..proto.tasks import Task, TaskStatus
+from ..proto.tasks import JOB_ID_KEY, Task, TaskStatus
 from ..proto.version import PROTOCOL_VERSION
 from ..runtime.context import current_request
 from ..runtime.worker import Worker, fail, mark_end, tokens_generated
@@ -192,7 +192,7 @@ class _Call:
         self.tokens_seen = tokens_generated(task)
         self.new_tokens = 0
         ctx = current_request()
-        self.job: Hashable | None = id(ctx) if ctx is not None else None  # fairness lane: one per job
+        self.job: str | None = ctx.job_id if ctx is not None else None  # fairness lane: one per job
         self.admitted = False
         self.waiting = False
 
@@ -223,12 +223,15 @@ class _Call:
 
     async def _send(self) -> bool:
         task, w = self.task, self.w
+        inputs = task.inputs()
+        if self.job is not None:  # workers may be fair between jobs too (the tools worker is)
+            inputs["metadata"] = {**inputs.get("metadata", {}), JOB_ID_KEY: self.job}
         # Built as a plain map on the hot path; its shape is TaskRequest (see proto/).
         payload = codec.pack(
             {
                 "v": PROTOCOL_VERSION,
                 "kind": task.kind,
-                "task": task.inputs(),
+                "task": inputs,
                 "timeout_ms": max(1, int(self._left() * 1000)),
                 "heartbeat_ms": w._heartbeat_ms,
             }

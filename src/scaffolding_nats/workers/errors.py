@@ -23,3 +23,10 @@ class SandboxUnavailable(ScaffoldingError):
     refuses to serve instead of running model-written code unsandboxed."""
 
     code = ErrorCode.NOT_SUPPORTED
+
+
+class SandboxBusy(ScaffoldingError):
+    """Every run slot of the python sandbox stayed taken for the whole queue wait (other
+    programs were running); the same call may succeed later or on another replica."""
+
+    code = ErrorCode.TIMEOUT

@@ -17,7 +17,7 @@ from ..proto.tasks import RewardTask, TokenLogprob, TopLogprob, Usage
 from ..runtime.worker import Worker, handles
 from .concurrency import gather_or_cancel
 from .openai_backend import OpenAIBackend
-from .openai_errors import BACKEND_EXCEPTIONS
+from .openai_errors import BACKEND_EXCEPTIONS, with_choices
 from .openai_results import chat_logprobs, completion_logprobs
 
 OUTCOME_QUESTION = "Is this answer correct? Answer Yes or No."
@@ -135,6 +135,7 @@ class LogprobJudgeRewardWorker(Worker):
             logprobs=True,
             top_logprobs=self.top_logprobs,
         )
+        resp = with_choices(resp, self.backend.base_url)
         choice = resp.choices[0] if resp.choices else None
         return chat_logprobs(choice.logprobs if choice else None), _usage(resp)
 
@@ -148,6 +149,7 @@ class LogprobJudgeRewardWorker(Worker):
             temperature=0,
             logprobs=self.top_logprobs,
         )
+        resp = with_choices(resp, self.backend.base_url)
         choice = resp.choices[0] if resp.choices else None
         return completion_logprobs(choice.logprobs if choice else None), _usage(resp)
 

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import openai
 
 from .errors import BackendError
-from .openai_errors import BACKEND_EXCEPTIONS, backend_error
+from .openai_errors import BACKEND_EXCEPTIONS, backend_error, bad_body
 
 
 class OpenAIBackend:
@@ -96,6 +96,10 @@ class OpenAIBackend:
                     page = await client.models.list()
                 except BACKEND_EXCEPTIONS as exc:
                     raise self.error(exc) from exc
+                except (AttributeError, TypeError) as exc:  # the client choked on a body of another shape
+                    raise bad_body(self.base_url, "a /models body that is not a model list", exc) from exc
+                if not isinstance(getattr(page, "data", None), list):
+                    raise bad_body(self.base_url, "a /models body that is not a model list")
                 if not page.data:
                     raise BackendError(f"backend {self.base_url} lists no models", retryable=False)
                 self.model = page.data[0].id

@@ -12,7 +12,7 @@ from ..runtime.worker import Worker, handles, streams
 from .concurrency import gather_or_cancel
 from .errors import BackendError, NotSupported
 from .openai_backend import OpenAIBackend
-from .openai_errors import BACKEND_EXCEPTIONS
+from .openai_errors import BACKEND_EXCEPTIONS, bad_body, with_choices
 from .openai_params import chat_params, completion_params
 from .openai_results import StreamAccumulator
 
@@ -100,6 +100,8 @@ class OpenAIWorker(Worker):
             finally:
                 await stream.close()
             acc.finish()
+            if not acc.choices:
+                raise bad_body(self.base_url, "a stream without any choice (not an OpenAI event stream?)")
             if any(c.finish_reason is None for c in acc.choices.values()):
                 # A server that ends a stream with [DONE] and no finish_reason (llama-cpp-python's
                 # did whenever another request waited) cut the output: not a result.
@@ -128,8 +130,10 @@ class OpenAIWorker(Worker):
                 response = await create(**params)
             except BACKEND_EXCEPTIONS as exc:
                 raise self.backend.error(exc) from exc
-            acc.feed_response(response)
+            acc.feed_response(with_choices(response, self.base_url))
             acc.finish()
+            if not acc.choices:
+                raise bad_body(self.base_url, "a response without any choice")
             return acc
 
     # -- handlers ---------------------------------------------------------------------------

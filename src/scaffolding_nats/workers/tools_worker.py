@@ -4,18 +4,19 @@ that runs code in a bubblewrap sandbox, and the tools of configured MCP servers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._compat import timeout as deadline
-from ..proto.tasks import LIST_TOOLS, ToolCallTask, ToolDefinition
+from ..proto.tasks import JOB_ID_KEY, LIST_TOOLS, ToolCallTask, ToolDefinition
 from ..runtime.worker import Worker, handles
 from .errors import NotSupported
-from .tools import CALCULATOR, Tool, ToolInputError, ToolResult
+from .tools import CALCULATOR, Tool, ToolFunction, ToolInputError, ToolResult
 from .tools.python_tool import python_tool
 from .tools.sandbox import Sandbox
 
@@ -45,7 +46,9 @@ class ToolsWorker(Worker):
     Bad arguments and tool failures come back as ``is_error`` results with ``stderr`` (the agent
     can read them and try again); a tool name nobody registered is a typed ``NOT_SUPPORTED``
     failure, since no retry of the same call can succeed. Each call is bounded by
-    ``call_timeout`` seconds.
+    ``call_timeout`` seconds from its start: a tool with limited room (the python sandbox's run
+    slots) first waits for room, fairly between jobs (the task's ``metadata["job_id"]``) and
+    within its own bound (``SandboxBusy``, a typed ``timeout`` failure).
     """
 
     def __init__(
@@ -95,6 +98,8 @@ class ToolsWorker(Worker):
     async def stop(self) -> None:
         if self.mcp is not None:
             await self.mcp.stop()
+        if self.sandbox is not None:
+            await self.sandbox.close()
 
     def add_tool(self, tool: Tool) -> None:
         self.tools[tool.name] = tool
@@ -103,7 +108,8 @@ class ToolsWorker(Worker):
         """What to put in a ``ChatTask``'s ``tools`` so the model knows what it may call."""
         return [tool.definition for tool in self.tools.values()]
 
-    async def call(self, name: str, arguments: str) -> ToolResult:
+    async def call(self, name: str, arguments: str, *, job: Hashable = None) -> ToolResult:
+        """Run one call of ``job`` (an id, or None: calls without one share a lane)."""
         if name == LIST_TOOLS:
             listed = json.dumps([d.model_dump() for d in self.definitions()])
             return ToolResult(result=listed, stdout=listed)
@@ -114,8 +120,17 @@ class ToolsWorker(Worker):
                 details={"tool_name": name, "known": sorted(self.tools)},
             )
         try:
+            parsed = parse_arguments(arguments)
+        except ToolInputError as exc:
+            return ToolResult.error(f"error: {exc}")
+        room = tool.admit(job) if tool.admit is not None else contextlib.nullcontext(tool.run)
+        async with room as run:  # a typed error (SandboxBusy) when no room comes in time
+            return await self._bounded(name, run, parsed)
+
+    async def _bounded(self, name: str, run: ToolFunction, arguments: dict[str, Any]) -> ToolResult:
+        try:
             async with deadline(self.call_timeout):
-                return await tool.run(parse_arguments(arguments))
+                return await run(arguments)
         except ToolInputError as exc:
             return ToolResult.error(f"error: {exc}")
         except TimeoutError:
@@ -128,10 +143,17 @@ class ToolsWorker(Worker):
     @handles(ToolCallTask)
     async def run_tool(self, task: ToolCallTask) -> None:
         started = time.perf_counter()
-        out = await self.call(task.tool_name, task.arguments)
+        out = await self.call(task.tool_name, task.arguments, job=job_of(task))
         task.result = out.result
         task.stdout = out.stdout
         task.stderr = out.stderr
         task.exit_code = out.exit_code
         task.is_error = out.is_error
         task.latency_s = time.perf_counter() - started
+
+
+def job_of(task: ToolCallTask) -> str | None:
+    """The job a call belongs to: ``metadata["job_id"]``, which the controller's transport
+    sets on every task of a job (``RemoteWorker``); None for calls sent without one."""
+    job = task.metadata.get(JOB_ID_KEY)
+    return job if isinstance(job, str) else None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,11 +32,19 @@ class ToolInputError(ValueError):
 
 ToolFunction = Callable[[dict[str, Any]], Awaitable[ToolResult]]
 
+Admission = Callable[[Hashable], AbstractAsyncContextManager[ToolFunction]]
+"""Waits for room to run one call of a job (the job's id, or None), then yields the function
+that runs it in that room; raises a typed error when no room comes in time."""
+
 
 @dataclass(frozen=True)
 class Tool:
+    """``admit``: for a tool with limited room (the sandbox's run slots), so that the call's
+    timeout starts when the call does, not while it waits."""
+
     definition: ToolDefinition
     run: ToolFunction
+    admit: Admission | None = None
 
     @property
     def name(self) -> str:

@@ -8,10 +8,12 @@ that ended the run makes an ``is_error`` result that says which limit.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Hashable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from ...proto.tasks import ToolDefinition
-from .base import Tool, ToolInputError, ToolResult
+from .base import Tool, ToolFunction, ToolInputError, ToolResult
 from .sandbox import Sandbox
 
 NAME = "python"
@@ -35,9 +37,10 @@ DEFINITION = ToolDefinition(
 
 
 def python_tool(sandbox: Sandbox) -> Tool:
-    """A ``python`` tool bound to ``sandbox`` (whose ``check()`` the worker runs at start-up)."""
+    """A ``python`` tool bound to ``sandbox`` (whose ``check()`` the worker runs at start-up).
+    Its admission holds one of the sandbox's run slots, shared fairly between jobs."""
 
-    async def run(arguments: dict[str, Any]) -> ToolResult:
+    async def run_in(arguments: dict[str, Any], slot: int | None) -> ToolResult:
         code = arguments.get("code")
         stdin = arguments.get("stdin", "")
         if not isinstance(code, str) or not code.strip():
@@ -45,7 +48,7 @@ def python_tool(sandbox: Sandbox) -> Tool:
         if not isinstance(stdin, str):
             raise ToolInputError('"stdin" must be a string')
         try:
-            out = await sandbox.run(code, stdin)
+            out = await sandbox.run(code, stdin, slot=slot)
         except ValueError as exc:
             raise ToolInputError(str(exc)) from None
         stderr = out.stderr
@@ -59,4 +62,16 @@ def python_tool(sandbox: Sandbox) -> Tool:
             is_error=not out.ok,
         )
 
-    return Tool(definition=DEFINITION, run=run)
+    async def run(arguments: dict[str, Any]) -> ToolResult:
+        return await run_in(arguments, None)
+
+    @asynccontextmanager
+    async def admit(job: Hashable) -> AsyncIterator[ToolFunction]:
+        async with sandbox.slot(job) as slot:
+
+            async def in_slot(arguments: dict[str, Any]) -> ToolResult:
+                return await run_in(arguments, slot)
+
+            yield in_slot
+
+    return Tool(definition=DEFINITION, run=run, admit=admit)

@@ -4,7 +4,7 @@ and, when bwrap ran as root, drops to an unprivileged uid; then becomes the user
 Limits are set here rather than on the worker, so they bind only the sandboxed processes.
 The uid drop is what makes ``RLIMIT_NPROC`` bite: the kernel never counts processes of uid 0.
 
-Usage: ``python -I -S -B launch.py '<json settings>'``.
+Usage: ``python -I -S -B launch.py [settings.json]`` (default ``/sandbox/settings.json``).
 """
 
 import json
@@ -14,7 +14,8 @@ import sys
 
 
 def main() -> None:
-    settings = json.loads(sys.argv[1])
+    with open(sys.argv[1] if len(sys.argv) > 1 else "/sandbox/settings.json") as f:
+        settings = json.load(f)
     cpu = int(settings["cpu_seconds"])
     memory = int(settings["memory_bytes"])
     limits = {
@@ -34,6 +35,7 @@ def main() -> None:
         os.setgroups([])
         os.setgid(int(uid))
         os.setuid(int(uid))  # from root this also clears every capability
+    os.closerange(3, 65536)  # nothing bwrap left open reaches the program
     os.execv(settings["python"], [settings["python"], "-I", "-B", settings["program"]])
 
 
