@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
+from nats.js.errors import NoKeysError
 
 from scaffolding_nats.client import JobClient, NoController
 from scaffolding_nats.errors import ScaffoldingError
@@ -233,6 +235,35 @@ async def test_cancelling_a_queued_job_stops_it_from_ever_running(nc, subjects):
             with pytest.raises(ScaffoldingError) as info:
                 await client.run(job, timeout=10)
     assert info.value.code is ErrorCode.CANCELLED and worker.started == 0
+
+
+async def test_a_cancel_for_a_job_that_never_existed_writes_no_record(nc, subjects):
+    client = JobClient(nc, subjects=subjects)
+    async with ControllerService(nc, load_registry(), subjects=subjects) as controller:
+        await client.cancel("never-submitted")
+        await JobClient(nc, subjects=subjects, owner="alice").cancel("never-submitted-either")
+        await nc.flush()
+        await asyncio.sleep(0.5)  # the controller heard both (one subscription, in order)
+        try:
+            keys = await controller.kv.keys()
+        except NoKeysError:
+            keys = []
+    assert keys == []
+
+
+async def test_rejected_jobs_are_logged_at_a_bounded_rate(nc, subjects, caplog):
+    """A flood of bad jobs (a fuzzer sent 3,531) gives a few lines, not one per job."""
+    received: asyncio.Queue = asyncio.Queue()
+    await nc.subscribe(subjects.events("bad-49"), cb=received.put)
+    caplog.set_level(logging.WARNING, logger="scaffolding_nats.services.controller.service")
+    async with ControllerService(nc, load_registry(), subjects=subjects):
+        js = nc.jetstream()
+        for i in range(50):
+            await js.publish(subjects.jobs("native"), pack({"v": 42, "id": f"bad-{i}", "method": "native"}))
+        await asyncio.wait_for(received.get(), 20)  # the last one was answered: all were rejected
+        await asyncio.sleep(0.2)
+    lines = [r for r in caplog.records if "rejected job" in r.getMessage()]
+    assert 1 <= len(lines) <= 5, [r.getMessage() for r in lines]
 
 
 async def test_job_on_the_wrong_subject_is_rejected(nc, subjects):
