@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import pytest
 from nats.js.errors import NoKeysError
@@ -14,6 +15,7 @@ from scaffolding_nats.methods.registry import load_registry
 from scaffolding_nats.proto import ErrorCode, Job, JobEventType, JobState, Subjects, pack
 from scaffolding_nats.services.controller import ControllerService
 from scaffolding_nats.transport import WorkerHost
+from scaffolding_nats.transport.jetstream import provision
 from scaffolding_nats.workers.synthetic import SyntheticWorker
 
 
@@ -101,6 +103,26 @@ async def test_best_of_n_without_a_reward_worker_says_it_fell_back(nc, subjects)
     ):
         result = await client.run(Job(method="best_of_n", prompt="x y", params={"sample_num": 2}), timeout=20)
     assert result.text == "y x" and result.metadata["fallback"] == "reward_failed"
+
+
+async def test_best_of_n_falls_back_when_the_reward_queue_exists_but_no_worker_takes_it(nc, subjects):
+    """``admin init`` provisions the reward queue whether or not a reward worker runs: the
+    scoring task then waits ``reward_wait`` seconds, not the whole task deadline (600 s)."""
+    client = JobClient(nc, subjects=subjects)
+    async with (
+        WorkerHost(nc, SyntheticWorker(), tags=["generation"], subjects=subjects),
+        ControllerService(nc, load_registry(), subjects=subjects) as controller,
+    ):
+        await provision(nc.jetstream(), subjects, tags=["reward"])
+        job = Job(method="best_of_n", prompt="x y", params={"sample_num": 2, "reward_wait": 1.0})
+        started = time.monotonic()
+        result = await client.run(job, timeout=20)
+        assert time.monotonic() - started < 10
+        assert result.text == "y x" and result.metadata["fallback"] == "reward_failed"
+        # The scoring task was dropped from the queue, not left for a worker that comes later.
+        info = await nc.jetstream().consumer_info(subjects.tasks_stream, subjects.task_consumer("reward"))
+        assert info.num_pending == 0
+        assert controller.ready
 
 
 async def test_malformed_jobs_are_rejected_and_the_service_keeps_serving(nc, subjects):

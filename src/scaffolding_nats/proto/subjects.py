@@ -49,8 +49,9 @@ def job_key(job_id: str, owner: str | None = None) -> str:
     without an owner. It is the job's de-duplication id (``Nats-Msg-Id``), its results-bucket
     key and the tail of its events, cancel and owner-question subjects, so two owners' jobs
     never share one, whatever ids they choose. (An owner-less key has no dot, an owned one
-    exactly one: the two kinds cannot collide either.)"""
-    return _owned(job_id, owner)
+    exactly one: the two kinds cannot collide either.) Both must be real tokens: no wildcard."""
+    check_token(job_id, "job id")
+    return job_id if owner is None else f"{check_token(owner, 'owner')}.{job_id}"
 
 
 def inbox_prefix(user: str) -> str:
