@@ -3,12 +3,15 @@
 // Needs only a NATS client and MessagePack: see ../PROTOCOL.md for every field used here.
 //
 //   node publish_job.mjs SERVER PREFIX METHOD PROMPT [PARAMS_JSON]
-//                        [--timeout S] [--idle-timeout S] [--id JOB_ID]
+//                        [--timeout S] [--idle-timeout S] [--id JOB_ID] [--owner NAME]
 //
 //   node publish_job.mjs nats://127.0.0.1:4222 scaf majority_vote "What is 6*7?" '{"sample_num": 3}'
 //
 // stdout: one JSON line per event, exactly as it arrived (decoded from MessagePack).
 // Exit status: 0 result, 1 error event, 2 deadline passed, 3 bad arguments, 4 bus failure.
+//
+// --owner NAME submits the job as owner NAME (a NATS user client-NAME may only use its own name):
+// the job's key is then NAME.JOB_ID (PROTOCOL.md 4.6), on its subjects and as its Nats-Msg-Id.
 
 import { randomBytes } from "node:crypto";
 import process from "node:process";
@@ -24,20 +27,21 @@ const EXIT = { result: 0, error: 1, timeout: 2, usage: 3, bus: 4 };
 function usage(message) {
   process.stderr.write(
     `${message}\nusage: node publish_job.mjs SERVER PREFIX METHOD PROMPT [PARAMS_JSON] ` +
-      "[--timeout S] [--idle-timeout S] [--id JOB_ID]\n",
+      "[--timeout S] [--idle-timeout S] [--id JOB_ID] [--owner NAME]\n",
   );
   process.exit(EXIT.usage);
 }
 
 function parseArgs(argv) {
   const positional = [];
-  const opts = { timeout: 120, idleTimeout: 60, id: randomBytes(16).toString("hex") };
+  const opts = { timeout: 120, idleTimeout: 60, id: randomBytes(16).toString("hex"), owner: null };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
-    if (arg === "--timeout" || arg === "--idle-timeout" || arg === "--id") {
+    if (arg === "--timeout" || arg === "--idle-timeout" || arg === "--id" || arg === "--owner") {
       const value = argv[++i];
       if (value === undefined) usage(`${arg} needs a value`);
       if (arg === "--id") opts.id = value;
+      else if (arg === "--owner") opts.owner = value;
       else {
         const seconds = Number(value);
         if (!(seconds > 0)) usage(`${arg} must be a positive number of seconds`);
@@ -62,7 +66,13 @@ function parseArgs(argv) {
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(method)) usage(`bad method name ${JSON.stringify(method)}`);
   if (!/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/.test(prefix)) usage(`bad prefix ${JSON.stringify(prefix)}`);
   if (!/^[A-Za-z0-9_-]{1,128}$/.test(opts.id)) usage(`bad job id ${JSON.stringify(opts.id)}`);
-  return { server, prefix, method, prompt, params, ...opts };
+  if (opts.owner !== null && !/^[A-Za-z0-9_-]{1,128}$/.test(opts.owner)) {
+    usage(`bad owner ${JSON.stringify(opts.owner)}`);
+  }
+  // A job is known by its owner and id together: its key is the id's de-duplication key and
+  // the tail of its events and cancel subjects.
+  const key = opts.owner === null ? opts.id : `${opts.owner}.${opts.id}`;
+  return { server, prefix, method, prompt, params, key, ...opts };
 }
 
 // Resolves to the next message, or null once `ms` pass: no wait in this program is unbounded.
@@ -93,7 +103,7 @@ async function main() {
   try {
     // Subscribe to the job's events before publishing it, and make sure the server has seen the
     // subscription (flush), so not even the first event can be missed.
-    const sub = nc.subscribe(`${args.prefix}.events.${args.id}`);
+    const sub = nc.subscribe(`${args.prefix}.events.${args.key}`);
     await nc.flush();
     const events = sub[Symbol.asyncIterator]();
 
@@ -109,12 +119,13 @@ async function main() {
     };
     // The stream de-duplicates on Nats-Msg-Id for two minutes: a retried publish runs the job once.
     const hdrs = headers();
-    hdrs.set("Nats-Msg-Id", args.id);
+    hdrs.set("Nats-Msg-Id", args.key);
+    const subject = `${args.prefix}.jobs.${args.method}${args.owner === null ? "" : `.${args.owner}`}`;
     let ack;
     try {
       ack = await nc
         .jetstream()
-        .publish(`${args.prefix}.jobs.${args.method}`, encode(job), { headers: hdrs, timeout: Math.min(10_000, left()) });
+        .publish(subject, encode(job), { headers: hdrs, timeout: Math.min(10_000, left()) });
     } catch (err) {
       process.stderr.write(`job not stored (is a controller running, so the jobs stream exists?): ${err.message}\n`);
       return EXIT.bus;
@@ -129,7 +140,7 @@ async function main() {
       if (interrupted) process.exit(130);
       interrupted = true;
       process.stderr.write(`cancelling job ${args.id}\n`);
-      nc.publish(`${args.prefix}.cancel.job.${args.id}`);
+      nc.publish(`${args.prefix}.cancel.job.${args.key}`);
     });
 
     let expected = 0;

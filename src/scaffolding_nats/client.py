@@ -9,19 +9,26 @@ after the last seq it saw (``EventFollower``): no terminal event is missed.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import PubAck
+from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError
 
 from .errors import DeadlineExceeded, ProtocolError, ScaffoldingError
 from .follow import EventFollower
 from .proto import codec
 from .proto.errors import ErrorCode, NoController
-from .proto.messages import Job, JobEvent, JobEventType, JobRecord, JobResult
-from .proto.subjects import HEADER_MSG_ID, Subjects
+from .proto.messages import Job, JobEvent, JobEventType, JobRecord, JobResult, JobState, job_digest
+from .proto.subjects import HEADER_MSG_ID, Subjects, job_key
+from .proto.tasks import new_id
 from .telemetry import inject_headers
+from .transport.jetstream import NotProvisioned
+
+log = logging.getLogger(__name__)
 
 _TERMINAL = (JobEventType.RESULT, JobEventType.ERROR)
 
@@ -43,9 +50,12 @@ class JobClient:
     def _owner(self, owner: str | None) -> str | None:
         return self.owner if owner is None else owner
 
-    async def submit(self, job: Job, *, owner: str | None = None) -> None:
-        """Store the job durably (de-duplicated by its id for two minutes)."""
-        headers = inject_headers({HEADER_MSG_ID: job.id}) or {}
+    async def submit(self, job: Job, *, owner: str | None = None, msg_id: str | None = None) -> PubAck:
+        """Store the job durably. Its ``Nats-Msg-Id`` is its key (``<owner>.<id>``), so a
+        publish repeated within two minutes is stored once, and never collides with another
+        owner's job of the same id (``msg_id`` overrides it)."""
+        owner = self._owner(owner)
+        headers = inject_headers({HEADER_MSG_ID: msg_id or job_key(job.id, owner)}) or {}
         data = codec.encode(job)
         limit = self.nc.max_payload
         if limit and len(data) > limit:
@@ -54,7 +64,50 @@ class JobClient:
                 code=ErrorCode.PAYLOAD_TOO_LARGE,
                 details={"size": len(data), "limit": limit},
             )
-        await self.js.publish(self.subjects.jobs(job.method, self._owner(owner)), data, headers=headers)
+        return await self.js.publish(self.subjects.jobs(job.method, owner), data, headers=headers)
+
+    async def submit_once(self, job: Job, *, owner: str | None = None) -> JobRecord | None:
+        """Submit ``job`` unless its owner already has a job under its id: the id is an
+        idempotency key for as long as the job's record is kept (1 h). None when this call
+        submitted it; else the record of the job that holds the id (compare ``digest`` with
+        ``job_digest(job)`` to tell a retry from a conflict). Needs the bucket's write right.
+
+        The ``queued`` record is created first (atomically: one of two racing submissions
+        wins), then the job is published; a job still queued is published again, which the
+        stream de-duplicates, so a submission cut off between the two steps can be retried."""
+        owner = self._owner(owner)
+        key = job_key(job.id, owner)
+        try:
+            kv = await self.js.key_value(self.subjects.results_bucket)
+        except BucketNotFoundError:
+            raise NotProvisioned(
+                f"no results bucket {self.subjects.results_bucket}: "
+                "run `python -m scaffolding_nats.services.admin init`",
+                details={"missing": [self.subjects.results_bucket]},
+            ) from None
+        queued = JobRecord(job_id=job.id, method=job.method, state=JobState.QUEUED, owner=owner, digest=job_digest(job))
+        for _ in range(2):
+            try:
+                await kv.create(key, codec.encode(queued))
+                break
+            except KeyWrongLastSequenceError:
+                existing = await self.record(job.id, owner=owner)
+            if existing is not None:
+                if existing.state is JobState.QUEUED and existing.digest == queued.digest:
+                    await self.submit(job, owner=owner)
+                return existing
+            # expired or deleted between the two calls: the id is free again, try once more
+        else:
+            raise ScaffoldingError(
+                f"the record of job {job.id} could neither be created nor read", code=ErrorCode.INTERNAL
+            )
+        ack = await self.submit(job, owner=owner)
+        if ack.duplicate:
+            # The record was new, so no publish of ours holds this de-duplication id: another
+            # connection forged it (a Nats-Msg-Id is any header). Publish under one nobody knows.
+            log.warning("job %s: its de-duplication id %s was taken by another publisher", job.id, key)
+            await self.submit(job, owner=owner, msg_id=f"{key}.{new_id()}")
+        return None
 
     async def events(
         self,
@@ -96,11 +149,12 @@ class JobClient:
             async for event in follower.events(timeout=timeout):
                 yield event
 
-    async def record(self, job_id: str) -> JobRecord | None:
-        """The job's record, or None (unknown, not started, or expired)."""
+    async def record(self, job_id: str, *, owner: str | None = None) -> JobRecord | None:
+        """The record of the owner's job (key ``<owner>.<id>``), or None (unknown, not
+        started, or expired)."""
         kv = await self.js.key_value(self.subjects.results_bucket)
         try:
-            entry = await kv.get(job_id)
+            entry = await kv.get(job_key(job_id, self._owner(owner)))
         except Exception:  # KeyNotFoundError, or deleted by TTL
             return None
         return codec.decode(JobRecord, entry.value) if entry.value else None

@@ -24,6 +24,7 @@ from scaffolding_nats.proto import (
     task_from_request,
 )
 from scaffolding_nats.proto.schema import stale
+from scaffolding_nats.proto.subjects import job_key
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -105,6 +106,33 @@ def test_job_and_event_round_trip():
     with pytest.raises(ProtocolError) as info:
         decode(Job, pack({"v": 1, "method": "no.dots.allowed"}))
     assert info.value.details["errors"][0]["path"] == "method"
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("messages.0.mood", {"role": "user", "content": "hi", "mood": "curious"}),
+        ("messages.0.tool_calls.0.extra", {"role": "assistant", "tool_calls": [{"id": "c", "name": "f", "extra": 1}]}),
+    ],
+)
+def test_nested_maps_of_a_job_forbid_unknown_keys_too(path, value):
+    """Section 2: a map with an extra key is ``invalid``, at any depth of a message."""
+    with pytest.raises(ProtocolError) as info:
+        decode(Job, pack({"v": 1, "method": "chat", "messages": [value]}))
+    assert info.value.code is ErrorCode.INVALID
+    assert [e["path"] for e in info.value.details["errors"]] == [path]
+
+
+def test_a_job_key_scopes_the_id_to_its_owner():
+    s = Subjects("scaf")
+    assert job_key("j1") == "j1" and job_key("j1", "alice") == "alice.j1"
+    assert s.controller_owner("j1", "alice") == "scaf.controllers.owner.alice.j1"
+    assert s.owner_question_key(s.controller_owner("j1", "alice")) == "alice.j1"
+    for bad in ("a.b", "*", ">", ""):
+        with pytest.raises(ValueError):
+            job_key(bad, "alice")
+        with pytest.raises(ValueError):
+            job_key("j1", bad)
 
 
 def test_subjects_use_one_prefix_and_reject_bad_tokens():

@@ -87,3 +87,15 @@ async def test_budget_before_scoring_returns_unscored_sample() -> None:
     assert out.stop_reason == "budget_tasks"
     assert out.output.metadata["fallback"] == "unscored"
     assert out.output.answer == "0"
+
+
+async def test_scoring_waits_a_bounded_time_for_a_reward_worker() -> None:
+    """Best-of-N can do without scores, so its reward task does not wait out the whole task
+    deadline for a reward worker that may not run (``reward_wait``; the transport enforces it)."""
+    worker = ScriptedWorker(sample, reward=score_by_seed_digit)
+    await run(BestOfNController(sample_num=2), worker, "Q")
+    assert [t.start_timeout for t in worker.of(RewardTask)] == [30.0]
+    worker = ScriptedWorker(sample, reward=score_by_seed_digit)
+    await run(BestOfNController(sample_num=2, reward_wait=None), worker, "Q")
+    assert [t.start_timeout for t in worker.of(RewardTask)] == [None]
+    assert "start_timeout" not in worker.of(RewardTask)[0].inputs()  # never on the wire

@@ -110,3 +110,39 @@ async def test_parallel_vote_reserves_before_dispatch() -> None:
     out = await run(ctl, worker, "Q", budget=Budget(max_tokens=32))
     assert out.usage.completion_tokens <= 32
     assert all(t.max_tokens == 4 for t in worker.seen)
+
+
+LONG = "the answer is \\boxed{4} and then some more words"
+
+
+async def test_a_vote_wider_than_its_task_budget_keeps_the_samples_it_was_allowed() -> None:
+    """8 samples under ``max_tasks: 5``: the 5 dispatched finish and vote (the refused sixth
+    used to cancel them and fail the job with ``budget_exhausted``)."""
+    worker = ScriptedWorker(lambda t: LONG, delay=0.05)
+    out = await run(REGISTRY.build("majority_vote", {"sample_num": 8}), worker, "Q", budget=Budget(max_tasks=5))
+    assert out.stop_reason == "budget_tasks" and out.num_tasks == 5 and _dispatched(worker) == 5
+    assert out.output.answer == "4" and out.output.metadata["votes"] == {"4": 5}
+    assert out.output.metadata["budget"]["used"] == 5
+
+
+async def test_a_token_budget_below_the_fan_out_counts_what_it_spent() -> None:
+    """``max_tokens: 4`` over 8 samples: 4 samples get a token each and finish; the job reports
+    the 4 tokens it spent (it used to cancel them and report ``used: 0``)."""
+    worker = ScriptedWorker(lambda t: LONG, delay=0.05)
+    out = await run(REGISTRY.build("majority_vote", {"sample_num": 8}), worker, "Q", budget=Budget(max_tokens=4))
+    assert out.stop_reason == "budget_tokens"
+    assert out.usage.completion_tokens == 4 and out.output.metadata["budget"]["used"] == 4
+    assert sorted(t.max_tokens for t in worker.seen) == [1, 1, 1, 1]
+
+
+async def test_samples_cut_short_by_the_token_budget_say_so() -> None:
+    """Every sample stopped at the 2 tokens its share of the budget allowed: not ``completed``."""
+    worker = ScriptedWorker(lambda t: LONG)
+    out = await run(REGISTRY.build("majority_vote", {"sample_num": 8}), worker, "Q", budget=Budget(max_tokens=16))
+    assert out.stop_reason == "budget_tokens"
+    assert out.output.metadata["budget"] == {"budget": "tokens", "limit": 16, "used": 16, "cut_short": 8}
+    # Cut short by their own limit instead, under a budget that did not bind: completed.
+    sampler = {"method": "native", "params": {"max_tokens": 2}}
+    ctl = REGISTRY.build("majority_vote", {"sample_num": 8, "sampler": sampler})
+    out = await run(ctl, ScriptedWorker(lambda t: LONG), "Q", budget=Budget(max_tokens=100))
+    assert out.stop_reason == "completed" and out.usage.completion_tokens == 16

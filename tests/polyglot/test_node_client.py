@@ -139,6 +139,24 @@ async def test_node_client_job_id_deduplicates_a_repeated_publish(node_examples,
         assert "duplicate" in err
 
 
+async def test_node_client_owner_scopes_its_job_id(node_examples, nats_server, nc, subjects):
+    """PROTOCOL.md 4.6 from Node: as owner alice, the id another owner used first is still hers."""
+    async with (
+        WorkerHost(nc, SyntheticWorker(), tags=["generation"], subjects=subjects),
+        ControllerService(nc, load_registry(), subjects=subjects),
+    ):
+        squat = await JobClient(nc, subjects=subjects, owner="mallory").run(
+            Job(id="shared-id", method="native", prompt="m n"), timeout=20
+        )
+        assert squat.text == "n m"
+        args = (node_examples, nats_server.url, subjects.prefix, "native", "a b", {})
+        rc, events, err = await publish_job(*args, "--id", "shared-id", "--owner", "alice")
+        assert rc == 0 and events[-1]["result"]["text"] == "b a", err
+        record = await JobClient(nc, subjects=subjects, owner="alice").record("shared-id")
+        assert record is not None and record.owner == "alice" and record.result is not None
+        assert record.result.text == "b a"
+
+
 async def test_node_client_prints_streamed_partial_text(node_examples, nats_server, nc, subjects):
     words = " ".join(f"w{i}" for i in range(12))
     async with (

@@ -90,3 +90,11 @@ def test_worked_example_bytes_are_the_job_they_describe():
     assert dumped == hex_line
     header = b"NATS/1.0\r\nNats-Msg-Id: job42\r\n\r\n"
     assert f"HPUB scaf.jobs.majority_vote _INBOX.x1 {len(header)} {len(header) + len(data)}" in DOC
+
+
+def test_section_numbers_are_unique_and_in_order():
+    """Two sections were once numbered 5.5: a reference to "section 5.5" must name one."""
+    numbers = re.findall(r"^#{2,3} (\d+(?:\.\d+)?)[ .]", DOC, flags=re.MULTILINE)
+    assert len(numbers) == len(set(numbers)), sorted(n for n in numbers if numbers.count(n) > 1)
+    keys = [tuple(int(p) for p in n.split(".")) for n in numbers]
+    assert keys == sorted(keys)

@@ -21,7 +21,7 @@ from nats.aio.client import Client
 from scaffolding_nats.client import JobClient, NoController
 from scaffolding_nats.devstack import NatsServer
 from scaffolding_nats.methods.registry import load_registry
-from scaffolding_nats.proto import Job, JobEventType, Subjects, pack
+from scaffolding_nats.proto import Job, JobEventType, JobState, Subjects, pack
 from scaffolding_nats.security import Deployment
 from scaffolding_nats.security.natsconf import Tls
 from scaffolding_nats.security.permissions import DEFAULT_WORKERS
@@ -125,15 +125,17 @@ async def test_the_allowed_flow_passes_with_every_role_least_privileged(bus: Bus
     events = [e async for e in bus.alice.events(job, timeout=20)]
     assert events[-1].type is JobEventType.RESULT and events[-1].result is not None
     assert events[-1].result.answer == "7"
-    # The gateway role submits for a tenant, replays events (no consumer made) and reads records.
+    # The gateway role submits for a tenant (its queued record first), replays events (no
+    # consumer made) and reads records.
     gateway = JobClient(bus.conns["gateway"].nc, subjects=S)
     job2 = _job()
-    async for _ in gateway.events(job2, owner="acme", timeout=20):
-        pass
-    replayed = [e async for e in gateway.replay(job2.id, owner="acme", timeout=5)]
+    assert await gateway.submit_once(job2, owner="acme") is None
+    replayed = [e async for e in gateway.replay(job2.id, owner="acme", timeout=20)]
     assert [e.seq for e in replayed] == list(range(len(replayed))) and replayed[-1].type is JobEventType.RESULT
-    record = await gateway.record(job2.id)
+    record = await gateway.record(job2.id, owner="acme")
     assert record is not None and record.owner == "acme"
+    again = await gateway.submit_once(job2, owner="acme")  # the id is the tenant's idempotency key
+    assert again is not None and again.state is JobState.SUCCEEDED
     for role in ("controller", "openai", "alice", "gateway"):
         assert bus.conns[role].errors == [], role
 
@@ -160,8 +162,8 @@ async def test_a_client_cannot_read_another_clients_events_or_records(bus: Bus):
     assert err == pub(info)
 
 
-async def test_nobody_but_the_controller_writes_records(bus: Bus):
-    for role in ("mallory", "gateway", "openai"):
+async def test_nobody_but_the_controller_and_the_gateway_writes_records(bus: Bus):
+    for role in ("mallory", "alice", "openai"):
         subject = f"$KV.{S.results_bucket}.victim"
         err = await bus.conns[role].refused(lambda nc, s=subject: nc.publish(s, b"forged"))
         assert err == pub(subject), role

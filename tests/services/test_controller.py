@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 
 import pytest
+from nats.js.errors import NoKeysError
 
 from scaffolding_nats.client import JobClient, NoController
 from scaffolding_nats.errors import ScaffoldingError
@@ -12,6 +15,7 @@ from scaffolding_nats.methods.registry import load_registry
 from scaffolding_nats.proto import ErrorCode, Job, JobEventType, JobState, Subjects, pack
 from scaffolding_nats.services.controller import ControllerService
 from scaffolding_nats.transport import WorkerHost
+from scaffolding_nats.transport.jetstream import provision
 from scaffolding_nats.workers.synthetic import SyntheticWorker
 
 
@@ -99,6 +103,26 @@ async def test_best_of_n_without_a_reward_worker_says_it_fell_back(nc, subjects)
     ):
         result = await client.run(Job(method="best_of_n", prompt="x y", params={"sample_num": 2}), timeout=20)
     assert result.text == "y x" and result.metadata["fallback"] == "reward_failed"
+
+
+async def test_best_of_n_falls_back_when_the_reward_queue_exists_but_no_worker_takes_it(nc, subjects):
+    """``admin init`` provisions the reward queue whether or not a reward worker runs: the
+    scoring task then waits ``reward_wait`` seconds, not the whole task deadline (600 s)."""
+    client = JobClient(nc, subjects=subjects)
+    async with (
+        WorkerHost(nc, SyntheticWorker(), tags=["generation"], subjects=subjects),
+        ControllerService(nc, load_registry(), subjects=subjects) as controller,
+    ):
+        await provision(nc.jetstream(), subjects, tags=["reward"])
+        job = Job(method="best_of_n", prompt="x y", params={"sample_num": 2, "reward_wait": 1.0})
+        started = time.monotonic()
+        result = await client.run(job, timeout=20)
+        assert time.monotonic() - started < 10
+        assert result.text == "y x" and result.metadata["fallback"] == "reward_failed"
+        # The scoring task was dropped from the queue, not left for a worker that comes later.
+        info = await nc.jetstream().consumer_info(subjects.tasks_stream, subjects.task_consumer("reward"))
+        assert info.num_pending == 0
+        assert controller.ready
 
 
 async def test_malformed_jobs_are_rejected_and_the_service_keeps_serving(nc, subjects):
@@ -233,6 +257,35 @@ async def test_cancelling_a_queued_job_stops_it_from_ever_running(nc, subjects):
             with pytest.raises(ScaffoldingError) as info:
                 await client.run(job, timeout=10)
     assert info.value.code is ErrorCode.CANCELLED and worker.started == 0
+
+
+async def test_a_cancel_for_a_job_that_never_existed_writes_no_record(nc, subjects):
+    client = JobClient(nc, subjects=subjects)
+    async with ControllerService(nc, load_registry(), subjects=subjects) as controller:
+        await client.cancel("never-submitted")
+        await JobClient(nc, subjects=subjects, owner="alice").cancel("never-submitted-either")
+        await nc.flush()
+        await asyncio.sleep(0.5)  # the controller heard both (one subscription, in order)
+        try:
+            keys = await controller.kv.keys()
+        except NoKeysError:
+            keys = []
+    assert keys == []
+
+
+async def test_rejected_jobs_are_logged_at_a_bounded_rate(nc, subjects, caplog):
+    """A flood of bad jobs (a fuzzer sent 3,531) gives a few lines, not one per job."""
+    received: asyncio.Queue = asyncio.Queue()
+    await nc.subscribe(subjects.events("bad-49"), cb=received.put)
+    caplog.set_level(logging.WARNING, logger="scaffolding_nats.services.controller.service")
+    async with ControllerService(nc, load_registry(), subjects=subjects):
+        js = nc.jetstream()
+        for i in range(50):
+            await js.publish(subjects.jobs("native"), pack({"v": 42, "id": f"bad-{i}", "method": "native"}))
+        await asyncio.wait_for(received.get(), 20)  # the last one was answered: all were rejected
+        await asyncio.sleep(0.2)
+    lines = [r for r in caplog.records if "rejected job" in r.getMessage()]
+    assert 1 <= len(lines) <= 5, [r.getMessage() for r in lines]
 
 
 async def test_job_on_the_wrong_subject_is_rejected(nc, subjects):

@@ -9,7 +9,10 @@ import httpx
 import openai
 import pytest
 
+from scaffolding_nats.methods.registry import load_registry
+from scaffolding_nats.services.controller import ControllerService
 from scaffolding_nats.services.gateway.auth import KeyFileError, KeyStore, new_key
+from scaffolding_nats.transport.jetstream import provision
 from scaffolding_nats.workers.synthetic import SyntheticWorker
 
 ALICE, BOB, SLOW, BUSY = new_key(), new_key(), new_key(), new_key()
@@ -69,6 +72,65 @@ async def test_a_tenant_reads_and_cancels_only_its_own_jobs(make_stack):
         assert (await h.get(f"/v1/jobs/{job_id}/events", headers=auth(BOB))).status_code == 404
         still = await h.get(f"/v1/jobs/{job_id}", headers=auth(ALICE))
         assert still.json()["state"] == "succeeded"  # Bob's cancel reached nothing
+
+
+async def _events(h: httpx.AsyncClient, job_id: str, key: str) -> list[dict]:
+    events = []
+    async with h.stream("GET", f"/v1/jobs/{job_id}/events", headers=auth(key)) as resp:
+        async for line in resp.aiter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+    return events
+
+
+async def test_a_job_id_is_an_idempotency_key_of_its_tenant_only(make_stack):
+    """Bob posting a predictable id first neither stops Alice's job of that id nor shows her his;
+    Alice posting hers again gets her job (once more with the same body, 409 with another)."""
+    worker = SyntheticWorker()
+    async with make_stack({"generation": worker}, keys=keys()) as s, httpx.AsyncClient(base_url=s.url) as h:
+        squat = {"method": "native", "prompt": "bob was here", "id": "predictable-job-0001"}
+        mine = {"method": "native", "prompt": "alice asked this", "id": "predictable-job-0001"}
+        r = await h.post("/v1/jobs", json=squat, headers=auth(BOB))
+        assert r.status_code == 202 and "idempotent-replayed" not in r.headers
+        r = await h.post("/v1/jobs", json=mine, headers=auth(ALICE))
+        assert r.status_code == 202 and "idempotent-replayed" not in r.headers
+        assert r.json()["id"] == "predictable-job-0001"
+        events = await _events(h, "predictable-job-0001", ALICE)
+        assert events[-1]["type"] == "result" and events[-1]["result"]["text"] == "this asked alice"
+        assert (await _events(h, "predictable-job-0001", BOB))[-1]["result"]["text"] == "here was bob"
+        status = await h.get("/v1/jobs/predictable-job-0001", headers=auth(ALICE))
+        assert status.status_code == 200 and status.json()["result"]["text"] == "this asked alice"
+        assert worker.started == 2
+        # The same post again (a retry) is the same job: not run twice.
+        again = await h.post("/v1/jobs", json=mine, headers=auth(ALICE))
+        assert again.status_code == 202 and again.headers["idempotent-replayed"] == "true"
+        assert again.json() == r.json()
+        # Another body under the same id is a conflict.
+        other = await h.post("/v1/jobs", json={**mine, "prompt": "something else"}, headers=auth(ALICE))
+        assert other.status_code == 409 and other.json()["error"]["code"] == "job_id_conflict"
+        assert worker.started == 2
+        assert (await h.get("/v1/jobs/never-posted", headers=auth(ALICE))).status_code == 404
+        assert (await h.delete("/v1/jobs/never-posted", headers=auth(ALICE))).status_code == 404
+
+
+async def test_a_posted_job_is_queued_until_a_controller_takes_it_and_a_cancel_stops_it_there(make_stack):
+    worker = SyntheticWorker()
+    async with (
+        make_stack({"generation": worker}, keys=keys(), controller=False) as s,
+        httpx.AsyncClient(base_url=s.url) as h,
+    ):
+        await provision(s.nc.jetstream(), s.subjects)  # what `admin init` does before any controller runs
+        r = await h.post("/v1/jobs", json={"method": "native", "prompt": "a b", "id": "waits"}, headers=auth(ALICE))
+        assert r.status_code == 202
+        queued = await h.get("/v1/jobs/waits", headers=auth(ALICE))
+        assert queued.status_code == 200 and queued.json()["state"] == "queued" and "digest" not in queued.json()
+        assert (await h.delete("/v1/jobs/waits", headers=auth(ALICE))).status_code == 202
+        async with ControllerService(s.nc, load_registry(), subjects=s.subjects):
+            events = await _events(h, "waits", ALICE)
+        assert [e["type"] for e in events] == ["error"] and events[0]["error"]["code"] == "cancelled"
+        done = await h.get("/v1/jobs/waits", headers=auth(ALICE))
+        assert done.json()["state"] == "failed" and done.json()["error"]["code"] == "cancelled"
+        assert worker.started == 0
 
 
 async def test_rate_limit_and_concurrency_cap_answer_429(make_stack):

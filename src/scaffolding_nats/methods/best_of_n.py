@@ -7,16 +7,18 @@ from typing import Any
 from ..proto.tasks import Task
 from ..runtime.controller import Controller, ControllerGen, Output, ParallelProcess
 from .answers import Extractor
-from .base import SamplingMethod, Slot, best_partial, fail_all, prompt_of, set_method_result, text_of
+from .base import SamplingMethod, Slot, best_partial, fail_all, prompt_of, require, set_method_result, text_of
 from .native import NativeGenerationController
 from .results import ScoredOutcome
-from .reward import OutcomeRewardController, scores_of
+from .reward import OutcomeRewardController, RewardScorer, scores_of
 
 
 class BestOfNController(SamplingMethod):
     """Samples with ``sample_num`` clones of a sampler (never one shared instance), scores the
     successful ones with ``reward_controller`` and lands the best sample on the caller's task.
-    If scoring fails the first successful sample is returned (``fallback: reward_failed``)."""
+    If scoring fails the first successful sample is returned (``fallback: reward_failed``),
+    also when no reward worker takes the scoring task within ``reward_wait`` seconds (a reward
+    queue provisioned for a worker that is not running; None waits for the task deadline)."""
 
     name = "best_of_n"
     kind = "best_of_n"
@@ -33,9 +35,12 @@ class BestOfNController(SamplingMethod):
         *,
         extractor: str | Extractor | None = "default",
         base_seed: int | None = None,
+        reward_wait: float | None = 30.0,
         name: str | None = None,
     ) -> None:
         super().__init__(sample_controller or NativeGenerationController(), sample_num, extractor, base_seed, name)
+        require(reward_wait is None or reward_wait > 0, "reward_wait", "must be a positive number of seconds")
+        self.reward_wait = reward_wait
         self.reward_controller = reward_controller or OutcomeRewardController()
         if wanted := getattr(self.reward_controller, "sample_logprobs", None):
             self.sample_overrides = {"num_logprobs": wanted}
@@ -49,6 +54,8 @@ class BestOfNController(SamplingMethod):
             fail_all(tasks, f"all {self.sample_num} samples failed", cause=self._samples[0])
             return
         reward = self.reward_controller.clone()
+        if isinstance(reward, RewardScorer) and reward.start_timeout is None:
+            reward.start_timeout = self.reward_wait
         yield ParallelProcess([reward], [[self._samples[i] for i in ok]], [{"prompt": prompt_of(caller)}])
         scores = scores_of(reward)
         all_scores: list[float | None] = [None] * self.sample_num

@@ -53,10 +53,12 @@ def _prod(scores: Sequence[float]) -> float:
 @runtime_checkable
 class RewardScorer(Protocol):
     """What a reward slot offers once its ``process`` has run: ``scores``, one per candidate
-    (``None`` when scoring failed), and the ``step_splitter`` of process-reward scorers."""
+    (``None`` when scoring failed), and the ``step_splitter`` of process-reward scorers; and
+    ``start_timeout``, how long its reward task may wait for a worker (see ``Task``)."""
 
     scores: list[float] | None
     step_splitter: StepSplitter | None
+    start_timeout: float | None
 
 
 def scores_of(controller: Controller) -> list[float] | None:
@@ -79,6 +81,9 @@ class _RewardBase(Controller):
         self.scores: list[float] | None = None
         self.step_splitter: StepSplitter | None = None
         self.task: RewardTask | None = None
+        self.start_timeout: float | None = None
+        """How long its reward task may wait for a reward worker (set by a method that can
+        do without the scores; see ``Task.start_timeout``)."""
         if name is not None:
             self.name = name
 
@@ -105,6 +110,7 @@ class OutcomeRewardController(_RewardBase):
             candidates=[text_of(t) for t in tasks],
             model=self.model,
             worker_tag=self.worker_tag,
+            start_timeout=self.start_timeout,
         )
         self.task = reward
         yield [reward]
@@ -168,6 +174,7 @@ class ProcessRewardController(_RewardBase):
             steps=all_steps,
             model=self.model,
             worker_tag=self.worker_tag,
+            start_timeout=self.start_timeout,
         )
         self.task = reward
         yield [reward]

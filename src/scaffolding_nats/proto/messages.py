@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from enum import Enum
 from typing import Any, Literal
@@ -89,6 +91,14 @@ class Job(_Message):
     submitted_at: float = Field(default_factory=time.time)
 
 
+def job_digest(job: Job) -> str:
+    """A fingerprint of what a job asks for (every field but ``v``, ``id`` and ``submitted_at``),
+    so a second submission under a job's id can be told to be the same job or another one."""
+    body = job.model_dump(mode="json", exclude={"v", "id", "submitted_at"}, exclude_none=True)
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 class JobEventType(str, Enum):
     ACCEPTED = "accepted"
     PARTIAL = "partial"
@@ -141,12 +151,14 @@ class JobState(str, Enum):
 
 
 class JobRecord(_Message):
-    """A job's state as kept for retrieval after it ends (the job-state bucket)."""
+    """A job's state as kept for retrieval after it ends (the job-state bucket), under the key
+    ``job_key(job_id, owner)``."""
 
     job_id: str
     method: str
     state: JobState = Field(strict=False)
     owner: str | None = None  # the job's owner token (client role or gateway tenant), if any
+    digest: str | None = None  # ``job_digest`` of the job: a re-post under its id is the same job or a conflict
     updated_at: float = Field(default_factory=time.time)
     result: JobResult | None = None
     error: ErrorInfo | None = None

@@ -44,6 +44,16 @@ def _owned(job_id: str, owner: str | None) -> str:
     return f"{_token(owner, 'owner')}.{_token(job_id, 'job id')}"
 
 
+def job_key(job_id: str, owner: str | None = None) -> str:
+    """A job's identity on the bus: ``<owner>.<id>`` for an owned job, ``<id>`` for one
+    without an owner. It is the job's de-duplication id (``Nats-Msg-Id``), its results-bucket
+    key and the tail of its events, cancel and owner-question subjects, so two owners' jobs
+    never share one, whatever ids they choose. (An owner-less key has no dot, an owned one
+    exactly one: the two kinds cannot collide either.) Both must be real tokens: no wildcard."""
+    check_token(job_id, "job id")
+    return job_id if owner is None else f"{check_token(owner, 'owner')}.{job_id}"
+
+
 def inbox_prefix(user: str) -> str:
     """The private reply-subject prefix of a NATS user: only that user may subscribe to it."""
     return f"_INBOX_{check_token(user, 'user')}"
@@ -143,13 +153,17 @@ class Subjects:
         """Request-reply: a controller answers with the names of the methods it serves."""
         return f"{self.prefix}.controllers.methods"
 
-    def controller_owner(self, job_id: str) -> str:
-        """Request-reply: the controller running ``job_id`` answers (nobody does once it died)."""
-        return f"{self.prefix}.controllers.owner.{job_id}"
+    def controller_owner(self, job_id: str, owner: str | None = None) -> str:
+        """Request-reply: the controller running the job answers (nobody does once it died)."""
+        return f"{self.prefix}.controllers.owner.{_owned(job_id, owner)}"
 
     @property
     def controller_owner_all(self) -> str:
-        return f"{self.prefix}.controllers.owner.*"
+        return f"{self.prefix}.controllers.owner.>"
+
+    def owner_question_key(self, subject: str) -> str:
+        """The job key a ``controller_owner`` subject asks about."""
+        return subject[len(f"{self.prefix}.controllers.owner.") :]
 
     @property
     def controller_service(self) -> str:

@@ -40,7 +40,7 @@ class Usage(BaseModel):
 
 
 class TopLogprob(BaseModel):
-    model_config = ConfigDict(strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     token: str
     logprob: float
@@ -49,7 +49,7 @@ class TopLogprob(BaseModel):
 class TokenLogprob(BaseModel):
     """Log-probability of one generated token, with the most likely alternatives."""
 
-    model_config = ConfigDict(strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     token: str
     logprob: float
@@ -72,6 +72,10 @@ class Task(BaseModel):
     # Outcome of the last run: not task fields on the wire (replies carry them separately).
     status: TaskStatus = Field(default=TaskStatus.PENDING, exclude=True, strict=False)
     error: ErrorInfo | None = Field(default=None, exclude=True)
+    start_timeout: float | None = Field(default=None, exclude=True, gt=0)
+    """For the caller, never sent: seconds a queued task may wait for a worker to take it
+    before it fails with ``no_worker`` (a method that can do without it, e.g. best-of-N's
+    scoring). None: it waits for the whole task deadline (workers may be scaling up)."""
 
     def set_outcome(self, status: TaskStatus, error: ErrorInfo | None = None) -> None:
         """Set status and error without re-validating values the runtime built itself (this
@@ -172,7 +176,7 @@ class SamplingParams(BaseModel):
 class GenerationChoice(BaseModel):
     """One of several outputs when ``n`` > 1."""
 
-    model_config = ConfigDict(strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     text: str
     token_ids: list[int] | None = None
@@ -239,7 +243,7 @@ class StreamingGenerationTask(GenerationTask):
 class ToolCall(BaseModel):
     """A call the assistant asks for: ``arguments`` is a JSON text, as OpenAI sends it."""
 
-    model_config = ConfigDict(strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     id: str
     name: str
@@ -247,7 +251,7 @@ class ToolCall(BaseModel):
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     role: Literal["system", "user", "assistant", "tool"]
     content: str | None = None
@@ -259,7 +263,7 @@ class ChatMessage(BaseModel):
 class ToolDefinition(BaseModel):
     """A tool offered to the model; ``parameters`` is a JSON Schema object."""
 
-    model_config = ConfigDict(strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str
     description: str = ""

@@ -37,6 +37,10 @@ class RequestContext:
     pending_branches: int = 0
     """Branches of running parallel groups that have not yielded yet: each gets a fair share
     of a token budget rather than the first one taking it all."""
+    _budget_capped: set[str] = field(default_factory=set)
+    cut_by_budget: int = 0
+    """Generations that stopped at a ``max_tokens`` the token budget set (not their own):
+    the budget shaped the answer even if nothing was refused."""
 
     # -- budget ----------------------------------------------------------------------------
 
@@ -89,6 +93,8 @@ class RequestContext:
             for task in capped:
                 own = task.max_tokens if isinstance(task, SamplingParams) else None
                 caps[task.id] = share if own is None or own > share else own
+                if own is None or own > share:
+                    self._budget_capped.add(task.id)
         for task in fresh:  # the yield is accepted: reserve what it may spend
             if task.id in caps and isinstance(task, SamplingParams):
                 task.max_tokens = caps[task.id]
@@ -123,6 +129,20 @@ class RequestContext:
             self.usage_by_controller[controller] = self.usage_by_controller.get(controller, Usage()) + delta
             if getattr(task, "end_flag", True):
                 self._reserved.pop(task.id, None)
+                if task.id in self._budget_capped:
+                    self._budget_capped.discard(task.id)
+                    if getattr(task, "finish_reason", None) == "length":
+                        self.cut_by_budget += 1
+
+    def spent(self, exc: BudgetExhausted) -> BudgetExhausted:
+        """``exc`` with what was used when the request stopped (not when the budget first
+        refused a task: tasks already given budget finish and count)."""
+        if "used" in exc.details:
+            tasks = exc.details.get("budget") == "tasks"
+            exc.details["used"] = self.num_tasks if tasks else self.usage.completion_tokens
+        if "reserved" in exc.details:
+            exc.details["reserved"] = sum(self._reserved.values())
+        return exc
 
     # -- events ----------------------------------------------------------------------------
 

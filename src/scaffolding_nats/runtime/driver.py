@@ -100,16 +100,29 @@ async def _run_parallel(
     ctx: RequestContext,
     observers: tuple[TaskCollection, ...],
 ) -> None:
+    """Run the branches together. A branch the budget stops ends alone: its siblings keep what
+    the budget already gave them and finish (their results are the method's best answer so
+    far), then the group ends with that budget's ``BudgetExhausted``. Any other failure of a
+    branch cancels its siblings."""
     for obs in observers:
         obs.on_parallel_start(group)
     ctx.pending_branches += len(group)
+    stopped: list[BudgetExhausted] = []
+
+    async def branch(ctl: Controller, tasks: list[Task], kwargs: dict[str, Any]) -> None:
+        try:
+            await drive(ctl, ctl.process(tasks, **kwargs), runner, ctx, observers, branch=True)
+        except BudgetExhausted as exc:
+            stopped.append(exc)
+
     try:
         async with TaskGroup() as tg:
-            branches = zip(group.controllers, group.tasks_lists, group.kwargs_lists, strict=True)
-            for ctl, tasks, kwargs in branches:
-                tg.create_task(drive(ctl, ctl.process(tasks, **kwargs), runner, ctx, observers, branch=True))
+            for ctl, tasks, kwargs in zip(group.controllers, group.tasks_lists, group.kwargs_lists, strict=True):
+                tg.create_task(branch(ctl, tasks, kwargs))
     except BaseExceptionGroup as eg:
         raise _first_cause(eg) from eg
+    if stopped:
+        raise ctx.spent(stopped[0])
     for obs in observers:
         obs.on_parallel_end(group)
 

@@ -69,9 +69,10 @@ async def run_request(
         except BudgetExhausted as exc:
             output = controller.best_so_far()
             if output is None:
+                ctx.spent(exc)
                 raise
             stop_reason = _STOP_REASONS.get(str(exc.details.get("budget")), "budget_tokens")
-            output.metadata.setdefault("budget", exc.details)
+            output.metadata.setdefault("budget", ctx.spent(exc).details)
         except ScaffoldingError:
             raise
         except Exception as exc:
@@ -83,6 +84,19 @@ async def run_request(
             raise ControllerError(
                 f"{controller.label}.generate returned {type(output).__name__}, not Output",
                 details={"controller": controller.label},
+            )
+        if stop_reason == "completed" and ctx.cut_by_budget:
+            # Nothing was refused, but generations stopped at the share of tokens the budget
+            # gave them: the answer is what the budget allowed, and the result says so.
+            stop_reason = "budget_tokens"
+            output.metadata.setdefault(
+                "budget",
+                {
+                    "budget": "tokens",
+                    "limit": ctx.budget.max_tokens,
+                    "used": ctx.usage.completion_tokens,
+                    "cut_short": ctx.cut_by_budget,
+                },
             )
     finally:
         _current.reset(token)

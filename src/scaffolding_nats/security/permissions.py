@@ -65,7 +65,8 @@ def admin() -> Role:
 
 
 def gateway(subjects: Subjects) -> Role:
-    """Submits jobs for any tenant, reads every job's events and record, cancels jobs."""
+    """Submits jobs for any tenant (creating each job's ``queued`` record first: a job id is an
+    idempotency key of its tenant), reads every job's events and record, cancels jobs."""
     s = subjects
     return Role(
         "gateway",
@@ -75,6 +76,7 @@ def gateway(subjects: Subjects) -> Role:
                 s.jobs(ANY, ANY),
                 s.cancel_job_all,
                 s.controller_methods,
+                f"$KV.{s.results_bucket}.>",
                 *kv_read(s),
                 *_js(s, f"STREAM.MSG.GET.{s.events_stream}"),
             ),

@@ -195,6 +195,7 @@ class _Call:
         self.job: str | None = ctx.job_id if ctx is not None else None  # fairness lane: one per job
         self.admitted = False
         self.waiting = False
+        self.start_by: float | None = None  # the task's ``start_timeout``, from when it is queued
 
     async def next(self) -> bool:
         try:
@@ -260,6 +261,8 @@ class _Call:
         if telemetry.enabled():
             headers = telemetry.inject_headers(headers) or headers
         await self._publish(payload, headers)
+        if task.start_timeout is not None and self.start_by is None:
+            self.start_by = time.monotonic() + task.start_timeout
         return True
 
     async def _await_consumer(self) -> None:
@@ -326,11 +329,15 @@ class _Call:
                 wait = min(left, w.idle_timeout - (time.monotonic() - self.quiet_since))
             else:
                 wait = min(left, max(2.0, w.idle_timeout))
+                if self.start_by is not None:
+                    wait = min(wait, self.start_by - time.monotonic())
             try:
                 msg = await frames.get(max(0.0, wait))
             except TimeoutError:
                 if self.started:
                     await self._on_quiet()
+                elif self.start_by is not None and time.monotonic() >= self.start_by:
+                    raise _Fail(self._not_taken()) from None
                 elif w.nc.is_connected and w.nc.stats.get("reconnects", 0) != self.reconnects:
                     self.reconnects = w.nc.stats.get("reconnects", 0)
                     if not await self._still_queued():
@@ -377,6 +384,7 @@ class _Call:
         self.reconnects = self.w.nc.stats.get("reconnects", 0)
         if not self.started:
             self.started = True
+            self.start_by = None  # a worker took it: from now on only deadline and silence count
             self._set_waiting(False)
             self._leave_window()
 
@@ -414,6 +422,16 @@ class _Call:
         except Exception:  # cannot tell now: assume it is, and look again later
             return True
         return True
+
+    def _not_taken(self) -> ErrorInfo:
+        """No replica took the task within its ``start_timeout``: as good as no worker."""
+        tag = self.task.worker_tag
+        return ErrorInfo(
+            code=ErrorCode.NO_WORKER,
+            message=f"no worker of tag {tag!r} took the task within {self.task.start_timeout}s",
+            retryable=True,
+            details={"worker_tag": tag, "reason": "not_taken", "start_timeout_s": self.task.start_timeout},
+        )
 
     def _lost(self, why: str) -> ErrorInfo:
         tag = self.task.worker_tag

@@ -5,7 +5,7 @@ takes them at once and one coroutine publishes them in order, so no publish is e
 running unowned.
 
 The terminal event (result or error) is stored through JetStream, confirmed and retried until
-a deadline (de-duplicated by ``<job_id>.<seq>``), so a follower that lost its connection can
+a deadline (de-duplicated by ``<job key>.<seq>``), so a follower that lost its connection can
 always replay it; the others are plain publishes, captured by the events stream too.
 """
 
@@ -29,9 +29,17 @@ log = logging.getLogger(__name__)
 
 class EventStream:
     def __init__(
-        self, nc: Client, subject: str, job_id: str, *, partials: bool = True, start_seq: int = 0
+        self,
+        nc: Client,
+        subject: str,
+        job_id: str,
+        *,
+        key: str | None = None,
+        partials: bool = True,
+        start_seq: int = 0,
     ) -> None:
         self.nc, self.subject, self.job_id = nc, subject, job_id
+        self.key = key or job_id  # the job's key (``<owner>.<id>``): its events' de-duplication ids
         self.partials = partials  # the job's ``stream`` flag: whether to send partial text
         self.seq = start_seq  # > 0 when continuing a job another controller started
         self._pending: list[tuple[JobEventType, dict[str, Any]]] = []
@@ -79,7 +87,7 @@ class EventStream:
 
     async def _store(self, data: bytes, seq: int) -> None:
         js = self.nc.jetstream()
-        headers = {HEADER_MSG_ID: f"{self.job_id}.{seq}"}
+        headers = {HEADER_MSG_ID: f"{self.key}.{seq}"}
         try:
             await retrying(
                 lambda: js.publish(self.subject, data, headers=headers, timeout=2.0),

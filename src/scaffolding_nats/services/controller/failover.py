@@ -3,7 +3,7 @@
 * Writes that must land (the job's record, its terminal event) are retried until a deadline,
   so a reconnect in progress delays them instead of losing them.
 * A redelivered job is taken over only when its owner is gone: the owner answers on
-  ``<prefix>.controllers.owner.<job_id>`` while it runs the job (after an outage JetStream may
+  ``<prefix>.controllers.owner.<job key>`` while it runs the job (after an outage JetStream may
   redeliver a job whose controller is alive and still working on it).
 * A takeover continues the job's event ``seq`` after the last event in the events stream, and a
   job whose terminal event is already there (it finished, but its ack was lost) is only acked.
@@ -56,12 +56,14 @@ async def retrying(op: Callable[[], Awaitable[T]], *, what: str, deadline: float
             pause = min(2.0, pause * 2)
 
 
-async def owner_alive(nc: Client, subjects: Subjects, job_id: str, *, tries: int = 3, wait: float = 0.5) -> bool:
-    """Whether a controller still runs ``job_id``. Asked ``tries`` times ``wait`` apart, so an
+async def owner_alive(
+    nc: Client, subjects: Subjects, job_id: str, owner: str | None, *, tries: int = 3, wait: float = 0.5
+) -> bool:
+    """Whether a controller still runs the owner's job ``job_id``. Asked ``tries`` times ``wait`` apart, so an
     owner that is itself still reconnecting after an outage gets time to answer."""
     for attempt in range(tries):
         try:
-            await nc.request(subjects.controller_owner(job_id), b"", timeout=wait)
+            await nc.request(subjects.controller_owner(job_id, owner), b"", timeout=wait)
             return True
         except NoRespondersError:
             if attempt + 1 < tries:

@@ -22,8 +22,8 @@ from ...errors import ProtocolError, ScaffoldingError, UnknownMethod
 from ...methods.registry import MethodRegistry
 from ...proto import codec
 from ...proto.errors import ErrorCode, ErrorInfo
-from ...proto.messages import Job, JobEvent, JobEventType, JobRecord, JobResult, JobState
-from ...proto.subjects import HEADER_MSG_ID, Subjects
+from ...proto.messages import Job, JobEvent, JobEventType, JobRecord, JobResult, JobState, job_digest
+from ...proto.subjects import HEADER_MSG_ID, Subjects, job_key
 from ...runtime.controller import Controller
 from ...runtime.request import run_request
 from ...runtime.runner import TaskRunner
@@ -32,13 +32,17 @@ from ...transport.jetstream import Durability, check, durability_for, missing, p
 from .events import EventStream
 from .failover import TERMINAL, last_event, owner_alive, retrying
 from .prompting import prompt_for
+from .ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
 
 class ControllerService:
     """Consume jobs, at most ``max_jobs`` at once (a pull consumer: a full controller fetches
-    nothing, so other replicas take the work), and run each to a result or a typed error."""
+    nothing, so other replicas take the work), and run each to a result or a typed error.
+
+    A job is known by its key, ``job_key(id, owner)``: the owner comes from its subject, so two
+    owners' jobs of one id are two jobs everywhere (running set, record, events, cancels)."""
 
     def __init__(
         self,
@@ -61,7 +65,6 @@ class ControllerService:
         self.health_interval = health_interval
         self.ready = False
         self.not_ready_reason = "starting"
-        self._owners: dict[str, str | None] = {}
         self.registry = registry
         self.subjects = subjects or Subjects()
         self.max_jobs = max_jobs
@@ -72,9 +75,10 @@ class ControllerService:
         self.remote = RemoteWorker(nc, subjects=self.subjects, timeout=task_timeout)
         self.runner = TaskRunner(fallback=self.remote)
         self._slots = asyncio.Semaphore(max_jobs)
-        self._running: dict[str, tuple[asyncio.Task[Any], Msg]] = {}
-        self._owned: dict[str, Msg] = {}  # job id -> its latest delivery, from intake to ack
-        self._cancel_requested: set[str] = set()
+        self._running: dict[str, tuple[asyncio.Task[Any], Msg]] = {}  # by job key
+        self._owned: dict[str, Msg] = {}  # job key -> its latest delivery, from intake to ack
+        self._cancel_requested: set[str] = set()  # job keys
+        self._rejections = RateLimitedLog(log)
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
         self.jobs_done = 0
@@ -214,7 +218,8 @@ class ControllerService:
             log.warning("could not read an abandoned job: %s", exc)
             return
         job_id = codec.peek_id(raw.data or b"", "id")
-        if job_id and await owner_alive(self.nc, self.subjects, str(job_id)):
+        owner = _owner_of(self.subjects, raw.subject or "")
+        if job_id and await owner_alive(self.nc, self.subjects, str(job_id), owner):
             return  # redelivered by outages, but its controller lives and will ack it
         error = ErrorInfo(
             code=ErrorCode.INTERNAL,
@@ -224,12 +229,18 @@ class ControllerService:
         )
         if job_id:
             method = str(codec.peek_id(raw.data or b"", "method") or "?")
-            owner = _owner_of(self.subjects, raw.subject or "")
             # The record first: a client that sees the terminal event can then read the record.
             await self._record(
-                JobRecord(job_id=job_id, method=method, state=JobState.FAILED, error=error, owner=owner)
+                JobRecord(
+                    job_id=job_id,
+                    method=method,
+                    state=JobState.FAILED,
+                    error=error,
+                    owner=owner,
+                    digest=_digest(raw.data),
+                )
             )
-            events = EventStream(self.nc, self.subjects.events(job_id, owner), job_id)
+            events = EventStream(self.nc, self.subjects.events(job_id, owner), job_id, key=job_key(job_id, owner))
             events.error(error)
             events.close()
             await events.pump()
@@ -239,8 +250,7 @@ class ControllerService:
 
     async def _on_owner(self, msg: Msg) -> None:
         """Answer only for jobs this replica runs: silence means the job needs a new owner."""
-        job_id = msg.subject.rsplit(".", 1)[-1]
-        if job_id in self._owned and msg.reply:
+        if self.subjects.owner_question_key(msg.subject) in self._owned and msg.reply:
             with contextlib.suppress(Exception):
                 await msg.respond(b"")
 
@@ -251,24 +261,34 @@ class ControllerService:
         await req.respond(json.dumps(body).encode())
 
     async def _on_cancel(self, msg: Msg) -> None:
+        """A cancel names one job key (``cancel.job.<owner>.<id>``; without an owner, the
+        owner-less job): another owner's job of that id is a different job, never touched."""
         job_id, owner = self.subjects.split_cancel_job(msg.subject)
         if not codec.is_id(job_id) or (owner is not None and not codec.is_id(owner)):
             return
-        running = self._running.get(job_id)
-        if running is not None and owner is not None and self._owners.get(job_id) != owner:
-            return  # an owner may cancel only its own jobs
+        key = job_key(job_id, owner)
+        running = self._running.get(key)
         if running is not None:
-            if job_id not in self._cancel_requested:
-                self._cancel_requested.add(job_id)
+            if key not in self._cancel_requested:
+                self._cancel_requested.add(key)
                 running[0].cancel()
             return
-        # Not running here: maybe still queued. A "cancelled" record, written only where no
-        # record exists yet (a running job has one), makes whichever controller takes it skip it.
-        error = ErrorInfo(code=ErrorCode.CANCELLED, message="job cancelled by the client before it started")
-        # An owner's cancel goes under its own key, so it can never pre-empt another owner's job.
-        record = JobRecord(job_id=job_id, method="?", state=JobState.FAILED, error=error, owner=owner)
+        if key in self._owned:  # taken here, not running yet: it stops as it starts
+            self._cancel_requested.add(key)
+            return
+        # Not here: queued, running elsewhere (that replica hears this too), or unknown. The
+        # cancels stream keeps this cancel for whichever controller takes the job; a record
+        # still ``queued`` (written by the gateway) says so at once. Nothing is written for a
+        # job without a record: it may never exist.
         with contextlib.suppress(Exception):
-            await self.kv.create(_cancel_key(job_id, owner), codec.encode(record))
+            entry = await self.kv.get(key)
+            record = codec.decode(JobRecord, entry.value or b"")
+            if record.state is JobState.QUEUED and record.owner == owner:
+                error = ErrorInfo(code=ErrorCode.CANCELLED, message="job cancelled by the client before it started")
+                cancelled = record.model_copy(
+                    update={"state": JobState.FAILED, "error": error, "updated_at": time.time()}
+                )
+                await self.kv.update(key, codec.encode(cancelled), last=entry.revision)
 
     # -- one job ---------------------------------------------------------------------------
 
@@ -288,21 +308,27 @@ class ControllerService:
         """Metric label of a method: served names only, so labels come from a closed set."""
         return method if method in self.registry else "unknown"
 
-    def _decode(self, msg: Msg) -> Job:
-        """A job without an ``id`` takes its ``Nats-Msg-Id`` (the de-duplication key)."""
+    def _decode(self, msg: Msg, owner: str | None) -> Job:
+        """A job without an ``id`` takes the one in its ``Nats-Msg-Id`` (its key)."""
         obj = codec.unpack_map(msg.data, max_bytes=self.durability.max_job_bytes)
-        msg_id = msg.headers.get(HEADER_MSG_ID) if msg.headers else None
-        if "id" not in obj and codec.is_id(msg_id):
+        msg_id = _id_in_msg_id(msg, owner)
+        if "id" not in obj and msg_id is not None:
             obj["id"] = msg_id
         return codec.validate(Job, obj)
 
     async def _run_job(self, msg: Msg) -> None:
+        method, owner = self.subjects.split_job_subject(msg.subject) or ("", None)
         try:
-            job = self._decode(msg)
+            if owner is not None and not codec.is_id(owner):
+                raise ProtocolError(
+                    f"owner {owner!r} in {msg.subject!r} is not a valid subject token",
+                    code=ErrorCode.INVALID,
+                    details={"subject": msg.subject},
+                )
+            job = self._decode(msg, owner)
         except ProtocolError as exc:
             await self._reject(msg, exc)
             return
-        method, owner = self.subjects.split_job_subject(msg.subject) or ("", None)
         if method != job.method:
             await self._reject(
                 msg,
@@ -313,32 +339,37 @@ class ControllerService:
                 ),
             )
             return
-        if job.id in self._owned:  # redelivered (an outage) while still running here
-            self._owned[job.id] = msg
+        key = job_key(job.id, owner)
+        held = self._owned.get(key)
+        if held is not None:
+            if _stream_seq(held) == _stream_seq(msg):  # redelivered (an outage) while still running here
+                self._owned[key] = msg
+            else:  # the same job published again (past the de-dup window): it is the one running
+                log.info("job %s is running here already; its second copy joins it", key)
+                await msg.term()
             return
-        self._owned[job.id] = msg
+        self._owned[key] = msg
         try:
             await self._run_owned(job, msg, owner)
         finally:
-            self._owned.pop(job.id, None)
+            self._owned.pop(key, None)
+            self._cancel_requested.discard(key)
 
     async def _run_owned(self, job: Job, msg: Msg, owner: str | None) -> None:
         deliveries = msg.metadata.num_delivered if msg.metadata else 1
+        key = job_key(job.id, owner)
         subject = self.subjects.events(job.id, owner)
-        events = EventStream(self.nc, subject, job.id, partials=job.stream)
+        events = EventStream(self.nc, subject, job.id, key=key, partials=job.stream)
         if await self._cancelled_before_start(job, owner):
             error = ErrorInfo(code=ErrorCode.CANCELLED, message="job cancelled by the client before it started")
-            if owner is not None:  # its cancel was kept under the owner's key: record it under the job's
-                await self._fail(job, events, error, owner)
-            else:
-                events.error(error)
+            await self._fail(job, events, error, owner)
             events.close()
             await events.pump()
             await msg.ack()
             return
         record = await self._stored_record(job.id, owner)
-        if record is not None and not _written_since(record, msg):
-            record = None  # an earlier job's, whose id this one reuses: not this job's history
+        if record is not None and (record.state is JobState.QUEUED or not _written_since(record, msg)):
+            record = None  # the gateway's note that it was submitted, or an earlier job's under a reused id
         if record is not None or deliveries > 1:  # ended, or started (here or elsewhere) before
             taken = await self._take_over(job, msg, record, owner)
             if taken is None:
@@ -360,12 +391,9 @@ class ControllerService:
             pump = tg.create_task(events.pump())
             try:
                 events.add(JobEventType.ACCEPTED, progress={"method": job.method, "delivery": deliveries})
-                await self._record(JobRecord(job_id=job.id, method=job.method, state=JobState.RUNNING, owner=owner))
-                self._owners[job.id] = owner
-                result = await self._execute(job, controller, events, msg)
-                await self._record(
-                    JobRecord(job_id=job.id, method=job.method, state=JobState.SUCCEEDED, result=result, owner=owner)
-                )
+                await self._record(_record_of(job, owner, JobState.RUNNING))
+                result = await self._execute(job, controller, events, msg, key)
+                await self._record(_record_of(job, owner, JobState.SUCCEEDED, result=result))
                 events.result(result)
                 outcome = "succeeded"
                 metrics.JOB_TOKENS.labels(job.method, "completion").inc(result.usage.completion_tokens)
@@ -385,10 +413,9 @@ class ControllerService:
                     await msg.nak()
                 raise
             finally:
-                self._owners.pop(job.id, None)
                 events.close()
                 await pump
-        await self._owned.get(job.id, msg).ack()
+        await self._owned.get(key, msg).ack()
         metrics.JOBS.labels(job.method, outcome).inc()
         metrics.JOB_SECONDS.labels(job.method).observe(time.monotonic() - started)
 
@@ -400,7 +427,7 @@ class ControllerService:
             )
         return self.registry.build(job.method, job.params)
 
-    async def _execute(self, job: Job, controller: Controller, events: EventStream, msg: Msg) -> JobResult:
+    async def _execute(self, job: Job, controller: Controller, events: EventStream, msg: Msg, key: str) -> JobResult:
         prompt = prompt_for(job, controller, self.prompt_template)
         if telemetry.enabled():
             with telemetry.tracer.start_as_current_span(
@@ -408,14 +435,16 @@ class ControllerService:
                 context=telemetry.extract_context(msg.headers),
                 attributes={"scaffolding.job_id": job.id, "scaffolding.method": job.method},
             ):
-                return await self._run(job, controller, prompt, events, msg)
-        return await self._run(job, controller, prompt, events, msg)
+                return await self._run(job, controller, prompt, events, msg, key)
+        return await self._run(job, controller, prompt, events, msg, key)
 
-    async def _run(self, job: Job, controller: Any, prompt: Any, events: EventStream, msg: Msg) -> JobResult:
+    async def _run(self, job: Job, controller: Any, prompt: Any, events: EventStream, msg: Msg, key: str) -> JobResult:
         run = asyncio.current_task()
         assert run is not None
-        self._running[job.id] = (run, msg)
+        self._running[key] = (run, msg)
         try:
+            if key in self._cancel_requested:  # cancelled between intake and now
+                raise ScaffoldingError("job cancelled by the client", code=ErrorCode.CANCELLED)
             async with timeout(self.max_job_seconds):
                 done = await run_request(
                     controller,
@@ -428,7 +457,7 @@ class ControllerService:
                 )
             return done.to_result()
         except asyncio.CancelledError:
-            if job.id not in self._cancel_requested:
+            if key not in self._cancel_requested:
                 raise
             run.uncancel()
             raise ScaffoldingError("job cancelled by the client", code=ErrorCode.CANCELLED) from None
@@ -437,49 +466,48 @@ class ControllerService:
                 f"job exceeded the controller's limit of {self.max_job_seconds}s", code=ErrorCode.TIMEOUT
             ) from None
         finally:
-            self._running.pop(job.id, None)
-            self._cancel_requested.discard(job.id)
+            self._running.pop(key, None)
+            self._cancel_requested.discard(key)
 
     async def _cancelled_before_start(self, job: Job, owner: str | None) -> bool:
-        """A cancel arrived while the job was queued: a trusted one (no owner), or its owner's.
-        Kept in the cancels stream too (on the job's owner-scoped subject), so one sent while
-        no controller ran is still seen."""
-        for who in {None, owner}:
-            try:
-                await self.js.get_last_msg(self.subjects.cancels_stream, self.subjects.cancel_job(job.id, who))
-                return True
-            except Exception:  # none kept (the usual case), or no cancels stream provisioned
-                pass
-        keys = [job.id] if owner is None else [job.id, _cancel_key(job.id, owner)]
-        for key in keys:
-            try:
-                entry = await self.kv.get(key)
-            except Exception:  # no record: the usual case
-                continue
-            if not entry.value:
-                continue
-            record = codec.decode(JobRecord, entry.value)
-            if record.owner not in (None, owner):
-                continue
-            error = record.error
-            if record.state is JobState.FAILED and error is not None and error.code is ErrorCode.CANCELLED:
-                return True
-        return False
+        """A cancel for this job (its key) arrived while it was queued: kept in the cancels
+        stream, so one sent while no controller ran is still seen, and noted in a record the
+        gateway wrote (``queued``, then ``failed``/``cancelled``)."""
+        try:
+            await self.js.get_last_msg(self.subjects.cancels_stream, self.subjects.cancel_job(job.id, owner))
+            return True
+        except Exception:  # none kept (the usual case), or no cancels stream provisioned
+            pass
+        try:
+            entry = await self.kv.get(job_key(job.id, owner))
+        except Exception:  # no record: the usual case
+            return False
+        if not entry.value:
+            return False
+        record = codec.decode(JobRecord, entry.value)
+        error = record.error
+        return (
+            record.owner == owner
+            and record.state is JobState.FAILED
+            and error is not None
+            and error.code is ErrorCode.CANCELLED
+        )
 
     async def _take_over(self, job: Job, msg: Msg, record: JobRecord | None, owner: str | None) -> int | None:
         """A job seen before (a redelivery, a record, or both): None if it needs no run here
         (its owner lives, or it already ended: then its terminal event is made sure of and the
         delivery acked), else the event seq to continue from."""
+        key = job_key(job.id, owner)
         if record is None or record.state is JobState.RUNNING:
-            self._owned.pop(job.id, None)  # not ours yet: do not claim it to the question
-            if await owner_alive(self.nc, self.subjects, job.id):
+            self._owned.pop(key, None)  # not ours yet: do not claim it to the question
+            if await owner_alive(self.nc, self.subjects, job.id, owner):
                 return None  # its owner keeps it alive; JetStream redelivers it if the owner dies
-            self._owned[job.id] = msg
+            self._owned[key] = msg
         subject = self.subjects.events(job.id, owner)
         last = await last_event(self.nc, self.subjects, subject)
         if record is not None and record.state in (JobState.SUCCEEDED, JobState.FAILED):
             if last is None or last.type not in TERMINAL:
-                events = EventStream(self.nc, subject, job.id, start_seq=_after(last))
+                events = EventStream(self.nc, subject, job.id, key=key, start_seq=_after(last))
                 if record.result is not None:
                     events.result(record.result)
                 else:
@@ -490,39 +518,36 @@ class ControllerService:
             return None
         if last is not None and last.type in TERMINAL:  # it ended; its record or ack was lost
             state = JobState.SUCCEEDED if last.type is JobEventType.RESULT else JobState.FAILED
-            await self._record(
-                JobRecord(
-                    job_id=job.id, method=job.method, state=state, result=last.result, error=last.error, owner=owner
-                )
-            )
+            await self._record(_record_of(job, owner, state, result=last.result, error=last.error))
             await msg.ack()
             return None
         return _after(last)
 
     async def _stored_record(self, job_id: str, owner: str | None) -> JobRecord | None:
-        """The job's own record (written by a controller), if any; another owner's is ignored."""
+        """The job's own record, if any (its key is the owner's; the owner check is a second lock)."""
 
         async def get() -> JobRecord | None:
             try:
-                entry = await self.kv.get(job_id)
+                entry = await self.kv.get(job_key(job_id, owner))
             except NotFoundError:  # no such key (or deleted): the usual case, a new job
                 return None
             return codec.decode(JobRecord, entry.value) if entry.value else None
 
         record = await retrying(get, what=f"reading the record of job {job_id}")
-        return record if record is not None and record.owner in (None, owner) else None
+        return record if record is not None and record.owner == owner else None
 
     async def _fail(self, job: Job, events: EventStream, error: ErrorInfo, owner: str | None = None) -> None:
-        await self._record(JobRecord(job_id=job.id, method=job.method, state=JobState.FAILED, error=error, owner=owner))
+        await self._record(_record_of(job, owner, JobState.FAILED, error=error))
         events.error(error)
 
     async def _record(self, record: JobRecord) -> None:
         """Retried through reconnects; the events still tell the client if it never lands."""
         data = codec.encode(record)
+        key = job_key(record.job_id, record.owner)
         try:
-            await retrying(lambda: self.kv.put(record.job_id, data), what=f"storing the record of job {record.job_id}")
+            await retrying(lambda: self.kv.put(key, data), what=f"storing the record of job {key}")
         except Exception as exc:
-            log.warning("could not store job %s: %s", record.job_id, exc)
+            log.warning("could not store job %s: %s", key, exc)
 
     async def _reject(self, msg: Msg, exc: ProtocolError) -> None:
         """A job that breaks the contract is not retried; its sender hears why if it has an id."""
@@ -544,17 +569,18 @@ class ControllerService:
             await msg.term()
 
     async def _tell(self, msg: Msg, error: ErrorInfo) -> None:
-        """An error event (seq 0) and a failed record under the job's id: the one in the job if
-        it is a valid subject token, else its ``Nats-Msg-Id``; with neither, only the log."""
-        job_id = codec.peek_id(msg.data, "id")
-        if job_id is None and msg.headers and codec.is_id(msg.headers.get(HEADER_MSG_ID)):
-            job_id = msg.headers[HEADER_MSG_ID]
-        log.warning("rejected job %s: %s", job_id or "<no usable id>", error.message)
+        """An error event (seq 0) and a failed record under the job's key: its id is the one in
+        the job if it is a valid subject token, else the one in its ``Nats-Msg-Id``; with
+        neither (or an owner that is no subject token), only the (rate-limited) log."""
         owner = _owner_of(self.subjects, msg.subject)
+        job_id = codec.peek_id(msg.data, "id")
         if owner is not None and not codec.is_id(owner):
-            owner = None
+            job_id = None  # no subject of its owner can be named
+        elif job_id is None:
+            job_id = _id_in_msg_id(msg, owner)
+        self._rejections.log("rejected job %s: %s", job_id or "<no usable id>", error.message)
         if job_id:
-            events = EventStream(self.nc, self.subjects.events(job_id, owner), job_id)
+            events = EventStream(self.nc, self.subjects.events(job_id, owner), job_id, key=job_key(job_id, owner))
             events.error(error)
             events.close()
             await events.pump()
@@ -590,8 +616,35 @@ def _after(last: JobEvent | None) -> int:
     return 0 if last is None else last.seq + 1
 
 
-def _cancel_key(job_id: str, owner: str | None) -> str:
-    return job_id if owner is None else f"{owner}.{job_id}"
+def _record_of(
+    job: Job, owner: str | None, state: JobState, *, result: JobResult | None = None, error: ErrorInfo | None = None
+) -> JobRecord:
+    return JobRecord(
+        job_id=job.id, method=job.method, state=state, owner=owner, digest=job_digest(job), result=result, error=error
+    )
+
+
+def _digest(data: bytes | None) -> str | None:
+    """The digest of a job's raw bytes, if they still decode as a job."""
+    try:
+        return job_digest(codec.decode(Job, data or b""))
+    except ProtocolError:
+        return None
+
+
+def _id_in_msg_id(msg: Msg, owner: str | None) -> str | None:
+    """The job id a ``Nats-Msg-Id`` names: the key ``<owner>.<id>`` of an owned job (or a bare
+    id, as clients older than owner-scoped keys send), the id itself for an owner-less one."""
+    msg_id = msg.headers.get(HEADER_MSG_ID) if msg.headers else None
+    if not isinstance(msg_id, str):
+        return None
+    if owner is not None and msg_id.startswith(f"{owner}."):
+        msg_id = msg_id[len(owner) + 1 :]
+    return msg_id if codec.is_id(msg_id) else None
+
+
+def _stream_seq(msg: Msg) -> int | None:
+    return msg.metadata.sequence.stream if msg.metadata else None
 
 
 def _owner_of(subjects: Subjects, subject: str) -> str | None:

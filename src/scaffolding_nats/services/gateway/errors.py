@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 _TYPE = {
     400: "invalid_request_error",
     404: "invalid_request_error",
+    409: "invalid_request_error",
     413: "invalid_request_error",
     422: "invalid_request_error",
     503: "service_unavailable",

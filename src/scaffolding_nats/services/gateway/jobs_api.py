@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from ...proto.messages import Job
+from ...proto.messages import Job, job_digest
 from .auth import tenant_of
 from .errors import error_body, error_response
 from .schemas import JobSubmission
@@ -27,16 +27,28 @@ def _state(request: Request) -> GatewayState:
 
 @router.post("", status_code=202)
 async def submit(body: JobSubmission, request: Request) -> Any:
-    """Accepted durably even when no controller runs yet: it runs when one starts."""
+    """Accepted durably even when no controller runs yet: it runs when one starts.
+
+    A client-chosen ``id`` is an idempotency key within the tenant (for as long as the job's
+    record is kept): posting it again gets the existing job (the same 202, marked
+    ``Idempotent-Replayed: true``), or 409 if the body differs. Other tenants' ids never collide."""
     state = _state(request)
     fields: dict[str, Any] = {name: getattr(body, name) for name in body.model_fields_set if name != "id"}
     if body.id is not None:
         fields["id"] = body.id
     job = Job(**fields)
-    await state.jobs.submit(job, owner=tenant_of(request))
+    existing = await state.jobs.submit_once(job, owner=tenant_of(request))
+    if existing is not None and existing.digest != job_digest(job):
+        return error_response(
+            f"job {job.id!r} exists with a different body; choose another id to submit another job",
+            code="job_id_conflict",
+            status=409,
+            param="id",
+        )
     return JSONResponse(
         {"id": job.id, "status_url": f"/v1/jobs/{job.id}", "events_url": f"/v1/jobs/{job.id}/events"},
         status_code=202,
+        headers={"Idempotent-Replayed": "true"} if existing is not None else None,
     )
 
 
@@ -44,20 +56,20 @@ def _not_found(job_id: str) -> JSONResponse:
     return error_response(f"no job {job_id!r} (unknown, not started yet, or expired)", code="job_not_found", status=404)
 
 
-async def _own_record(request: Request, job_id: str) -> tuple[bool, Any]:
-    """``(visible, record)``: another tenant's job is as invisible as an unknown one."""
-    record = await _state(request).jobs.record(job_id)
-    if record is not None and record.owner != tenant_of(request):
-        return False, None
-    return True, record
+async def _own_record(request: Request, job_id: str) -> Any:
+    """The tenant's job of that id (its key is the tenant's: another tenant's job of the same
+    id is a different job, as invisible as an unknown one), or None."""
+    tenant = tenant_of(request)
+    record = await _state(request).jobs.record(job_id, owner=tenant)
+    return record if record is not None and record.owner == tenant else None
 
 
 @router.get("/{job_id}")
 async def status(job_id: JobId, request: Request) -> Any:
-    visible, record = await _own_record(request, job_id)
-    if not visible or record is None:
+    record = await _own_record(request, job_id)
+    if record is None:
         return _not_found(job_id)
-    body = record.model_dump(mode="json", exclude={"owner"})
+    body = record.model_dump(mode="json", exclude={"owner", "digest"})
     return JSONResponse(body)
 
 
@@ -66,8 +78,7 @@ async def events(job_id: JobId, request: Request) -> StreamingResponse | JSONRes
     """Server-sent events: every event of the job from the first (or after the ``Last-Event-ID``
     an EventSource sends when it reconnects), then live ones."""
     state = _state(request)
-    visible, _ = await _own_record(request, job_id)
-    if not visible:
+    if await _own_record(request, job_id) is None:  # a job posted here has its record from the start
         return _not_found(job_id)
     last = request.headers.get("last-event-id", "")
     after_seq = int(last) if last.isdigit() else -1
@@ -88,8 +99,7 @@ async def events(job_id: JobId, request: Request) -> StreamingResponse | JSONRes
 
 @router.delete("/{job_id}", status_code=202)
 async def cancel(job_id: JobId, request: Request) -> Any:
-    visible, _ = await _own_record(request, job_id)
-    if not visible:
+    if await _own_record(request, job_id) is None:
         return _not_found(job_id)
     await _state(request).jobs.cancel(job_id, owner=tenant_of(request))
     return JSONResponse({"id": job_id, "cancel_requested": True}, status_code=202)
