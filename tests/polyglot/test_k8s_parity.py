@@ -97,6 +97,10 @@ def test_k8s_runs_the_compose_service_as_compose_does(name: str) -> None:
     compose_env = set(env_of(svc.get("environment"))) - COMPOSE_ONLY_ENV
     k8s_env = k8s_env_names(container) - K8S_ONLY_ENV
     assert compose_env == k8s_env, (name, compose_env ^ k8s_env)
+    # A worker's backend and limits are configured alike.
+    compose_args = env_of(svc.get("environment")).get("SCAF_WORKER_ARGS")
+    k8s_args = {e["name"]: e.get("value") for e in container.get("env", [])}.get("SCAF_WORKER_ARGS")
+    assert compose_args == k8s_args, name
 
 
 def test_engine_probes_cannot_interrupt_generation() -> None:
