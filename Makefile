@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 # The first install compiles llama-server (about 10 minutes on 2 cores); later ones copy it
 # from the cache (~/.cache/scaffolding-nats, `make clean-cache` removes it).
 $(LLAMA_SERVER): services/model-server/build-llama-server.sh | $(STAMP)
-	PIP="$(PY) -m pip" sh services/model-server/build-llama-server.sh $(LLAMA_SERVER)
+	PATH="$(abspath $(VENV))/bin:$$PATH" PIP="$(PY) -m pip" sh services/model-server/build-llama-server.sh $(LLAMA_SERVER)
 
 proto/examples/node_modules: proto/examples/package-lock.json
 	@if command -v npm >/dev/null; then cd proto/examples && npm ci --no-audit --no-fund --loglevel=error; \
@@ -48,8 +48,8 @@ test: install  ## every test, against real nats-server and the packaged CPU mode
 compose-test: install  ## only the docker compose end-to-end tests (builds every image; needs a Docker engine)
 	$(PY) -m pytest -m compose
 
-test-fast: install  ## the tests that need no model
-	$(PY) -m pytest -m "not model"
+test-fast: install  ## the tests that need no model (nor a Docker engine)
+	$(PY) -m pytest -m "not model and not compose"
 
 bench: install  ## P1/P2 (transport), P3 (load above capacity) and P4 (gateway) benchmarks
 	$(PY) -m benchmarks.bench_transport

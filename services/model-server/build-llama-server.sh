@@ -30,6 +30,11 @@ KEY=$(printf '%s %s %s' "$SDIST_SHA256" "$CMAKE_FLAGS" "$(uname -m)" | sha256sum
 CACHED="$CACHE/llama-server-$KEY/llama-server"
 
 if [ ! -x "$CACHED" ]; then
+    if ! command -v cmake >/dev/null 2>&1; then
+        echo "llama-server: no cmake on PATH; installing PyPI's (the Makefile puts the venv first on PATH)" >&2
+        $PIP install --quiet "cmake>=3.18" >&2
+    fi
+    command -v c++ >/dev/null 2>&1 || { echo "llama-server: a C++ compiler (c++) is needed to build it" >&2; exit 1; }
     WORK=$(mktemp -d "${TMPDIR:-/tmp}/scaf-llama-build.XXXXXX")
     trap 'rm -rf "$WORK"' EXIT
     echo "llama-server: fetching llama.cpp's sources (llama-cpp-python $LLAMA_CPP_PYTHON sdist) ..." >&2

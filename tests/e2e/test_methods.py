@@ -140,9 +140,14 @@ def check_shape(method: str, result: JobResult, kinds: list[JobEventType]) -> No
         assert len(weights) == 2 and all(0.0 < w <= 1.0 for w in weights)
         assert abs(sum(md["votes"].values()) - sum(w for w, a in zip(weights, md["answers"], strict=True) if a)) < 1e-4
     elif method == "program_vote":
-        # The programs ran in the tools worker; what they printed was voted.
-        assert md["num_samples"] == 3 and md["num_answered"] >= 1 and result.answer is not None, (result.text, md)
-        assert "```python" in result.text and "Output:" in result.text
+        # Programs ran in the tools worker (tasks beyond the 3 samples); what they printed was
+        # voted. Whether SmolLM2's programs print a number varies with how the batching engine
+        # interleaves the samples, so an unanswered vote is allowed, but must say so.
+        assert md["num_samples"] == 3 and result.num_tasks > 3, (result.num_tasks, md)
+        if md["num_answered"]:
+            assert result.answer is not None and "```python" in result.text and "Output:" in result.text
+        else:
+            assert md["fallback"] == "no_answer" and result.answer is None
     elif method in ("best_of_n", "best_of_4_prm"):
         scores = md["scores"]
         assert "fallback" not in md, "the judge scored every sample"

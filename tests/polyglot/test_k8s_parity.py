@@ -153,3 +153,29 @@ def test_kustomize_output_validates_against_the_newest_kubernetes_schema(tmp_pat
     # The generated NATS ConfigMap carries the checked-in server and auth configuration.
     (nats_config,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("nats-config")]
     assert nats_config["data"]["auth.conf"] == (ROOT / "k8s" / "nats" / "auth.conf").read_text()
+
+
+@pytest.mark.parametrize("overlay", ["keda", "gpu"])
+def test_overlays_render_and_validate(overlay: str) -> None:
+    """The optional overlays render as their comments say, and every resource of a kind the
+    Kubernetes schema knows validates (KEDA's ScaledObject is a CRD: checked for shape)."""
+    import kubernetes_validate
+
+    rendered = subprocess.run(
+        [kubectl(), "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(ROOT / "k8s" / overlay)],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    version = kubernetes_validate.latest_version()
+    for doc in docs:
+        if doc["kind"] == "ScaledObject":
+            assert doc["spec"]["scaleTargetRef"]["name"] and doc["spec"]["triggers"]
+            continue
+        kubernetes_validate.validate(doc, version, strict=True)
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    if overlay == "keda":
+        assert ("HorizontalPodAutoscaler", "worker-openai") not in names
+        scaled = {d["spec"]["scaleTargetRef"]["name"] for d in docs if d["kind"] == "ScaledObject"}
+        assert scaled == {"controller", "worker-openai", "worker-reward", "worker-tools"}
+    else:
+        assert ("Deployment", "worker-trtllm") in names and ("Deployment", "worker-openai") not in names
