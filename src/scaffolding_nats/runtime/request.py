@@ -50,14 +50,18 @@ async def run_request(
     budget: Budget | None = None,
     on_event: EventSink | None = None,
     sampling_defaults: dict[str, Any] | None = None,
+    stream: bool = False,
 ) -> Outcome:
     """Drive ``controller.generate(prompt, **kwargs)``.
 
-    ``sampling_defaults`` fill unset sampling fields of every generation the method yields.
+    ``sampling_defaults`` fill unset sampling fields of every generation the method yields;
+    ``stream``: the caller follows partial text (``RequestContext.stream``).
     A budget that runs out ends the request with the controller's best answer so far when it
     offers one (``best_so_far()``); any other controller error becomes ``ControllerError``.
     """
-    ctx = RequestContext(budget=budget or Budget(), on_event=on_event, sampling_defaults=sampling_defaults or {})
+    ctx = RequestContext(
+        budget=budget or Budget(), on_event=on_event, sampling_defaults=sampling_defaults or {}, stream=stream
+    )
     token = _current.set(ctx)
     stop_reason: StopReason = "completed"
     try:

@@ -65,7 +65,8 @@ def admin() -> Role:
 
 
 def gateway(subjects: Subjects) -> Role:
-    """Submits jobs for any tenant, reads every job's events and record, cancels jobs."""
+    """Submits jobs for any tenant, reads every job's events and record, cancels jobs, asks
+    which methods (controllers) and backend models (workers) are served."""
     s = subjects
     return Role(
         "gateway",
@@ -75,6 +76,7 @@ def gateway(subjects: Subjects) -> Role:
                 s.jobs(ANY, ANY),
                 s.cancel_job_all,
                 s.controller_methods,
+                s.worker_models,
                 *kv_read(s),
                 *_js(s, f"STREAM.MSG.GET.{s.events_stream}"),
             ),
@@ -152,7 +154,7 @@ def worker(subjects: Subjects, kind: str, tags: Iterable[str]) -> Role:
         user,
         Grant(
             publish=(*queues, inbox_prefix("controller") + ".>"),
-            subscribe=(*tasks, s.cancel_task_all, SRV, inbox_prefix(user) + ".>"),
+            subscribe=(*tasks, s.cancel_task_all, s.worker_models, SRV, inbox_prefix(user) + ".>"),
             responses=True,
         ),
         f"worker serving {', '.join(tags)}",

@@ -424,6 +424,7 @@ class ControllerService:
                     budget=job.budget,
                     on_event=events.from_runtime,
                     sampling_defaults=_sampling_defaults(job),
+                    stream=job.stream,
                 )
             return done.to_result()
         except asyncio.CancelledError:
