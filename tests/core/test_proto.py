@@ -15,6 +15,7 @@ from scaffolding_nats.proto import (
     Job,
     JobEvent,
     JobEventType,
+    StreamingChatTask,
     Subjects,
     TaskReply,
     TaskRequest,
@@ -48,6 +49,7 @@ def test_task_request_round_trip_keeps_inputs_and_drops_results():
 def test_every_task_kind_round_trips():
     samples = {
         "chat": ChatTask(messages=[ChatMessage(role="user", content="hi")]),
+        "streaming_chat": StreamingChatTask(messages=[ChatMessage(role="user", content="hi")], streaming_step=3),
     }
     for kind, cls in TASK_TYPES.items():
         task = samples.get(kind) or (cls(tool_name="calculator") if kind == "tool_call" else cls())

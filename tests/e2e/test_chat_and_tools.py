@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scaffolding_nats.proto import Job, SamplingParams
+from scaffolding_nats.proto import Job, JobEventType, SamplingParams
 from scaffolding_nats.workers.tools.calculator import DEFINITION as CALCULATOR
 
 from .conftest import SCRIPTED_CHAT_TAG, FirstTurnCalculator, Stack
@@ -27,6 +27,18 @@ async def test_chat_job_takes_a_whole_conversation(stack: Stack) -> None:
     assert result.num_tasks == 1 and set(result.usage_by_controller) == {"chat"}
     assert result.usage.completion_tokens > 0
     assert result.finish_reason in ("stop", "length")
+
+
+async def test_a_streamed_chat_job_sends_the_turns_token_deltas(stack: Stack) -> None:
+    """``chat`` streams its turn when the job streams: several partial events, whose texts
+    concatenated are the result's text; a job with ``stream: false`` gets none."""
+    messages = [{"role": "user", "content": "Name five colours, one per line."}]
+    result, events = await stack.run(Job(method="chat", messages=messages, sampling=SHORT, stream=True))
+    partials = [e.text or "" for e in events if e.type is JobEventType.PARTIAL]
+    assert len(partials) > 1 and "".join(partials) == result.text and result.text.strip()
+    assert result.num_tasks == 1 and result.usage.completion_tokens > 0
+    result, events = await stack.run(Job(method="chat", messages=messages, sampling=SHORT, stream=False))
+    assert result.text.strip() and not [e for e in events if e.type is JobEventType.PARTIAL]
 
 
 async def test_completion_method_renders_messages_with_the_chat_template(stack: Stack) -> None:

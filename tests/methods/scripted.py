@@ -17,6 +17,7 @@ from scaffolding_nats.proto import (
     ChatTask,
     GenerationTask,
     RewardTask,
+    StreamingChatTask,
     StreamingGenerationTask,
     Task,
     TokenLogprob,
@@ -147,9 +148,7 @@ class ScriptedWorker(Worker):
         else:
             task.scores = out  # type: ignore[assignment]
 
-    @handles(ChatTask)
-    async def chat(self, task: ChatTask) -> None:
-        self.seen.append(task.model_copy(deep=True))
+    def _chat_reply(self, task: ChatTask) -> tuple[ChatMessage, str]:
         if self.chat_script is None:
             raise ScaffoldingError("no chat script")
         out = self.chat_script(task)
@@ -161,10 +160,32 @@ class ScriptedWorker(Worker):
         if task.max_tokens is not None and len(toks) > task.max_tokens:  # a backend honours max_tokens
             msg = ChatMessage(role="assistant", content="".join(toks[: task.max_tokens]))
             finish = "length"
+        return msg, finish
+
+    @handles(ChatTask)
+    async def chat(self, task: ChatTask) -> None:
+        self.seen.append(task.model_copy(deep=True))
+        msg, finish = self._chat_reply(task)
         task.output_message = msg
         task.output_str = msg.content
         task.finish_reason = finish
         task.usage = Usage(prompt_tokens=len(task.messages), completion_tokens=len(tokens(msg.content or "")))
+
+    @streams(StreamingChatTask)
+    async def chat_stream(self, task: StreamingChatTask) -> AsyncIterator[int]:
+        """The reply token by token; tool calls only once it is done, as a backend sends them."""
+        self.seen.append(task.model_copy(deep=True))
+        msg, finish = self._chat_reply(task)
+        toks = tokens(msg.content or "")
+        for i, tok in enumerate(toks):
+            await asyncio.sleep(0)
+            task.output_str = (task.output_str or "") + tok
+            task.output_message = ChatMessage(role="assistant", content=task.output_str)
+            task.usage = Usage(prompt_tokens=len(task.messages), completion_tokens=i + 1)
+            yield 1
+        task.output_message = msg
+        task.output_str = msg.content
+        task.finish_reason = finish
 
     @handles(ToolCallTask)
     async def tool(self, task: ToolCallTask) -> None:
@@ -191,6 +212,7 @@ async def run(
     tags: tuple[str, ...] = ("generation", "reward", "tool_call"),
     events: list[tuple[str, dict[str, Any]]] | None = None,
     clone: bool = True,
+    stream: bool = False,
     **kwargs: Any,
 ) -> Outcome:
     """Run one request in-process, the way ScaffoldingLlm does (a fresh clone)."""
@@ -203,4 +225,5 @@ async def run(
         kwargs=kwargs,
         budget=budget,
         on_event=sink,
+        stream=stream,
     )

@@ -27,6 +27,7 @@ from scaffolding_nats.security.natsconf import Tls
 from scaffolding_nats.security.permissions import DEFAULT_WORKERS
 from scaffolding_nats.services.controller import ControllerService
 from scaffolding_nats.transport import WorkerHost, connect
+from scaffolding_nats.transport.discovery import worker_infos
 from scaffolding_nats.transport.jetstream import NotProvisioned, provision
 from scaffolding_nats.workers.synthetic import SyntheticWorker
 
@@ -136,6 +137,9 @@ async def test_the_allowed_flow_passes_with_every_role_least_privileged(bus: Bus
     assert record is not None and record.owner == "acme"
     again = await gateway.submit_once(job2, owner="acme")  # the id is the tenant's idempotency key
     assert again is not None and again.state is JobState.SUCCEEDED
+    # The gateway asks every worker replica which backend models it serves; the worker answers.
+    (info,) = await worker_infos(bus.conns["gateway"].nc, S)
+    assert info.models == ("synthetic",) and info.tags == ("generation",)
     for role in ("controller", "openai", "alice", "gateway"):
         assert bus.conns[role].errors == [], role
 

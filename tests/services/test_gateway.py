@@ -9,6 +9,7 @@ import httpx
 import openai
 import pytest
 
+from scaffolding_nats.transport import WorkerHost
 from scaffolding_nats.workers.synthetic import SyntheticWorker
 
 
@@ -156,3 +157,70 @@ async def test_sampling_fields_reach_the_tasks(make_stack, path):
         body |= {"messages": [{"role": "user", "content": "a b c d"}]} if "chat" in path else {"prompt": "a b c d"}
         r = await http.post(path, json=body)
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2
+
+
+async def _sse_chunks(http: httpx.AsyncClient, path: str, body: dict[str, object]) -> list[dict[str, object]]:
+    chunks = []
+    async with http.stream("POST", path, json=body) as resp:
+        assert resp.status_code == 200
+        async for line in resp.aiter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                chunks.append(json.loads(line[6:]))
+    return chunks
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+async def test_include_usage_sends_usage_once_on_the_last_chunk_as_openai_does(make_stack, path):
+    """A client that adds up every chunk's usage must count each token once: with
+    ``include_usage`` only the last chunk (no choices) carries it, every other ``"usage": null``."""
+    async with (
+        make_stack({"generation": SyntheticWorker()}) as s,
+        httpx.AsyncClient(base_url=s.url, headers=s.headers, timeout=30) as http,
+    ):
+        words = " ".join(f"w{i}" for i in range(30))
+        body: dict[str, object] = {"model": "stream", "stream": True, "stream_options": {"include_usage": True}}
+        body |= {"messages": [{"role": "user", "content": words}]} if "chat" in path else {"prompt": words}
+        chunks = await _sse_chunks(http, path, body)
+        carrying = [c for c in chunks if c.get("usage") is not None]
+        assert len(carrying) == 1 and carrying[0] is chunks[-1] and chunks[-1]["choices"] == []
+        usage = carrying[0]["usage"]
+        assert isinstance(usage, dict) and usage["completion_tokens"] >= 30
+        assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+        assert all("usage" in c and c["usage"] is None for c in chunks[:-1])
+        finish = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]  # type: ignore[index]
+        assert len(finish) == 1 and "scaffolding" in finish[0]
+
+        del body["stream_options"]  # without it: usage once, on the finish chunk (as before)
+        chunks = await _sse_chunks(http, path, body)
+        assert [c for c in chunks if c.get("usage")] == [chunks[-1]] and chunks[-1]["choices"]
+
+
+async def test_an_unknown_backend_model_is_a_404_and_every_replicas_models_count(make_stack):
+    """``method/model`` must name a model some worker serves; two replicas of a tag serving
+    different models both count, and ``GET /v1/models/{id}`` agrees with what a request gets."""
+    async with (
+        make_stack({"generation": SyntheticWorker(model="alpha")}) as s,
+        httpx.AsyncClient(base_url=s.url, headers=s.headers) as http,
+    ):
+        r = await http.post("/v1/completions", json={"model": "native/nonexistent-model", "prompt": "x y"})
+        assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+        assert "nonexistent-model" in r.json()["error"]["message"]
+        assert r.json()["error"]["details"]["available"] == ["alpha"]
+        r = await http.post("/v1/completions", json={"model": "native/alpha", "prompt": "x y"})
+        assert r.status_code == 200 and r.json()["model"] == "native/alpha" and r.json()["choices"][0]["text"] == "y x"
+        assert (await http.get("/v1/models/native/alpha")).status_code == 200
+        r = await http.get("/v1/models/native/nonexistent-model")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+        assert (await http.get("/v1/models/teleport/alpha")).status_code == 404
+
+        replica = SyntheticWorker(model="beta")  # a second replica of the tag joins, serving another model
+        async with WorkerHost(s.nc, replica, tags=["generation"], subjects=s.subjects, name="second"):
+            for _ in range(40):  # a miss asks the workers again, at most once a second
+                r = await http.post("/v1/completions", json={"model": "native/beta", "prompt": "x y"})
+                if r.status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
+            assert r.status_code == 200, r.text
+            assert (await http.get("/v1/models/native/alpha")).status_code == 200
+            r = await http.post("/v1/completions", json={"model": "native/gamma", "prompt": "x"})
+            assert r.status_code == 404 and r.json()["error"]["details"]["available"] == ["alpha", "beta"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import openai
 import pytest
 
@@ -66,3 +67,37 @@ async def test_chat_and_streamed_chat_from_the_real_model(make_stack, model):
             == ext["usage_by_controller"]["generation"]["completion_tokens"]
             + ext["usage_by_controller"]["reward"]["completion_tokens"]
         )
+
+
+async def test_streamed_chat_gives_token_deltas_of_the_final_text_and_unknown_models_are_404(make_stack, model):
+    """``chat`` with ``stream: true`` streams the model's turn as it is generated: several
+    deltas whose concatenation is the job's final text. A backend model no worker serves is a
+    404, the served one (the worker's, as llama-server lists it) is accepted."""
+    async with (
+        make_stack({"generation": OpenAIWorker(model.base_url, model=model.model)}) as s,
+        openai.AsyncOpenAI(base_url=s.url + "/v1", api_key=s.key) as client,
+        httpx.AsyncClient(base_url=s.url, headers=s.headers, timeout=30) as http,
+    ):
+        stream = await client.chat.completions.create(
+            model=f"chat/{model.model}",
+            messages=[{"role": "user", "content": "Count from one to ten in words."}],
+            max_tokens=32,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = [c async for c in stream]
+        deltas = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+        assert len(deltas) > 2, deltas
+        record = (await http.get(f"/v1/jobs/{chunks[0].id.removeprefix('chatcmpl-')}")).json()
+        assert "".join(deltas) == record["result"]["text"] and record["result"]["num_tasks"] == 1
+        usages = [c.usage for c in chunks if c.usage is not None]
+        assert len(usages) == 1 and usages[0].completion_tokens == record["result"]["usage"]["completion_tokens"]
+
+        with pytest.raises(openai.NotFoundError) as missing:
+            await client.chat.completions.create(
+                model="chat/nonexistent-model", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+            )
+        assert missing.value.code == "model_not_found"
+        assert (await client.models.retrieve(f"chat/{model.model}")).id == f"chat/{model.model}"
+        assert (await http.get("/v1/models/chat/nonexistent-model")).status_code == 404

@@ -7,6 +7,7 @@ llama.cpp serves one request at a time (~80-120 tokens/s here), so every test ke
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import cast
@@ -19,6 +20,7 @@ from scaffolding_nats.proto.tasks import (
     ChatTask,
     GenerationTask,
     RewardTask,
+    StreamingChatTask,
     StreamingGenerationTask,
     TaskStatus,
 )
@@ -113,6 +115,25 @@ async def test_chat(worker: OpenAIWorker) -> None:
     assert task.usage is not None and task.usage.completion_tokens > 0
     assert task.ttft_s is not None and task.latency_s is not None
     assert task.logprobs
+
+
+async def test_a_streamed_chat_grows_its_text_chunk_by_chunk(worker: OpenAIWorker) -> None:
+    messages = [ChatMessage(role="user", content="Count to five.")]
+    task = StreamingChatTask(messages=messages, max_tokens=12, temperature=0)
+    texts = []
+    async for new_tokens in worker.stream_task(task):
+        assert new_tokens >= 0
+        texts.append(task.output_str or "")
+    assert task.status is TaskStatus.SUCCESS and task.end_flag, task.error
+    assert len(set(texts)) > 2 and all(b.startswith(a) for a, b in itertools.pairwise(texts))
+    assert task.output_message is not None and task.output_message.content == task.output_str == texts[-1]
+    assert task.usage is not None and 0 < task.usage.completion_tokens <= 12
+
+
+async def test_served_models_are_the_configured_and_the_listed_ones(model_server: ModelServer) -> None:
+    named = OpenAIWorker(model_server.base_url, model="alias-of-mine", max_retries=0)
+    assert await named.served_models() == ["alias-of-mine", model_server.model]
+    await named.stop()
 
 
 async def test_concurrent_tasks_share_the_backend(worker: OpenAIWorker) -> None:

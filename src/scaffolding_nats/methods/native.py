@@ -5,8 +5,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from ..proto.tasks import ChatMessage, ChatTask, GenerationTask, StreamingGenerationTask, Task, ToolDefinition
-from ..runtime.context import emit_partial
+from ..proto.errors import ErrorCode
+from ..proto.tasks import (
+    ChatMessage,
+    ChatTask,
+    GenerationTask,
+    StreamingChatTask,
+    StreamingGenerationTask,
+    StreamingTask,
+    Task,
+    ToolDefinition,
+)
+from ..runtime.context import current_request, emit_partial
 from ..runtime.controller import Controller, ControllerGen, Output
 from .base import SAMPLING_FIELDS, fill_unset, prompt_of, require, validate_sampling
 
@@ -53,10 +63,7 @@ class NativeGenerationController(Controller):
         for task in tasks:
             self._prepare(task)
         if not self.stream:
-            yield list(tasks)
-            # A streamed task returns after one chunk: re-yield until it ends.
-            while pending := [t for t in tasks if isinstance(t, StreamingGenerationTask) and not t.end_flag]:
-                yield pending
+            yield from follow(tasks)
             return
         yield from self._stream(tasks)
 
@@ -75,14 +82,8 @@ class NativeGenerationController(Controller):
                 plain.append(task)
         if plain:
             yield plain
-        partials = len(streamed) == 1
-        seen = ""
-        while pending := [s for _, s in streamed if not s.end_flag]:
-            yield pending
-            if partials:
-                text = streamed[0][1].output_str or ""
-                emit_partial(text[len(seen) :])
-                seen = text
+        streams: list[Task] = [s for _, s in streamed]
+        yield from follow(streams, partials=streams[0] if len(streams) == 1 else None)
         for caller, stream in streamed:
             if caller is not stream:
                 caller.copy_results_from(stream)
@@ -90,7 +91,14 @@ class NativeGenerationController(Controller):
 
 class NativeChatController(Controller):
     """Runs chat tasks; results (assistant message, text, usage) land on the caller's tasks,
-    which upstream forgot to do."""
+    which upstream forgot to do.
+
+    ``stream``: ``None`` (default) streams the job's own chat turn (``generate``) when the job
+    asks for partial text (``Job.stream``), so a client sees token deltas; ``True`` streams
+    every turn it runs, ``False`` none. Sub-turns of other methods (``process``) are streamed
+    only with ``True``: their text is not the job's answer. A streamed turn still returns the
+    model's tool calls (in its final result); a worker that does not know the
+    ``streaming_chat`` kind (``unknown_task_type``) gets the turn again as a plain chat."""
 
     accepts_messages = True  # the controller service passes chat messages through unrendered
     kind = "chat"
@@ -102,6 +110,8 @@ class NativeChatController(Controller):
         *,
         tools: list[ToolDefinition] | None = None,
         tool_choice: Literal["none", "auto", "required"] | None = None,
+        stream: bool | None = None,
+        streaming_step: int = 8,
         worker_tag: str | None = None,
         name: str | None = None,
         **sampling: Any,
@@ -109,39 +119,92 @@ class NativeChatController(Controller):
         """``tools``: offered to the model; its tool calls are returned to the caller to run
         (OpenAI semantics; ``tool_agent`` runs them on the bus instead)."""
         super().__init__()
+        require(streaming_step >= 1, "streaming_step", "must be at least 1")
         self.tools = tools
         self.tool_choice = tool_choice
+        self.stream = stream
+        self.streaming_step = streaming_step
         self.worker_tag = worker_tag
         self.sampling = validate_sampling(sampling)
         if name is not None:
             self.name = name
 
     def generate(self, prompt: Any, **kwargs: Any) -> ControllerGen:
-        task = ChatTask(
-            messages=as_messages(prompt), tools=self.tools, tool_choice=self.tool_choice, **validate_sampling(kwargs)
-        )
+        fields: dict[str, Any] = {
+            "messages": as_messages(prompt),
+            "tools": self.tools,
+            "tool_choice": self.tool_choice,
+            **validate_sampling(kwargs),
+        }
+        ctx = current_request()
+        wanted = self.stream if self.stream is not None else bool(ctx is not None and ctx.stream)
+        task = StreamingChatTask(**fields, streaming_step=self.streaming_step) if wanted else ChatTask(**fields)
         yield from self.process([task])
         task.raise_for_status()
         return Output.from_task(task)
 
     def process(self, tasks: list[Task], **kwargs: Any) -> ControllerGen:
-        chats: list[ChatTask] = []
-        for task in tasks:
-            if isinstance(task, ChatTask):
-                chat = task  # results land on the caller's own task
-            else:
-                chat = ChatTask(messages=as_messages(prompt_of(task)))
-                fill_unset(chat, {k: getattr(task, k, None) for k in SAMPLING_FIELDS})
-            fill_unset(chat, self.sampling)
-            if self.worker_tag is not None:
-                chat.worker_tag = self.worker_tag
-            chats.append(chat)
-        yield chats
+        chats = [self._chat_for(task) for task in tasks]
+        single = chats[0] if len(chats) == 1 and isinstance(chats[0], StreamingTask) else None
+        yield from follow(list(chats), partials=single)
+        unknown = [c for c in chats if isinstance(c, StreamingChatTask) and _unknown_kind(c)]
+        if unknown:  # a worker of an older or another implementation: the turn once more, plain
+            plain = {c.id: _plain_chat(c) for c in unknown}
+            yield list(plain.values())
+            for turn in unknown:
+                turn.copy_results_from(plain[turn.id])
+            if single is not None and single.ok and any(t is single for t in unknown):
+                emit_partial(getattr(single, "output_str", None) or "")
         for task, chat in zip(tasks, chats, strict=False):
             if task is not chat:
                 task.copy_results_from(chat)
                 if isinstance(task, GenerationTask) and task.output_str is None and chat.output_message:
                     task.output_str = chat.output_message.content
+
+    def _chat_for(self, task: Task) -> ChatTask:
+        """The chat task that runs for ``task``: itself when it is one (results land on the
+        caller's own task), streamed when ``stream`` is ``True``."""
+        chat: ChatTask
+        if isinstance(task, ChatTask) and (self.stream is not True or isinstance(task, StreamingChatTask)):
+            chat = task
+        elif isinstance(task, ChatTask):
+            fields = task.inputs()
+            fields.pop("id", None)
+            chat = StreamingChatTask(**fields, streaming_step=self.streaming_step)
+        else:
+            cls = StreamingChatTask if self.stream else ChatTask
+            chat = cls(messages=as_messages(prompt_of(task)))
+            fill_unset(chat, {k: getattr(task, k, None) for k in SAMPLING_FIELDS})
+        if isinstance(chat, StreamingChatTask):
+            chat.streaming_step = self.streaming_step
+        fill_unset(chat, self.sampling)
+        if self.worker_tag is not None:
+            chat.worker_tag = self.worker_tag
+        return chat
+
+
+def follow(tasks: list[Task], *, partials: Task | None = None) -> ControllerGen:
+    """Yield ``tasks``, then re-yield the streamed ones (each yield returns after one chunk)
+    until every one has ended. ``partials``: the one task whose new text goes to the client
+    as it comes (``emit_partial``), when the method's answer is that task's text."""
+    seen = ""
+    pending = list(tasks)
+    while pending:
+        yield pending
+        if partials is not None:
+            text = getattr(partials, "output_str", None) or ""
+            emit_partial(text[len(seen) :])
+            seen = text
+        pending = [t for t in tasks if isinstance(t, StreamingTask) and not t.end_flag]
+
+
+def _unknown_kind(task: Task) -> bool:
+    return task.error is not None and task.error.code is ErrorCode.UNKNOWN_TASK_TYPE
+
+
+def _plain_chat(task: StreamingChatTask) -> ChatTask:
+    fields = {k: v for k, v in task.inputs().items() if k not in ("id", "streaming_step", "cancel_flag")}
+    return ChatTask(**fields)
 
 
 def as_messages(prompt: Any) -> list[ChatMessage]:

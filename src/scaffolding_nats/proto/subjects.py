@@ -153,6 +153,12 @@ class Subjects:
         """Request-reply: a controller answers with the names of the methods it serves."""
         return f"{self.prefix}.controllers.methods"
 
+    @property
+    def worker_models(self) -> str:
+        """Request with many replies: every worker replica answers with its tags, the task
+        kinds it handles and the backend models it serves (how a gateway learns which exist)."""
+        return f"{self.prefix}.workers.models"
+
     def controller_owner(self, job_id: str, owner: str | None = None) -> str:
         """Request-reply: the controller running the job answers (nobody does once it died)."""
         return f"{self.prefix}.controllers.owner.{_owned(job_id, owner)}"

@@ -227,17 +227,23 @@ class GenerationTask(Task, SamplingParams):
         return cls(input_str=prompt, **fields)
 
 
-class StreamingGenerationTask(GenerationTask):
-    """A generation a controller re-yields until ``end_flag``: each yield returns after at
-    least ``streaming_step`` new tokens; setting ``cancel_flag`` stops it at the backend."""
-
-    kind: ClassVar[str] = "streaming_generation"
-    RESULT_FIELDS: ClassVar[frozenset[str]] = _GENERATION_RESULTS | {"end_flag"}
+class StreamingTask(Task):
+    """What makes a task streamed (not a kind of its own): a controller re-yields it until
+    ``end_flag``; each yield returns after at least ``streaming_step`` new tokens, with the
+    results so far; setting ``cancel_flag`` stops it at the backend."""
 
     streaming_step: int = Field(default=1, ge=1)
     cancel_flag: bool = False
     end_flag: bool = False
     request_handle: Any = Field(default=None, exclude=True)
+
+
+class StreamingGenerationTask(GenerationTask, StreamingTask):
+    """A generation a controller re-yields until ``end_flag``: each yield returns after at
+    least ``streaming_step`` new tokens; setting ``cancel_flag`` stops it at the backend."""
+
+    kind: ClassVar[str] = "streaming_generation"
+    RESULT_FIELDS: ClassVar[frozenset[str]] = _GENERATION_RESULTS | {"end_flag"}
 
 
 class ToolCall(BaseModel):
@@ -301,6 +307,16 @@ class ChatTask(Task, SamplingParams):
     customized_result_fields: dict[str, Any] | None = None
 
 
+class StreamingChatTask(ChatTask, StreamingTask):
+    """A chat turn a controller re-yields until ``end_flag``: each yield returns after at
+    least ``streaming_step`` new tokens, with the assistant's text so far (tool calls are
+    complete only in the final result); setting ``cancel_flag`` stops it at the backend. A
+    worker with no streaming handler for it runs it as one plain chat."""
+
+    kind: ClassVar[str] = "streaming_chat"
+    RESULT_FIELDS: ClassVar[frozenset[str]] = ChatTask.RESULT_FIELDS | {"end_flag"}
+
+
 class RewardTask(Task):
     """Batched scoring. Outcome mode: one score per candidate. Process mode: one score per
     step of each candidate (``steps[i]`` are the steps of candidate ``i``)."""
@@ -358,6 +374,7 @@ did not configure (e.g. those bridged from MCP servers)."""
 
 
 TASK_TYPES: dict[str, type[Task]] = {
-    cls.kind: cls for cls in (GenerationTask, StreamingGenerationTask, ChatTask, RewardTask, ToolCallTask)
+    cls.kind: cls
+    for cls in (GenerationTask, StreamingGenerationTask, ChatTask, StreamingChatTask, RewardTask, ToolCallTask)
 }
 """Every task kind that can cross the bus, by its wire name."""

@@ -24,6 +24,9 @@ class RequestContext:
     budget: Budget = field(default_factory=Budget)
     on_event: EventSink | None = None
     sampling_defaults: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False
+    """The caller wants the answer's text as it is made (a job's ``stream`` flag): a method
+    whose answer is one model turn (``chat``) streams that turn only then."""
     started: float = field(default_factory=time.monotonic)
     usage: Usage = field(default_factory=Usage)
     usage_by_controller: dict[str, Usage] = field(default_factory=dict)

@@ -51,14 +51,18 @@ async def run_request(
     on_event: EventSink | None = None,
     sampling_defaults: dict[str, Any] | None = None,
     job_id: str | None = None,
+    stream: bool = False,
 ) -> Outcome:
     """Drive ``controller.generate(prompt, **kwargs)``.
 
-    ``sampling_defaults`` fill unset sampling fields of every generation the method yields.
+    ``sampling_defaults`` fill unset sampling fields of every generation the method yields;
+    ``stream``: the caller follows partial text (``RequestContext.stream``).
     A budget that runs out ends the request with the controller's best answer so far when it
     offers one (``best_so_far()``); any other controller error becomes ``ControllerError``.
     """
-    ctx = RequestContext(budget=budget or Budget(), on_event=on_event, sampling_defaults=sampling_defaults or {})
+    ctx = RequestContext(
+        budget=budget or Budget(), on_event=on_event, sampling_defaults=sampling_defaults or {}, stream=stream
+    )
     if job_id is not None:
         ctx.job_id = job_id
     token = _current.set(ctx)

@@ -11,7 +11,7 @@ from typing import Any
 
 from .._compat import TaskGroup
 from ..proto.errors import ErrorCode, ErrorInfo
-from ..proto.tasks import StreamingGenerationTask, Task, TaskStatus
+from ..proto.tasks import StreamingTask, Task, TaskStatus
 from .context import RequestContext
 from .worker import Worker, fail
 
@@ -48,7 +48,7 @@ class TaskRunner:
 
     async def _run_one(self, task: Task, ctx: RequestContext) -> None:
         worker = self.worker_for(task.worker_tag)
-        if isinstance(task, StreamingGenerationTask):
+        if isinstance(task, StreamingTask):
             await self._step_stream(worker, task, ctx)
             return
         task.set_outcome(TaskStatus.PENDING)
@@ -64,8 +64,8 @@ class TaskRunner:
             details={"worker_tag": task.worker_tag},
         )
 
-    async def _step_stream(self, worker: Worker | None, task: StreamingGenerationTask, ctx: RequestContext) -> None:
-        """Advance a streamed generation by at least ``streaming_step`` tokens, or cancel it."""
+    async def _step_stream(self, worker: Worker | None, task: StreamingTask, ctx: RequestContext) -> None:
+        """Advance a streamed task (generation or chat) by at least ``streaming_step`` tokens, or cancel it."""
         if task.end_flag:
             return
         handle: AsyncIterator[int] | None = ctx.open_streams.get(task.id)

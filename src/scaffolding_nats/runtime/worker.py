@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from ..errors import ScaffoldingError
 from ..proto.errors import ErrorCode, ErrorInfo, task_status_for
-from ..proto.tasks import GenerationTask, StreamingGenerationTask, Task, TaskStatus
+from ..proto.tasks import ChatTask, GenerationTask, StreamingTask, Task, TaskStatus
 
 T = TypeVar("T", bound=Task)
 Handler = Callable[[Any], Awaitable[None]]
@@ -82,6 +82,17 @@ class Worker:
 
     async def stop(self) -> None:
         """Release connections; called once at shutdown."""
+
+    async def served_models(self) -> list[str]:
+        """The backend model names this worker answers for (what a job's ``model`` may name);
+        empty when it cannot tell. The worker host asks at start and then every so often, and
+        tells whoever asks on the bus (the gateway, to refuse a model nobody serves)."""
+        return []
+
+    def kinds(self) -> list[str]:
+        """The task kinds this worker has handlers for (a subclass's kind runs on its base's
+        handler too, e.g. ``streaming_chat`` as one ``chat`` chunk)."""
+        return sorted({t.kind for t in (*self.task_handlers, *self.stream_handlers)})
 
     def _lookup(self, table: dict[type[Task], Any], task: Task) -> Any:
         for cls in type(task).__mro__:
@@ -162,16 +173,15 @@ def _finish(task: Task, started: float) -> None:
 
 
 def mark_end(task: Task) -> None:
-    """A streamed generation is over (whichever way it ended)."""
-    if isinstance(task, StreamingGenerationTask):
+    """A streamed task is over (whichever way it ended)."""
+    if isinstance(task, StreamingTask):
         task.end_flag = True
 
 
 def tokens_generated(task: Task) -> int:
     """Output tokens so far: the usage count when the backend gave one, else the token ids."""
-    if isinstance(task, GenerationTask):
-        if task.usage is not None:
-            return task.usage.completion_tokens
-        if task.output_tokens is not None:
-            return len(task.output_tokens)
+    if isinstance(task, GenerationTask | ChatTask) and task.usage is not None:
+        return task.usage.completion_tokens
+    if isinstance(task, GenerationTask) and task.output_tokens is not None:
+        return len(task.output_tokens)
     return 0

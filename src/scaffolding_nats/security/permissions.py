@@ -66,7 +66,8 @@ def admin() -> Role:
 
 def gateway(subjects: Subjects) -> Role:
     """Submits jobs for any tenant (creating each job's ``queued`` record first: a job id is an
-    idempotency key of its tenant), reads every job's events and record, cancels jobs."""
+    idempotency key of its tenant), reads every job's events and record, cancels jobs, asks
+    which methods (controllers) and backend models (workers) are served."""
     s = subjects
     return Role(
         "gateway",
@@ -77,6 +78,7 @@ def gateway(subjects: Subjects) -> Role:
                 s.cancel_job_all,
                 s.controller_methods,
                 f"$KV.{s.results_bucket}.>",
+                s.worker_models,
                 *kv_read(s),
                 *_js(s, f"STREAM.MSG.GET.{s.events_stream}"),
             ),
@@ -154,7 +156,7 @@ def worker(subjects: Subjects, kind: str, tags: Iterable[str]) -> Role:
         user,
         Grant(
             publish=(*queues, inbox_prefix("controller") + ".>"),
-            subscribe=(*tasks, s.cancel_task_all, SRV, inbox_prefix(user) + ".>"),
+            subscribe=(*tasks, s.cancel_task_all, s.worker_models, SRV, inbox_prefix(user) + ".>"),
             responses=True,
         ),
         f"worker serving {', '.join(tags)}",

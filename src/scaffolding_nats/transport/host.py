@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import Counter, OrderedDict
@@ -43,7 +44,7 @@ from ..proto.subjects import (
     HEADER_SERVICE_ERROR_CODE,
     Subjects,
 )
-from ..proto.tasks import StreamingGenerationTask, Task, TaskStatus
+from ..proto.tasks import StreamingTask, Task, TaskStatus
 from ..proto.version import DEFAULT_MAX_TASK_BYTES, PROTOCOL_VERSION
 from ..runtime.worker import Worker, fail
 from .jetstream import (
@@ -100,6 +101,7 @@ class WorkerHost:
         durability: Durability | None = None,
         queue: TaskQueueSettings | None = None,
         queue_stats_every: float = 2.0,
+        models_every: float = 30.0,
         provision: bool = True,
     ) -> None:
         if not tags:
@@ -117,6 +119,8 @@ class WorkerHost:
         self.durability = durability or durability_for(nc)
         self.queue = queue or TaskQueueSettings()
         self.queue_stats_every = queue_stats_every
+        self.models_every = models_every  # how often the worker's served models are asked again
+        self.models: list[str] = []
         self.provision = provision  # create missing task queues (works without auth; else admin's job)
         self._progress_every = max(min_heartbeat, self.queue.ack_wait / 4)
         self._shutting_down = False
@@ -161,9 +165,12 @@ class WorkerHost:
             stack.push_async_callback(self.worker.stop)
             cancel_sub = await self.nc.subscribe(self.subjects.cancel_task_all, cb=self._on_cancel)
             stack.push_async_callback(cancel_sub.unsubscribe)
+            models_sub = await self.nc.subscribe(self.subjects.worker_models, cb=self._on_models)
+            stack.push_async_callback(models_sub.unsubscribe)
             self._tg = await stack.enter_async_context(TaskGroup())
             self._ticker = self._tg.create_task(self._heartbeats())
             self._watcher = self._tg.create_task(self._watch_queues(js))
+            self._modeler = self._tg.create_task(self._watch_models())
             stack.push_async_callback(self._drain)
             self.service = await add_service(
                 self.nc,
@@ -214,6 +221,7 @@ class WorkerHost:
                 await asyncio.wait(late)
         self._ticker.cancel()
         self._watcher.cancel()
+        self._modeler.cancel()
 
     async def __aexit__(self, *exc: object) -> None:
         if self._stack is not None:
@@ -250,6 +258,34 @@ class WorkerHost:
                     metrics.TASK_QUEUE_PENDING.labels(tag).set(depth.pending)
                     metrics.TASK_QUEUE_ACK_PENDING.labels(tag).set(depth.ack_pending)
             await asyncio.sleep(self.queue_stats_every)
+
+    async def _refresh_models(self) -> None:
+        """Ask the worker which models it serves (bounded: a slow backend keeps the last list)."""
+        try:
+            async with timeout(10.0):
+                self.models = list(await self.worker.served_models())
+        except Exception as exc:
+            log.warning("%s: could not list its served models: %r", type(self.worker).__name__, exc)
+
+    async def _watch_models(self) -> None:
+        """Now (a backend still loading must not hold up the start), then every so often."""
+        while True:
+            await self._refresh_models()
+            await asyncio.sleep(self.models_every)
+
+    async def _on_models(self, msg: Msg) -> None:
+        """Every replica answers (no queue group): the asker gathers the replies for a moment."""
+        if not msg.reply:
+            return
+        body = {
+            "name": self.name,
+            "worker": type(self.worker).__name__,
+            "tags": self.tags,
+            "kinds": self.worker.kinds(),
+            "models": self.models,
+        }
+        with contextlib.suppress(Exception):
+            await msg.respond(json.dumps(body).encode())
 
     # -- intake (micro handlers are awaited one at a time: keep this fast) -----------------
 
@@ -421,7 +457,7 @@ class WorkerHost:
             if jsmsg is not None:
                 await live.send(FrameType.HEARTBEAT)  # "started": the caller's silence clock starts now
             async with timeout(budget):
-                if isinstance(task, StreamingGenerationTask):
+                if isinstance(task, StreamingTask):
                     await self._stream(task, live)
                 else:
                     await self.worker.run_task(task)
@@ -495,7 +531,7 @@ class WorkerHost:
             while self._cancelled_early and next(iter(self._cancelled_early.values())) < cutoff:
                 self._cancelled_early.popitem(last=False)
 
-    async def _stream(self, task: StreamingGenerationTask, live: _Live) -> None:
+    async def _stream(self, task: StreamingTask, live: _Live) -> None:
         """Forward partial results every ``streaming_step`` tokens (cumulative frames)."""
         pending = 0
         async for new_tokens in self.worker.stream_task(task):

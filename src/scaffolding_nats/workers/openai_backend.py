@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,6 +11,8 @@ import openai
 
 from .errors import BackendError
 from .openai_errors import BACKEND_EXCEPTIONS, backend_error, bad_body
+
+log = logging.getLogger(__name__)
 
 
 class OpenAIBackend:
@@ -47,6 +50,7 @@ class OpenAIBackend:
         self._sem = asyncio.Semaphore(max_concurrency)
         self._model_lock = asyncio.Lock()
         self._in_flight = 0
+        self._listed: list[str] = []
 
     def client(self) -> openai.AsyncOpenAI:
         loop = asyncio.get_running_loop()
@@ -104,6 +108,19 @@ class OpenAIBackend:
                     raise BackendError(f"backend {self.base_url} lists no models", retryable=False)
                 self.model = page.data[0].id
         return self.model
+
+    async def served_models(self) -> list[str]:
+        """The configured model, then the server's listed ones (``/models``); when listing
+        fails, the configured model and those listed last time (the list is a courtesy to
+        whoever asks which models exist, never a reason to fail a task)."""
+        try:
+            page = await self.client().models.list()
+        except BACKEND_EXCEPTIONS as exc:
+            log.warning("backend %s: listing models failed: %r", self.base_url, exc)
+        else:
+            self._listed = [m.id for m in page.data]
+        names = [self.model] if self.model else []
+        return names + [n for n in self._listed if n not in names]
 
     async def close(self) -> None:
         """Close our own client; one bound to another (finished) loop is only dropped."""

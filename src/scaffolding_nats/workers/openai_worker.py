@@ -7,7 +7,7 @@ from typing import Any
 
 import openai
 
-from ..proto.tasks import ChatTask, GenerationTask, StreamingGenerationTask
+from ..proto.tasks import ChatTask, GenerationTask, StreamingChatTask, StreamingGenerationTask
 from ..runtime.worker import Worker, handles, streams
 from .concurrency import gather_or_cancel
 from .errors import BackendError, NotSupported
@@ -20,7 +20,7 @@ Feed = Callable[[StreamAccumulator, Any], int]
 
 
 class OpenAIWorker(Worker):
-    """Runs generation, streamed generation and chat tasks through the official ``openai`` client.
+    """Runs generation and chat tasks, streamed or not, through the official ``openai`` client.
 
     * ``model``: the name sent to the server; ``None`` asks ``/models`` once and takes the first.
       A task's own ``model`` field wins over both.
@@ -196,16 +196,29 @@ class OpenAIWorker(Worker):
         model = await self.backend.resolve_model(task.model)
         params = chat_params(task, model, stream=self.stream_plain)
         acc = await self._collect(client.chat.completions.create, params, _feed_chat)
-        out = acc.choice(0)
-        task.output_message = out.message()
-        task.output_str = out.text
-        task.finish_reason = out.finish_reason
-        task.logprobs = out.logprobs if out.wants_logprobs else None
-        prompt_chars = sum(len(m.content or "") for m in task.messages)
-        task.usage = acc.final_usage(prompt_chars)
-        task.ttft_s = acc.ttft_s
-        task.latency_s = acc.latency_s
-        _note_estimate(task, [acc])
+        _fill_chat(task, acc)
+
+    @streams(StreamingChatTask)
+    async def chat_stream(self, task: StreamingChatTask) -> AsyncIterator[int]:
+        """The chat completions stream, chunk by chunk: the text so far on every partial,
+        tool calls (assembled from their deltas) complete on the last."""
+        client = self.backend.client()
+        model = await self.backend.resolve_model(task.model)
+        params = chat_params(task, model, stream=True)  # refuses n > 1
+        stream = self._stream(client.chat.completions.create, params, _feed_chat)
+        try:
+            async for acc, new in stream:
+                _fill_chat(task, acc)
+                if new:
+                    yield new
+                if task.cancel_flag:
+                    break
+        finally:
+            await stream.aclose()
+
+    async def served_models(self) -> list[str]:
+        """The configured model and every model the server lists (``/models``)."""
+        return await self.backend.served_models()
 
 
 def _feed_c(acc: StreamAccumulator, chunk: Any) -> int:
@@ -221,6 +234,19 @@ def _fill_generation(task: StreamingGenerationTask, acc: StreamAccumulator, prom
     task.output_str = out.text
     task.finish_reason = out.finish_reason
     task.logprobs = out.logprobs if out.wants_logprobs else None
+    task.usage = acc.final_usage(prompt_chars)
+    task.ttft_s = acc.ttft_s
+    task.latency_s = acc.latency_s
+    _note_estimate(task, [acc])
+
+
+def _fill_chat(task: ChatTask, acc: StreamAccumulator) -> None:
+    out = acc.choice(0)
+    task.output_message = out.message()
+    task.output_str = out.text
+    task.finish_reason = out.finish_reason
+    task.logprobs = out.logprobs if out.wants_logprobs else None
+    prompt_chars = sum(len(m.content or "") for m in task.messages)
     task.usage = acc.final_usage(prompt_chars)
     task.ttft_s = acc.ttft_s
     task.latency_s = acc.latency_s

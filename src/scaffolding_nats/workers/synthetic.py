@@ -14,11 +14,13 @@ class SyntheticWorker(Worker):
     """Generation returns the prompt's words reversed (one "token" per word); reward scores a
     candidate by its length; tool calls echo their arguments.
 
-    ``latency_s``: sleep per task (per token when streaming, ``token_latency_s``).
+    ``latency_s``: sleep per task (per token when streaming, ``token_latency_s``); ``model``:
+    the name it reports as served (it answers every task the same whatever the name).
     """
 
-    def __init__(self, latency_s: float = 0.0, token_latency_s: float = 0.0) -> None:
+    def __init__(self, latency_s: float = 0.0, token_latency_s: float = 0.0, model: str = "synthetic") -> None:
         super().__init__()
+        self.model = model
         self.latency_s = latency_s
         self.token_latency_s = token_latency_s
         self.started = 0
@@ -60,6 +62,9 @@ class SyntheticWorker(Worker):
             raise
         task.finish_reason = "stop"
         self.finished += 1
+
+    async def served_models(self) -> list[str]:
+        return [self.model]
 
     @handles(RewardTask)
     async def reward(self, task: RewardTask) -> None:

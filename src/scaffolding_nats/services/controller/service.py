@@ -454,6 +454,7 @@ class ControllerService:
                     on_event=events.from_runtime,
                     sampling_defaults=_sampling_defaults(job),
                     job_id=job.id,
+                    stream=job.stream,
                 )
             return done.to_result()
         except asyncio.CancelledError:

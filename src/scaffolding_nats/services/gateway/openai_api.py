@@ -1,5 +1,6 @@
 """OpenAI-compatible endpoints. ``model`` names the method (``method`` or
-``method/backend-model``); every token the method spends is counted in ``usage``."""
+``method/backend-model``, where the backend model is one a worker serves); every token the
+method spends is counted in ``usage``."""
 
 from __future__ import annotations
 
@@ -38,13 +39,7 @@ async def _job_for(
     prompt: str | None = None,
     messages: list[ChatMessage] | None = None,
 ) -> Job:
-    method, _, backend_model = body.model.partition("/")
-    known = await state.methods()  # NoController -> 503
-    if method not in known:
-        raise UnknownMethod(
-            f"The model `{body.model}` does not exist: {method!r} is not a served method",
-            details={"method": method, "available": known},
-        )
+    method, backend_model = await _check_model(state, body.model)
     params = dict(body.method_params)
     if isinstance(body, ChatCompletionRequest) and body.tools:
         params.setdefault("tools", [t.model_dump() for t in body.tool_definitions() or []])
@@ -61,6 +56,24 @@ async def _job_for(
         stream=body.stream,
         metadata={"source": "gateway", "user": body.user} if body.user else {"source": "gateway"},
     )
+
+
+async def _check_model(state: GatewayState, model: str) -> tuple[str, str]:
+    """``(method, backend model)`` of an OpenAI ``model``, or ``UnknownMethod`` (404
+    ``model_not_found``) when controllers serve no such method or workers no such model."""
+    method, _, backend_model = model.partition("/")
+    known = await state.methods()  # NoController -> 503
+    if method not in known:
+        raise UnknownMethod(
+            f"The model `{model}` does not exist: {method!r} is not a served method",
+            details={"method": method, "available": known},
+        )
+    if backend_model and not await state.serves_model(backend_model):
+        raise UnknownMethod(
+            f"The model `{model}` does not exist: no worker serves the backend model {backend_model!r}",
+            details={"method": method, "model": backend_model, "available": await state.backend_models()},
+        )
+    return method, backend_model
 
 
 def _finish_reason(result: JobResult) -> str:
@@ -162,10 +175,17 @@ def _sse(data: dict[str, Any]) -> bytes:
 
 async def _stream(run: _Run, *, chat: bool, model: str, include_usage: bool = False) -> AsyncIterator[bytes]:
     """OpenAI chunk stream: token deltas as they come (single-path methods), else the final
-    answer as one delta; usage and the scaffolding extension ride on the last chunk."""
+    answer as one delta; the scaffolding extension rides on the finish chunk. ``usage`` comes
+    once: on the finish chunk, or with ``include_usage`` as OpenAI sends it, only on a last
+    chunk with no choices (``"usage": null`` on every other)."""
     created = int(time.time())
     obj = "chat.completion.chunk" if chat else "text_completion"
     cid = ("chatcmpl-" if chat else "cmpl-") + run.job.id
+    usage_slot: dict[str, Any] = {"usage": None} if include_usage else {}
+
+    def envelope(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        fields = {**usage_slot, **extra}
+        return _sse({"id": cid, "object": obj, "created": created, "model": model, "choices": choices, **fields})
 
     def chunk(delta: str | None, finish: str | None = None, **extra: Any) -> bytes:
         if chat:
@@ -173,18 +193,10 @@ async def _stream(run: _Run, *, chat: bool, model: str, include_usage: bool = Fa
             choice: dict[str, Any] = {"index": 0, "delta": d, "finish_reason": finish}
         else:
             choice = {"index": 0, "text": delta or "", "finish_reason": finish, "logprobs": None}
-        return _sse({"id": cid, "object": obj, "created": created, "model": model, "choices": [choice], **extra})
+        return envelope([choice], **extra)
 
     if chat:
-        yield _sse(
-            {
-                "id": cid,
-                "object": obj,
-                "created": created,
-                "model": model,
-                "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
-            }
-        )
+        yield envelope([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
     streamed = ""
     try:
         async for event in run.events():
@@ -199,25 +211,13 @@ async def _stream(run: _Run, *, chat: bool, model: str, include_usage: bool = Fa
                     yield chunk(result.text[len(streamed) :])
                 if chat and result.tool_calls:
                     calls = [dict(c, index=i) for i, c in enumerate(_tool_calls(result))]
-                    yield _sse(
-                        {
-                            "id": cid,
-                            "object": obj,
-                            "created": created,
-                            "model": model,
-                            "choices": [{"index": 0, "delta": {"tool_calls": calls}, "finish_reason": None}],
-                        }
-                    )
-                yield chunk(
-                    None,
-                    _finish_reason(result),
-                    usage=_usage(result),
-                    scaffolding=_extension(run.job, result),
-                )
-                if include_usage:  # OpenAI's stream_options: a last chunk with no choices
-                    yield _sse(
-                        {"id": cid, "object": obj, "created": created, "model": model, "choices": [],
-                         "usage": _usage(result)}
+                    yield envelope([{"index": 0, "delta": {"tool_calls": calls}, "finish_reason": None}])
+                if include_usage:  # OpenAI's stream_options: usage only on a last chunk, no choices
+                    yield chunk(None, _finish_reason(result), scaffolding=_extension(run.job, result))
+                    yield envelope([], usage=_usage(result))
+                else:
+                    yield chunk(
+                        None, _finish_reason(result), usage=_usage(result), scaffolding=_extension(run.job, result)
                     )
             elif event.type is JobEventType.ERROR and event.error is not None:
                 response = from_info(event.error)
@@ -341,11 +341,9 @@ async def models(request: Request) -> Any:
 
 @router.get("/v1/models/{model_id:path}")
 async def model(model_id: str, request: Request) -> Any:
-    names = await _state(request).methods()
-    method = model_id.partition("/")[0]
-    if method not in names:
-        return error_response(
-            f"The model `{model_id}` does not exist: {method!r} is not a served method",
-            code="model_not_found", status=404, param="model",
-        )
+    """One method, or ``method/backend-model``: found exactly when a request naming it would be."""
+    try:
+        await _check_model(_state(request), model_id)
+    except UnknownMethod as exc:
+        return error_response(exc.message, code="model_not_found", status=404, param="model", details=exc.details)
     return _model(model_id)
