@@ -283,7 +283,7 @@ def test_k8s_scaling_workers_by_hpa_and_controllers_by_keda():
         (trigger,) = scaled[name]["spec"]["triggers"]
         assert trigger["type"] == "nats-jetstream", name
         assert (trigger["metadata"]["stream"], trigger["metadata"]["consumer"]) == (stream, consumer), name
-    # `kubectl kustomize --load-restrictor LoadRestrictionsNone k8s/keda/ | kubectl apply -f -` replaces the workers' CPU HPAs (KEDA and an HPA must not share a target).
+    # The keda overlay replaces the workers' CPU HPAs (KEDA and an HPA must not share a target).
     keda = yaml.safe_load((ROOT / "k8s" / "keda" / "kustomization.yaml").read_text())
     base = yaml.safe_load((ROOT / "k8s" / "kustomization.yaml").read_text())["resources"]
     assert [r for r in keda["resources"] if r.startswith("../")] == [f"../{r}" for r in base]
