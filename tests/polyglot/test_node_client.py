@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import msgpack
 import pytest
 
 from scaffolding_nats.client import JobClient
+from scaffolding_nats.devstack import NatsServer
 from scaffolding_nats.methods.registry import load_registry
 from scaffolding_nats.proto import (
     ErrorCode,
@@ -55,11 +57,14 @@ def subjects(prefix: str) -> Subjects:
     return Subjects(prefix)
 
 
-async def run_node(script: Path, *args: str, timeout: float = 60) -> tuple[int, list[dict], str]:
+async def run_node(
+    script: Path, *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> tuple[int, list[dict], str]:
     """Run a Node script to its end (bounded): exit status, stdout JSON lines, stderr."""
     proc = await asyncio.create_subprocess_exec(
-        NODE, str(script), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
+        NODE, str(script), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=None if env is None else {**os.environ, **env},
+    )  # fmt: skip
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
@@ -80,6 +85,7 @@ def publish_job(
     params: dict | None = None,
     *extra: str,
     timeout: float = 60,
+    env: dict[str, str] | None = None,
 ):
     return run_node(
         examples / "publish_job.mjs",
@@ -90,6 +96,7 @@ def publish_job(
         json.dumps(params or {}),
         *extra,
         timeout=timeout,
+        env=env,
     )
 
 
@@ -209,6 +216,66 @@ async def test_node_client_without_a_jobs_stream_fails_fast(node_examples, nats_
 async def test_node_client_rejects_bad_arguments(node_examples):
     rc, _, err = await run_node(node_examples / "publish_job.mjs", "nats://127.0.0.1:1", "scaf", "native", "x", "[1]")
     assert rc == 3 and "JSON object" in err
+
+
+# -- an identity added by the operator, logging in with its nkey -------------------------------
+
+
+async def test_node_client_logs_in_with_an_nkey_identity_added_to_the_running_server(node_examples, tmp_path, subjects):
+    """PROTOCOL.md 10.1: `add-identity --nkey` hands over <user>.env and <user>.nk; the example
+    logs in with either, as its owner only, to the server that was running before it was added."""
+    from scaffolding_nats.security import Deployment
+    from scaffolding_nats.security.__main__ import main as security
+    from scaffolding_nats.security.secrets_file import read_env_file
+
+    secrets, out = tmp_path / "secrets", tmp_path / "identities"
+    with NatsServer(deployment=Deployment(subjects=subjects), secrets_file=secrets / "nats.env",
+                    auth_file=secrets / "nats-auth.conf", pid_file=tmp_path / "nats.pid") as server:  # fmt: skip
+        nc = await server.connect("admin")
+        try:
+            async with (
+                WorkerHost(nc, SyntheticWorker(), tags=["generation"], subjects=subjects),
+                ControllerService(nc, load_registry(), subjects=subjects),
+            ):
+                assert security([
+                    "add-identity", "client", "alice", "--nkey", "--prefix", subjects.prefix, "--out", str(out),
+                    "--env-file", str(secrets / "nats.env"), "--auth-file", str(secrets / "nats-auth.conf"),
+                    "--reload", str(tmp_path / "nats.pid"), "--url", server.bare_url,
+                ]) == 0  # fmt: skip
+                handed = read_env_file(out / "client-alice.env")
+                # nats.js reads our seed as the same key pair: the public key the server holds.
+                script = tmp_path / "public_key.cjs"
+                script.write_text(
+                    "const { nkeys } = require('nats');\n"
+                    "console.log(nkeys.fromSeed(Buffer.from(process.env.SEED)).getPublicKey());\n"
+                )
+                proc = await asyncio.create_subprocess_exec(
+                    NODE, str(script), cwd=node_examples, stdout=asyncio.subprocess.PIPE,
+                    env={**os.environ, "NODE_PATH": str(node_examples / "node_modules"),
+                         "SEED": handed["SCAF_NATS_NKEY_SEED"]},
+                )  # fmt: skip
+                public, _ = await asyncio.wait_for(proc.communicate(), 30)
+                assert public.decode().strip() == read_env_file(secrets / "nats.env")["SCAF_NATS_NKEY_CLIENT_ALICE"]
+                seed_file = {"SCAF_NATS_USER": "client-alice",
+                             "SCAF_NATS_NKEY_SEED_FILE": str(out / "client-alice.nk")}  # fmt: skip
+                for env in (handed, seed_file):
+                    for _ in range(100):  # the server reloads its config after the signal
+                        rc, events, err = await publish_job(
+                            node_examples, handed["SCAF_NATS_URL"], subjects.prefix, "native", "a b", {},
+                            "--owner", "alice", env=env,
+                        )  # fmt: skip
+                        if "Authorization Violation" not in err:
+                            break
+                        await asyncio.sleep(0.1)
+                    assert rc == 0 and events[-1]["result"]["text"] == "b a", err
+                # Another owner's name is refused by the server: the job is never stored.
+                rc, events, err = await publish_job(
+                    node_examples, server.bare_url, subjects.prefix, "native", "a b", {},
+                    "--owner", "bob", "--timeout", "5", env=handed,
+                )  # fmt: skip
+                assert rc == 4 and events == [] and "not stored" in err, err
+        finally:
+            await nc.close()
 
 
 # -- the Node worker serving the Python controller --------------------------------------------
