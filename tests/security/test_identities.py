@@ -294,7 +294,7 @@ def test_nkeys_round_trip_and_bad_ones_are_refused():
         check_public(key.seed)
 
 
-def test_an_nkey_identity_is_a_public_key_on_the_server_and_a_seed_for_the_client(tmp_path):
+async def test_an_nkey_identity_is_a_public_key_on_the_server_and_a_seed_for_the_client(tmp_path):
     env_file, auth, out = tmp_path / "nats.env", tmp_path / "auth.conf", tmp_path / "out"
     argv = ["--env-file", str(env_file), "--auth-file", str(auth), "--out", str(out)]
     assert security(["add-identity", "client", "bob", "--nkey", *argv]) == 0
@@ -306,11 +306,10 @@ def test_an_nkey_identity_is_a_public_key_on_the_server_and_a_seed_for_the_clien
     assert f'nkey: "{public}"' in auth.read_text()
     assert seed not in env_file.read_text() + auth.read_text()  # the deployment never keeps it
     # Python clients: nats-py signs with the nkeys package; without it, a clear error.
+    options = credentials_from_env(handed)
+    assert options == {"nkeys_seed_str": seed, "inbox_prefix": "_INBOX_client-bob"}
     try:
         import nkeys  # noqa: F401
     except ImportError:
         with pytest.raises(ValueError, match="needs the nkeys package"):
-            credentials_from_env(handed)
-    else:
-        options = credentials_from_env(handed)
-        assert options["nkeys_seed_str"] == seed and options["inbox_prefix"] == "_INBOX_client-bob"
+            await connect("nats://127.0.0.1:1", **options)

@@ -11,6 +11,7 @@ seed ``SCAF_NATS_NKEY_SEED`` (or ``SCAF_NATS_NKEY_SEED_FILE``; needs the ``nkeys
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import ssl
@@ -39,10 +40,6 @@ def credentials_from_env(env: dict[str, str] | None = None) -> dict[str, Any]:
     user = e.get("SCAF_NATS_USER")
     seed, seed_file = e.get("SCAF_NATS_NKEY_SEED"), e.get("SCAF_NATS_NKEY_SEED_FILE")
     if seed or seed_file:
-        import importlib.util
-
-        if importlib.util.find_spec("nkeys") is None:
-            raise ValueError("SCAF_NATS_NKEY_SEED(_FILE) needs the nkeys package: pip install 'nats-py[nkeys]'")
         options |= {"nkeys_seed_str": seed} if seed else {"nkeys_seed": seed_file}
         if user:  # the nkey logs in; the user's name gives only its inbox prefix
             options["inbox_prefix"] = inbox_prefix(user)
@@ -73,6 +70,8 @@ async def connect(
         from_env = {k: v for k, v in from_env.items() if k not in (*_CREDENTIALS, "inbox_prefix")}
     for key, value in from_env.items():
         options.setdefault(key, value)
+    if ("nkeys_seed" in options or "nkeys_seed_str" in options) and importlib.util.find_spec("nkeys") is None:
+        raise ValueError("an nkey seed (SCAF_NATS_NKEY_SEED) needs the nkeys package: pip install 'nats-py[nkeys]'")
     if options.get("user"):
         options.setdefault("inbox_prefix", inbox_prefix(options["user"]))
     options.setdefault("max_reconnect_attempts", -1)
