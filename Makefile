@@ -10,7 +10,7 @@ CLUSTER ?= 1
 # carries (services/model-server/build-llama-server.sh: portable baseline, cached per user).
 LLAMA_SERVER := $(VENV)/bin/llama-server
 
-.PHONY: help install run test test-fast compose-test bench bench-methods bench-batching schema nats-config compose-secrets constraints lint clean clean-cache model-qwen
+.PHONY: help install run test test-fast compose-test bench bench-methods bench-batching schema nats-config compose-secrets add-client add-worker remove-identity constraints lint clean clean-cache model-qwen
 
 help:  ## this list
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -74,8 +74,34 @@ schema: install  ## regenerate proto/schema/*.json from the models
 nats-config: install  ## regenerate k8s/nats/auth.conf (NATS users and permissions) from the role table
 	$(PY) -m scaffolding_nats.security nats-config k8s/nats/auth.conf
 
-compose-secrets: $(STAMP)  ## NATS passwords and a local API key for docker compose, in .env (0600, git-ignored)
-	$(PY) -m scaffolding_nats.security secrets .env --api-key-tenant local
+compose-secrets: $(STAMP)  ## NATS passwords and a local API key for docker compose, in .env, its NATS users in .compose/auth.conf (0600, git-ignored)
+	$(PY) -m scaffolding_nats.security secrets .env --api-key-tenant local --auth-file .compose/auth.conf
+
+# A NATS identity for a program of your own, added to a running deployment (README, "NATS
+# identities"): DEPLOY=run (default: the `make run` stack, reloaded through its pid files) or
+# DEPLOY=compose (reloaded by SIGHUP to the nats container). NKEY=1: an nkey seed, not a password.
+DEPLOY ?= run
+ifeq ($(DEPLOY),compose)
+IDENTITY := --env-file .env --auth-file .compose/auth.conf
+IDENTITY_OUT := --out .compose/identities
+RELOAD := { docker compose kill -s HUP nats >/dev/null 2>&1 && echo "reload signalled to the nats container"; } || echo "nats is not running: it takes effect when it starts"
+else
+IDENTITY = --env-file .run/secrets/nats.env --auth-file .run/secrets/nats-auth.conf $(addprefix --reload ,$(wildcard .run/nats-server*.pid))
+IDENTITY_OUT := --out .run/identities --url nats://127.0.0.1:4222
+RELOAD := true
+endif
+
+add-client: $(STAMP)  ## a NATS login owning its jobs as NAME: make add-client NAME=alice [NKEY=1] [DEPLOY=compose]
+	$(PY) -m scaffolding_nats.security add-identity client "$(NAME)" $(if $(NKEY),--nkey) $(IDENTITY) $(IDENTITY_OUT)
+	@$(RELOAD)
+
+add-worker: $(STAMP)  ## a NATS login for a worker of a new kind: make add-worker KIND=gpu TAGS=generation [NKEY=1] [DEPLOY=compose]
+	$(PY) -m scaffolding_nats.security add-identity worker "$(KIND)" --tags "$(TAGS)" $(if $(NKEY),--nkey) $(IDENTITY) $(IDENTITY_OUT)
+	@$(RELOAD)
+
+remove-identity: $(STAMP)  ## an added login stops working: make remove-identity NAME=client-alice [DEPLOY=compose]
+	$(PY) -m scaffolding_nats.security remove-identity "$(NAME)" $(IDENTITY)
+	@$(RELOAD)
 
 constraints: install  ## re-pin requirements/constraints.txt (every image installs with it)
 	{ head -2 requirements/constraints.txt; $(VENV)/bin/pip freeze --exclude-editable; } > requirements/constraints.new

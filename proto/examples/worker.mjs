@@ -241,7 +241,8 @@ const ACK_WAIT_MS = 6000;
 const PULL_EXPIRES_MS = 5000;
 // Provisioned by the admin user in a deployment with auth; created here only when missing
 // (a local server without auth), with the same settings every replica in any language uses.
-const jsm = await nc.jetstreamManager();
+// No API check ($JS.API.INFO): a worker-<kind> user may ask only its own consumer's info.
+const jsm = await nc.jetstreamManager({ checkAPI: false });
 try {
   await jsm.consumers.info(STREAM, CONSUMER);
 } catch {

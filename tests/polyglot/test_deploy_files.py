@@ -288,7 +288,8 @@ def test_k8s_scaling_workers_by_hpa_and_controllers_by_keda():
     base = yaml.safe_load((ROOT / "k8s" / "kustomization.yaml").read_text())["resources"]
     assert [r for r in keda["resources"] if r.startswith("../")] == [f"../{r}" for r in base]
     assert {f"{name}-scaledobject.yaml" for name in expected} <= set(keda["resources"])
-    deleted = {yaml.safe_load(p["patch"])["metadata"]["name"] for p in keda["patches"]}
+    patches = [yaml.safe_load(p["patch"]) for p in keda["patches"]]
+    deleted = {p["metadata"]["name"] for p in patches if p.get("$patch") == "delete"}
     assert deleted == {"worker-openai", "worker-reward", "worker-tools"}
 
 

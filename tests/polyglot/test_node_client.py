@@ -6,15 +6,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import signal
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import msgpack
 import pytest
 
 from scaffolding_nats.client import JobClient
+from scaffolding_nats.devstack import NatsServer, free_port
 from scaffolding_nats.methods.registry import load_registry
 from scaffolding_nats.proto import (
     ErrorCode,
@@ -55,11 +58,14 @@ def subjects(prefix: str) -> Subjects:
     return Subjects(prefix)
 
 
-async def run_node(script: Path, *args: str, timeout: float = 60) -> tuple[int, list[dict], str]:
+async def run_node(
+    script: Path, *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> tuple[int, list[dict], str]:
     """Run a Node script to its end (bounded): exit status, stdout JSON lines, stderr."""
     proc = await asyncio.create_subprocess_exec(
-        NODE, str(script), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
+        NODE, str(script), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=None if env is None else {**os.environ, **env},
+    )  # fmt: skip
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
@@ -80,6 +86,7 @@ def publish_job(
     params: dict | None = None,
     *extra: str,
     timeout: float = 60,
+    env: dict[str, str] | None = None,
 ):
     return run_node(
         examples / "publish_job.mjs",
@@ -90,6 +97,7 @@ def publish_job(
         json.dumps(params or {}),
         *extra,
         timeout=timeout,
+        env=env,
     )
 
 
@@ -211,14 +219,94 @@ async def test_node_client_rejects_bad_arguments(node_examples):
     assert rc == 3 and "JSON object" in err
 
 
+async def add_identity(server: NatsServer, argv: list[str]) -> None:
+    """`security add-identity ARGV` against ``server`` (with monitoring on loopback), returning
+    once the server has reloaded its config: nats.js cannot be told to wait for that."""
+    from scaffolding_nats.security.__main__ import main as security
+
+    def load_time() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/varz", timeout=5) as resp:
+            return str(json.loads(resp.read())["config_load_time"])
+
+    before = await asyncio.to_thread(load_time)
+    assert server.secrets_file is not None and server.auth_file is not None and server.pid_file is not None
+    assert security(["add-identity", *argv, "--env-file", str(server.secrets_file), "--auth-file",
+                     str(server.auth_file), "--reload", str(server.pid_file)]) == 0  # fmt: skip
+    for _ in range(200):  # 10 s at most
+        if await asyncio.to_thread(load_time) != before:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("nats-server did not reload its config")
+
+
+def identity_server(tmp_path: Path, subjects: Subjects) -> NatsServer:
+    from scaffolding_nats.security import Deployment
+
+    secrets = tmp_path / "secrets"
+    return NatsServer(deployment=Deployment(subjects=subjects), secrets_file=secrets / "nats.env",
+                      auth_file=secrets / "nats-auth.conf", pid_file=tmp_path / "nats.pid",
+                      http_port=free_port())  # fmt: skip
+
+
+# -- an identity added by the operator, logging in with its nkey -------------------------------
+
+
+async def test_node_client_logs_in_with_an_nkey_identity_added_to_the_running_server(node_examples, tmp_path, subjects):
+    """PROTOCOL.md 10.1: `add-identity --nkey` hands over <user>.env and <user>.nk; the example
+    logs in with either, as its owner only, to the server that was running before it was added."""
+    from scaffolding_nats.security.secrets_file import read_env_file
+
+    secrets, out = tmp_path / "secrets", tmp_path / "identities"
+    with identity_server(tmp_path, subjects) as server:
+        nc = await server.connect("admin")
+        try:
+            async with (
+                WorkerHost(nc, SyntheticWorker(), tags=["generation"], subjects=subjects),
+                ControllerService(nc, load_registry(), subjects=subjects),
+            ):
+                await add_identity(server, ["client", "alice", "--nkey", "--prefix", subjects.prefix,
+                                            "--out", str(out), "--url", server.bare_url])  # fmt: skip
+                handed = read_env_file(out / "client-alice.env")
+                # nats.js reads our seed as the same key pair: the public key the server holds.
+                script = tmp_path / "public_key.cjs"
+                script.write_text(
+                    "const { nkeys } = require('nats');\n"
+                    "console.log(nkeys.fromSeed(Buffer.from(process.env.SEED)).getPublicKey());\n"
+                )
+                proc = await asyncio.create_subprocess_exec(
+                    NODE, str(script), cwd=node_examples, stdout=asyncio.subprocess.PIPE,
+                    env={**os.environ, "NODE_PATH": str(node_examples / "node_modules"),
+                         "SEED": handed["SCAF_NATS_NKEY_SEED"]},
+                )  # fmt: skip
+                public, _ = await asyncio.wait_for(proc.communicate(), 30)
+                assert public.decode().strip() == read_env_file(secrets / "nats.env")["SCAF_NATS_NKEY_CLIENT_ALICE"]
+                seed_file = {"SCAF_NATS_USER": "client-alice",
+                             "SCAF_NATS_NKEY_SEED_FILE": str(out / "client-alice.nk")}  # fmt: skip
+                for env in (handed, seed_file):
+                    rc, events, err = await publish_job(
+                        node_examples, handed["SCAF_NATS_URL"], subjects.prefix, "native", "a b", {},
+                        "--owner", "alice", env=env,
+                    )  # fmt: skip
+                    assert rc == 0 and events[-1]["result"]["text"] == "b a", err
+                # Another owner's name is refused by the server: the job is never stored.
+                rc, events, err = await publish_job(
+                    node_examples, server.bare_url, subjects.prefix, "native", "a b", {},
+                    "--owner", "bob", "--timeout", "5", env=handed,
+                )  # fmt: skip
+                assert rc == 4 and events == [] and "not stored" in err, err
+        finally:
+            await nc.close()
+
+
 # -- the Node worker serving the Python controller --------------------------------------------
 
 
 @contextlib.asynccontextmanager
-async def node_worker(examples: Path, url: str, prefix: str, *extra: str):
+async def node_worker(examples: Path, url: str, prefix: str, *extra: str, env: dict[str, str] | None = None):
     proc = await asyncio.create_subprocess_exec(
         NODE, str(examples / "worker.mjs"), url, prefix, "generation", *extra,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=None if env is None else {**os.environ, **env},
     )  # fmt: skip
     try:
         line = await asyncio.wait_for(proc.stdout.readline(), 20)
@@ -283,3 +371,30 @@ async def test_node_worker_answers_bad_requests_with_typed_errors(node_examples,
             assert reply["frame"] == "final" and reply["error"]["code"] == code, reply
             if http is not None:
                 assert msg.headers and msg.headers["Nats-Service-Error-Code"] == http
+
+
+async def test_node_worker_serves_as_a_worker_kind_added_to_the_running_server(node_examples, tmp_path, subjects):
+    """A worker in another language gets its own worker-<kind> user (an nkey here): it pulls its
+    tag's queued tasks with only that role's rights."""
+    from scaffolding_nats.security.secrets_file import read_env_file
+    from scaffolding_nats.transport.jetstream import provision
+
+    out = tmp_path / "identities"
+    with identity_server(tmp_path, subjects) as server:
+        admin = await server.connect("admin")
+        controller = await server.connect("controller")
+        try:
+            await provision(admin.jetstream(), subjects, tags=["generation"])
+            await add_identity(server, ["worker", "node", "--tags", "generation", "--nkey",
+                                        "--prefix", subjects.prefix, "--out", str(out)])  # fmt: skip
+            env = read_env_file(out / "worker-node.env")
+            async with (
+                node_worker(node_examples, server.bare_url, subjects.prefix, "--latency", "0.01", env=env),
+                ControllerService(controller, load_registry(), subjects=subjects, provision=False),
+            ):
+                job = Job(method="majority_vote", prompt="one two 7", params={"sample_num": 3})
+                result = await JobClient(admin, subjects=subjects).run(job, timeout=20)
+                assert result.text == "7 two one" and result.num_tasks == 3
+        finally:
+            await controller.close()
+            await admin.close()

@@ -24,7 +24,9 @@ class NatsCluster(Managed):
     to every other. ``start()`` returns once JetStream has a meta leader (streams can be made).
     Clients connect on ``base_port``, ``base_port + 1``, ... (free ports by default).
 
-    Node ``i`` is named ``n<i>``: the name JetStream reports as a stream's leader."""
+    Node ``i`` is named ``n<i>``: the name JetStream reports as a stream's leader. Every node
+    includes the one ``auth_file`` and writes ``pid_dir/nats-server-n<i>.pid`` (see
+    ``NatsServer``), so one ``add-identity`` reaches them all."""
 
     def __init__(
         self,
@@ -36,6 +38,8 @@ class NatsCluster(Managed):
         auth: bool = True,
         deployment: Deployment | None = None,
         secrets_file: str | os.PathLike[str] | None = None,
+        auth_file: str | os.PathLike[str] | None = None,
+        pid_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("a cluster needs at least one node")
@@ -62,6 +66,8 @@ class NatsCluster(Managed):
                     auth=auth,
                     deployment=deployment,
                     secrets_file=secrets,
+                    auth_file=auth_file,
+                    pid_file=None if pid_dir is None else Path(pid_dir) / f"nats-server-n{i}.pid",
                 )
             )
 

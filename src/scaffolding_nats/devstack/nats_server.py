@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -13,9 +14,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ..security import Deployment
+from ..security import Deployment, identities
 from ..security.natsconf import Tls, password_env, server_config
-from ..security.secrets_file import load_or_create, new_secret
+from ..security.secrets_file import load_or_create, new_secret, read_env_file, write_private
 from ._lifecycle import Managed
 
 
@@ -45,6 +46,11 @@ class NatsServer(Managed):
     on first run, mode 0600) and handed to the server through its environment. ``url`` logs in
     as ``admin``; ``url_for(user)`` / ``connect(user)`` as any other role; ``bare_url`` as nobody.
     ``cluster_port`` and ``routes`` make it one node of a cluster (see ``NatsCluster``).
+
+    With ``auth_file`` (which needs ``secrets_file``) the deployment also has the identities
+    added to the secrets file (``security.identities``): its ``authorization`` block is written
+    to ``auth_file`` (0600) and included from there, so ``add-identity`` can rewrite it and
+    reload the server through ``pid_file``.
     """
 
     def __init__(
@@ -66,18 +72,23 @@ class NatsServer(Managed):
         cluster_port: int | None = None,
         routes: list[str] | None = None,
         log_file: str | os.PathLike[str] | None = None,
+        auth_file: str | os.PathLike[str] | None = None,
+        pid_file: str | os.PathLike[str] | None = None,
+        http_port: int | None = None,
     ) -> None:
         self.port = port or free_port()
+        self.http_port = http_port  # monitoring, on loopback only
         self.auth = auth
-        self.deployment = deployment or Deployment()
+        self.base_deployment = self.deployment = deployment or Deployment()
         self.extra_config = extra_config
         self.tls = tls
-        roles = self.deployment.roles()
-        if secrets_file is not None:
-            stored = load_or_create(Path(secrets_file), [r.password_env for r in roles])
-            self.passwords = {r.user: stored[r.password_env] for r in roles}
-        else:
-            self.passwords = {r.user: new_secret() for r in roles}
+        if auth_file is not None and secrets_file is None:
+            raise ValueError("auth_file needs secrets_file: the added identities are kept there")
+        self.secrets_file = Path(secrets_file) if secrets_file is not None else None
+        self.auth_file = Path(auth_file).resolve() if auth_file is not None else None
+        self.pid_file = Path(pid_file).resolve() if pid_file is not None else None
+        self.passwords: dict[str, str] = {}
+        self._load_secrets()
         self.jetstream = jetstream
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._conf: Path | None = None
@@ -94,6 +105,23 @@ class NatsServer(Managed):
         self.cluster_port = cluster_port
         self.routes = routes or []
         self.log_file = log_file  # the server's own log (else its stderr, read only on failure)
+
+    def _load_secrets(self) -> None:
+        """Passwords (made on first use), and with ``auth_file`` the added identities too."""
+        if self.secrets_file is None:
+            self.passwords = {r.user: new_secret() for r in self.deployment.roles()}
+            return
+        if self.auth_file is not None:
+            values = read_env_file(self.secrets_file)
+            self.deployment = identities.deployment(values, self.base_deployment)
+            nkeys = identities.nkey_users(values, self.deployment)
+        else:
+            nkeys = set()
+        roles = [r for r in self.deployment.roles() if r.user not in nkeys]
+        stored = load_or_create(self.secrets_file, [r.password_env for r in roles])
+        self.passwords = {r.user: stored[r.password_env] for r in roles}
+        if self.auth_file is not None:
+            write_private(self.auth_file, identities.auth_text(stored, self.base_deployment))
 
     @property
     def _scheme(self) -> str:
@@ -128,33 +156,46 @@ class NatsServer(Managed):
             return await connect(self.bare_url, name=user, **options)
         return await connect(self.bare_url, name=user, user=user, password=self.passwords[user], **options)
 
-    def config_text(self) -> str:
+    def config_text(self, conf_dir: Path | None = None) -> str:
+        include = None
+        if self.auth_file is not None:  # nats-server reads an include relative to the config
+            include = os.path.relpath(self.auth_file, conf_dir or Path(tempfile.gettempdir()))
         return server_config(
             self.deployment,
             port=self.port,
             store_dir=self.store_dir if self.jetstream else None,
             max_payload=self.max_payload,
             max_file_store=self.max_file_store,
+            http_port=self.http_port,
             tls=self.tls,
             auth=self.auth,
-            extra=self.extra_config,
+            auth_include=include,
+            pid_file=str(self.pid_file) if self.pid_file is not None else None,
+            extra=self._identity_config() + self.extra_config,
         )
+
+    def _identity_config(self) -> str:
+        """Its name and cluster in the file, not as flags: a reload (SIGHUP) reads the file
+        alone, and a JetStream cluster node without its ``server_name`` refuses to reload."""
+        lines = [f"server_name: {json.dumps(self.server_name)}"] if self.server_name else []
+        if self.cluster_port is not None:
+            lines.append(
+                f"cluster {{ name: {json.dumps(self.cluster_name)}, listen: \"127.0.0.1:{self.cluster_port}\", "
+                f"routes: [{', '.join(json.dumps(r) for r in self.routes)}] }}"
+            )
+        return "".join(line + "\n" for line in lines)
 
     def start(self) -> NatsServer:
         self._remove_conf()  # a restart after kill() writes a fresh one
         fd, name = tempfile.mkstemp(prefix="scaf-nats-", suffix=".conf")
         os.close(fd)
         self._conf = Path(name)
-        self._conf.write_text(self.config_text())
+        if self.auth_file is not None:
+            self._load_secrets()  # identities added while it was stopped
+        self._conf.write_text(self.config_text(self._conf.parent))
         args = [find_binary(), "-c", str(self._conf)]
-        if self.server_name:
-            args += ["-n", self.server_name]
         if self.log_file is not None:
             args += ["-l", str(self.log_file)]
-        if self.cluster_port is not None:
-            args += ["--cluster_name", self.cluster_name, "--cluster", f"nats://127.0.0.1:{self.cluster_port}"]
-            if self.routes:
-                args += ["--routes", ",".join(self.routes)]
         env = {**os.environ, **password_env(self.deployment, self.passwords)}
         # Its log goes to a file, never an unread pipe: a full pipe (a burst of permission
         # violations after a restart, say) would block the server's writes and hang it.

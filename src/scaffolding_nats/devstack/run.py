@@ -24,6 +24,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from ..proto.subjects import Subjects
+from ..security import Deployment
 from ..security.secrets_file import write_env_file
 from ..services.gateway.auth import new_key
 from .model_server import ModelServer
@@ -177,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with ExitStack() as stack:
         secrets = state / "secrets"  # generated on the first run, never committed (.run/ is ignored)
+        deployment = Deployment(subjects=Subjects(args.prefix))
         nats: NatsServer | NatsCluster
         if args.cluster > 1:
             print(
@@ -189,7 +192,10 @@ def main(argv: list[str] | None = None) -> int:
                     args.cluster,
                     store_dir=state / "nats-cluster",
                     base_port=args.nats_port,
+                    deployment=deployment,
                     secrets_file=secrets / "nats.env",
+                    auth_file=secrets / "nats-auth.conf",
+                    pid_dir=state,
                 )
             )
         else:
@@ -198,10 +204,21 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             nats = stack.enter_context(
-                NatsServer(port=args.nats_port, store_dir=state / "nats", secrets_file=secrets / "nats.env")
+                NatsServer(
+                    port=args.nats_port,
+                    store_dir=state / "nats",
+                    deployment=deployment,
+                    secrets_file=secrets / "nats.env",
+                    # add-identity rewrites this and signals the pid: `make add-client`
+                    auth_file=secrets / "nats-auth.conf",
+                    pid_file=state / "nats-server.pid",
+                )
             )
         base = {**os.environ, "SCAF_PREFIX": args.prefix, "PYTHONUNBUFFERED": "1"}
-        for name in ("SCAF_NATS_USER", "SCAF_NATS_PASSWORD", "SCAF_NATS_PASSWORD_FILE", "SCAF_NATS_CREDS"):
+        for name in (
+            "SCAF_NATS_USER", "SCAF_NATS_PASSWORD", "SCAF_NATS_PASSWORD_FILE", "SCAF_NATS_CREDS",
+            "SCAF_NATS_NKEY_SEED", "SCAF_NATS_NKEY_SEED_FILE",
+        ):  # fmt: skip
             base.pop(name, None)
 
         def env_for(user: str) -> dict[str, str]:
@@ -318,6 +335,10 @@ Try it:
 
   curl -s {url}/v1/chat/completions -H "Authorization: Bearer $SCAF_API_KEY" \\
     -H 'Content-Type: application/json' -d '{json.dumps(EXAMPLE)}'
+
+A NATS login for a program of your own (it owns its jobs as "alice"; NKEY=1 for an nkey):
+
+  make add-client NAME=alice     # credentials in {state / "identities"}/client-alice.env
 
 Press Ctrl-C to stop everything.""",
             flush=True,

@@ -30,17 +30,29 @@ def _permissions(grant: Grant) -> str:
     return "{\n        " + ",\n        ".join(parts) + "\n      }"
 
 
-def _user(role: Role) -> str:
-    return (
-        f"    # {role.description}\n"
-        f"    {{\n      user: {json.dumps(role.user)}, password: ${role.password_env},\n"
-        f"      permissions: {_permissions(role.grant)}\n    }}"
-    )
+def password_login(user: str, password: str) -> str:
+    """A login with the password written into the config (which is then a secret itself)."""
+    return f"user: {json.dumps(user)}, password: {json.dumps(password)}"
 
 
-def authorization(deployment: Deployment) -> str:
-    """The ``authorization`` block: every connection must log in as one of these users."""
-    users = "\n".join(_user(r) for r in deployment.roles())
+def nkey_login(public_key: str) -> str:
+    """A login by nkey: the client signs the server's nonce with its seed; no secret here."""
+    return f"nkey: {json.dumps(public_key)}"
+
+
+def _user(role: Role, login: str | None) -> str:
+    # An nkey entry names no user: the comment says whose key it is.
+    comment = f"{role.user}: {role.description}" if login and login.startswith("nkey") else role.description
+    login = login or f"user: {json.dumps(role.user)}, password: ${role.password_env}"
+    return f"    # {comment}\n    {{\n      {login},\n      permissions: {_permissions(role.grant)}\n    }}"
+
+
+def authorization(deployment: Deployment, logins: Mapping[str, str] | None = None) -> str:
+    """The ``authorization`` block: every connection must log in as one of these users. A user
+    logs in with the password in ``$SCAF_NATS_PASSWORD_<USER>`` (the server's environment)
+    unless ``logins`` gives it another login (``password_login``, ``nkey_login``)."""
+    logins = logins or {}
+    users = "\n".join(_user(r, logins.get(r.user)) for r in deployment.roles())
     return f"authorization {{\n  users: [\n{users}\n  ]\n}}\n"
 
 
@@ -62,13 +74,20 @@ def server_config(
     max_file_store: int | None = None,
     tls: Tls | None = None,
     auth: bool = True,
+    auth_include: str | None = None,
+    pid_file: str | None = None,
     extra: str = "",
 ) -> str:
     """A whole config for a local server; ``extra`` is appended as is (e.g. a ``cluster``
-    block with its own ``authorization`` for routes)."""
+    block with its own ``authorization`` for routes). ``auth_include`` (a path relative to
+    the config file: nats-server resolves includes so) takes the ``authorization`` block from
+    that file instead, which ``add-identity`` rewrites before a reload. Monitoring, if on,
+    listens on loopback only: its ``/connz`` and ``/subsz`` list users and subscriptions."""
     lines = [HEADER.rstrip(), f"host: {json.dumps(host)}", f"port: {port}"]
+    if pid_file is not None:
+        lines.append(f"pid_file: {json.dumps(pid_file)}")
     if http_port is not None:
-        lines.append(f"http: {http_port}")
+        lines.append(f'http: "127.0.0.1:{http_port}"')
     if max_payload is not None:
         lines.append(f"max_payload: {max_payload}")
     if store_dir is not None:
@@ -80,10 +99,10 @@ def server_config(
         lines.append(f"tls {{ cert_file: {json.dumps(tls.cert_file)}, key_file: {json.dumps(tls.key_file)}{ca} }}")
     text = "\n".join(lines) + "\n"
     if auth:
-        text += authorization(deployment)
+        text += f"include {json.dumps(auth_include)}\n" if auth_include else authorization(deployment)
     return text + extra
 
 
 def password_env(deployment: Deployment, passwords: Mapping[str, str]) -> dict[str, str]:
-    """The server's environment: ``SCAF_NATS_PASSWORD_<USER>`` for every role."""
-    return {r.password_env: passwords[r.user] for r in deployment.roles()}
+    """The server's environment: ``SCAF_NATS_PASSWORD_<USER>`` for every role with a password."""
+    return {r.password_env: passwords[r.user] for r in deployment.roles() if r.user in passwords}

@@ -25,6 +25,11 @@ DEFAULT_WORKERS: Mapping[str, Sequence[str]] = {
 }
 """Worker kind -> the tags it serves, as deployed by ``make run``, compose and ``k8s/``."""
 
+def env_suffix(user: str) -> str:
+    """How a user is spelled in environment variable names: ``worker-openai`` -> ``WORKER_OPENAI``."""
+    return user.upper().replace("-", "_")
+
+
 SRV = "$SRV.>"  # NATS micro-service discovery (ping/info/stats), answered by every service
 
 
@@ -48,7 +53,7 @@ class Role:
     @property
     def password_env(self) -> str:
         """The environment variable that holds this user's password (server and service)."""
-        return "SCAF_NATS_PASSWORD_" + self.user.upper().replace("-", "_")
+        return "SCAF_NATS_PASSWORD_" + env_suffix(self.user)
 
 
 def _js(subjects: Subjects, *apis: str) -> tuple[str, ...]:

@@ -19,12 +19,18 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
-def write_env_file(path: Path, values: dict[str, str]) -> None:
+def write_private(path: Path, text: str) -> None:
+    """``text`` into ``path``, mode 0600, rewritten in place (same inode: a file that compose
+    bind-mounts into a container shows the new text there too)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write("".join(f"{k}={v}\n" for k, v in values.items()))
+        f.write(text)
     path.chmod(0o600)
+
+
+def write_env_file(path: Path, values: dict[str, str]) -> None:
+    write_private(path, "".join(f"{k}={v}\n" for k, v in values.items()))
 
 
 def new_secret() -> str:

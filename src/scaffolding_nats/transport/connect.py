@@ -1,7 +1,9 @@
 """A NATS connection with the options every service wants, and its credentials.
 
 Credentials come from the arguments or the environment: ``SCAF_NATS_USER`` and
-``SCAF_NATS_PASSWORD`` (or ``SCAF_NATS_PASSWORD_FILE``, e.g. a mounted Secret), or a
+``SCAF_NATS_PASSWORD`` (or ``SCAF_NATS_PASSWORD_FILE``, e.g. a mounted Secret), or an nkey
+seed ``SCAF_NATS_NKEY_SEED`` (or ``SCAF_NATS_NKEY_SEED_FILE``; needs the ``nkeys`` package,
+``pip install 'nats-py[nkeys]'``; ``SCAF_NATS_USER`` then names only the inbox), or a
 ``SCAF_NATS_CREDS`` creds file (nkeys/JWT). A user gets its private inbox prefix
 (``_INBOX_<user>``), the only reply subjects its permissions let it read. ``SCAF_NATS_TLS_CA``
 (and ``SCAF_NATS_TLS_CERT``/``SCAF_NATS_TLS_KEY`` for mutual TLS) turn TLS on.
@@ -9,6 +11,7 @@ Credentials come from the arguments or the environment: ``SCAF_NATS_USER`` and
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import ssl
@@ -23,6 +26,9 @@ from ..proto.subjects import inbox_prefix
 log = logging.getLogger(__name__)
 
 
+_CREDENTIALS = ("user", "password", "user_credentials", "nkeys_seed", "nkeys_seed_str")
+
+
 async def _log_error(exc: Exception) -> None:
     log.warning("nats: %s", exc)
 
@@ -32,7 +38,12 @@ def credentials_from_env(env: dict[str, str] | None = None) -> dict[str, Any]:
     e = os.environ if env is None else env
     options: dict[str, Any] = {}
     user = e.get("SCAF_NATS_USER")
-    if user:
+    seed, seed_file = e.get("SCAF_NATS_NKEY_SEED"), e.get("SCAF_NATS_NKEY_SEED_FILE")
+    if seed or seed_file:
+        options |= {"nkeys_seed_str": seed} if seed else {"nkeys_seed": seed_file}
+        if user:  # the nkey logs in; the user's name gives only its inbox prefix
+            options["inbox_prefix"] = inbox_prefix(user)
+    elif user:
         password = e.get("SCAF_NATS_PASSWORD")
         if not password and e.get("SCAF_NATS_PASSWORD_FILE"):
             password = Path(e["SCAF_NATS_PASSWORD_FILE"]).read_text().strip()
@@ -55,10 +66,12 @@ async def connect(
     """Connect with reconnects on, errors logged (a slow consumer is reported, not silent),
     and the environment's credentials unless ``user``/``password`` are given."""
     from_env = credentials_from_env()
-    if "user" in options or "user_credentials" in options:  # given credentials win over the environment
-        from_env = {k: v for k, v in from_env.items() if k not in ("user", "password", "user_credentials")}
+    if any(k in options for k in _CREDENTIALS):  # given credentials win over the environment
+        from_env = {k: v for k, v in from_env.items() if k not in (*_CREDENTIALS, "inbox_prefix")}
     for key, value in from_env.items():
         options.setdefault(key, value)
+    if ("nkeys_seed" in options or "nkeys_seed_str" in options) and importlib.util.find_spec("nkeys") is None:
+        raise ValueError("an nkey seed (SCAF_NATS_NKEY_SEED) needs the nkeys package: pip install 'nats-py[nkeys]'")
     if options.get("user"):
         options.setdefault("inbox_prefix", inbox_prefix(options["user"]))
     options.setdefault("max_reconnect_attempts", -1)
