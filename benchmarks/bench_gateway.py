@@ -170,14 +170,19 @@ def main() -> None:
         for s in services[:2]:
             s.wait_ready(60)
         _wait_ready(f"http://127.0.0.1:{port}", 60)
-        asyncio.run(
-            measure(
-                f"{model.base_url}/chat/completions",
-                f"http://127.0.0.1:{port}/v1/chat/completions",
-                model.model,
-                args,
+        try:
+            asyncio.run(
+                measure(
+                    f"{model.base_url}/chat/completions",
+                    f"http://127.0.0.1:{port}/v1/chat/completions",
+                    model.model,
+                    args,
+                )
             )
-        )
+        except Exception:
+            for s in services:  # say which part failed, not just that a connection closed
+                print(f"--- {s.name} log:\n{(logs / f'{s.name}.log').read_text(errors='replace')[-3000:]}")
+            raise
 
 
 if __name__ == "__main__":
