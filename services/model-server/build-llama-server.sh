@@ -6,7 +6,7 @@
 #
 # Sources: llama.cpp as vendored in the llama-cpp-python sdist on PyPI (both MIT), fetched by pip
 # from the registry and checked against the sha256 below; nothing else is downloaded (the web
-# UI's prebuilt assets are off). Only the llama-server target is compiled (~10 min on 2 cores),
+# UI's prebuilt assets are off). Only the llama-server target is compiled (5-10 min on 2 cores),
 # for a portable x86-64/arm64 baseline (GGML_NATIVE=OFF: a binary tuned to the build machine
 # dies of SIGILL on a VM that advertises AMX or AVX-512 without enabling it).
 #
@@ -44,7 +44,7 @@ if [ ! -x "$CACHED" ]; then
     echo "$SDIST_SHA256  $SDIST" | sha256sum -c --quiet - >&2
     tar -xzf "$SDIST" -C "$WORK" "llama_cpp_python-$LLAMA_CPP_PYTHON/vendor/llama.cpp"
     SRC="$WORK/llama_cpp_python-$LLAMA_CPP_PYTHON/vendor/llama.cpp"
-    echo "llama-server: compiling with $JOBS jobs (about 10 minutes on 2 cores, once) ..." >&2
+    echo "llama-server: compiling with $JOBS jobs (5-10 minutes on 2 cores, once) ..." >&2
     # shellcheck disable=SC2086  # CMAKE_FLAGS is a list of flags
     cmake -S "$SRC" -B "$WORK/build" $CMAKE_FLAGS >"$WORK/configure.log" 2>&1 \
         || { tail -40 "$WORK/configure.log" >&2; exit 1; }
