@@ -224,5 +224,3 @@ async def test_a_task_redelivered_from_a_cut_off_replica_finishes_once(nats_serv
     assert task.status is TaskStatus.SUCCESS and task.output_str == "y x"
     assert (a.started, a.finished) == (1, 0)  # A's attempt was stopped, not finished
     assert (b.started, b.finished) == (1, 1)
-
-
