@@ -4,7 +4,8 @@ F1 (outage): a synthetic worker and a controller as processes, ``--jobs`` majori
 running, each followed live by a ``JobClient``; nats-server is killed (-9) for ``--outage``
 seconds and restarted on the same store. Reported: jobs correct / failed (by code), followers
 that missed their terminal event, terminal events per job in the events stream (duplicates),
-tasks the worker ran beyond the jobs' need, "could not store job" warnings.
+tasks the worker ran beyond the jobs' need, runs per task id (from the worker's runs log),
+"could not store job" warnings.
 
 F2 (controller kill): two controller processes share ``--kill-jobs`` jobs; one is killed (-9)
 mid-job. Reported: how long after the kill its jobs were redelivered and finished, and whether a
@@ -75,7 +76,7 @@ def _services(
     base = {k: v for k, v in os.environ.items() if not k.startswith("SCAF_NATS_")}
     base |= {"SCAF_PREFIX": PREFIX, "PYTHONUNBUFFERED": "1"}
     asyncio.run(_provision(bus))
-    worker_args = json.dumps({"latency_s": latency})
+    worker_args = json.dumps({"latency_s": latency, "runs_log": str(logs / "runs.log")})
     worker = ["scaffolding_nats.services.worker", "--worker", "synthetic", "--worker-args", worker_args]
     # Capacity enough for every task at once: these figures are about faults, not load.
     specs = [("worker", [*worker, "--max-concurrency", str(8 * max_jobs)])]
@@ -192,6 +193,8 @@ async def outage(args: argparse.Namespace) -> None:
                     terminals = f"unreadable ({type(exc).__name__})"
                 completed = await _worker_completed(nc)
             stored = sum(s.log_path.read_text(errors="replace").count("could not store job") for s in services)
+            runs_log = Path(tmp) / "runs.log"
+            per_task = collections.Counter(runs_log.read_text().split() if runs_log.exists() else [])
             print(f"    all followers ended {done:.1f}s after the kill")
             print(f"    correct {correct}/{args.jobs}; failed by code {dict(codes)}")
             print(
@@ -202,6 +205,11 @@ async def outage(args: argparse.Namespace) -> None:
             print(
                 f"    worker tasks completed {completed} (the jobs need {4 * args.jobs}); "
                 f"'could not store job' warnings: {stored}"
+            )
+            twice = sum(1 for n in per_task.values() if n > 1)
+            print(
+                f"    runs per task id: {sum(per_task.values()) / max(1, len(per_task)):.3f} "
+                f"({sum(per_task.values())} runs of {len(per_task)} tasks; {twice} ran more than once)"
             )
         finally:
             for service in services:

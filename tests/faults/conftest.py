@@ -50,8 +50,9 @@ class Procs:
         self.started.append(service)
         return service
 
-    def worker(self, bus: Bus, *, latency: float, name: str = "worker") -> Service:
-        args = json.dumps({"latency_s": latency})
+    def worker(self, bus: Bus, *, latency: float, name: str = "worker", runs_log: Path | None = None) -> Service:
+        """``runs_log``: a file that gets a line (the task id) per task run to its end."""
+        args = json.dumps({"latency_s": latency} | ({"runs_log": str(runs_log)} if runs_log else {}))
         cmd = ["scaffolding_nats.services.worker", "--worker", "synthetic", "--worker-args", args]
         # The synthetic worker serves "generation", as the openai worker's role may.
         return self.start(name, [*cmd, "--max-concurrency", "1024"], bus, "worker-openai")

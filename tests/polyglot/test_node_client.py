@@ -10,10 +10,12 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 
 import msgpack
+import nats
 import pytest
 
 from scaffolding_nats.client import JobClient
@@ -28,9 +30,12 @@ from scaffolding_nats.proto import (
     Subjects,
     TaskStatus,
 )
+from scaffolding_nats.proto.codec import peek_id
 from scaffolding_nats.services.controller import ControllerService
 from scaffolding_nats.transport import RemoteWorker, WorkerHost
 from scaffolding_nats.workers.synthetic import SyntheticWorker
+
+from ..core.proxy import CuttableProxy
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "proto" / "examples"
 NODE = shutil.which("node")
@@ -351,6 +356,33 @@ async def test_node_worker_heartbeats_keep_a_long_task_alive(node_examples, nats
             assert task.output_str == "8 7 6 5 4 3 2 1" and task.usage and task.usage.completion_tokens == 8
     finally:
         await remote.stop()
+
+
+async def test_a_final_frame_lost_from_a_node_worker_reruns_the_task_at_once(node_examples, nats_server, nc, subjects):
+    """The Node worker keeps no final frames (``transport.finals`` is a Python optimisation):
+    when its final frame is lost while the caller is cut off, the caller's lookup gets "no
+    responders" and queues the task again at once, not after ``final_wait``."""
+    frames = await nc.subscribe("_INBOX.>")  # the caller's frames (it logs in as admin, too)
+    async with CuttableProxy(nats_server.port) as proxy:
+        url = nats_server.url.replace(f":{nats_server.port}", f":{proxy.port}")
+        caller_nc = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+        remote = RemoteWorker(caller_nc, subjects=subjects, heartbeat=0.2, timeout=30, final_wait=20)
+        await remote.start()
+        try:
+            async with node_worker(node_examples, nats_server.url, subjects.prefix, "--latency", "0.25"):
+                task = GenerationTask(input_str="1 2")  # 0.5 s
+                running = asyncio.create_task(remote.run_task(task))
+                async with asyncio.timeout(10):
+                    while peek_id((await frames.next_msg(timeout=10)).data, "task_id") != task.id:
+                        pass  # until the worker's "started" heartbeat (PubAcks and the like are JSON)
+                proxy.cut(1.5)  # the task ends meanwhile; its final frame has nowhere to go
+                cut = time.monotonic()
+                assert await asyncio.wait_for(running, 15) is TaskStatus.SUCCESS, task.error
+                assert task.output_str == "2 1"
+                assert time.monotonic() - cut < 10, "waited for final_wait: the lookup's no-responders was missed"
+        finally:
+            await remote.stop()
+            await caller_nc.close()
 
 
 async def test_node_worker_answers_bad_requests_with_typed_errors(node_examples, nats_server, nc, subjects):

@@ -53,6 +53,7 @@ def test_names_and_headers_match_the_code():
         s.task_queue("generation"),
         s.tasks_stream,
         s.task_consumer("generation"),
+        s.task_final("generation", "x").removesuffix("x"),
     ):
         assert name in DOC, name
     assert "`TEAM_A`" in DOC and Subjects("team.a").jobs_stream == "TEAM_A_JOBS"

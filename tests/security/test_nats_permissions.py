@@ -28,6 +28,7 @@ from scaffolding_nats.security.permissions import DEFAULT_WORKERS
 from scaffolding_nats.services.controller import ControllerService
 from scaffolding_nats.transport import WorkerHost, connect
 from scaffolding_nats.transport.discovery import worker_infos
+from scaffolding_nats.transport.finals import KeptFinals, ask_peers
 from scaffolding_nats.transport.jetstream import NotProvisioned, provision
 from scaffolding_nats.workers.synthetic import SyntheticWorker
 
@@ -197,6 +198,32 @@ async def test_tasks_cannot_be_eavesdropped_or_answered_by_others(bus: Bus):
     pull = f"$JS.API.CONSUMER.MSG.NEXT.{S.tasks_stream}.{S.task_consumer('generation')}"
     err = await bus.conns["tools"].refused(lambda nc: nc.publish(pull, b'{"batch": 1}'))
     assert err == pub(pull)
+
+
+async def test_kept_final_frames_are_asked_for_only_by_controllers_and_the_tags_own_workers(bus: Bus):
+    """A controller (and a replica of the tag, for a redelivered task) asks for a final frame
+    lost in an outage and gets it from the replica that kept it; other roles can neither ask
+    nor listen for the questions of another tag."""
+    worker = await _connect(bus.server, "worker-openai")
+    try:
+        kept = KeptFinals()
+        inbox = "_INBOX_controller.abc.def"
+        kept.keep(inbox, "t1", b"final frame")
+        await worker.nc.subscribe(S.task_final("generation", "*"), cb=kept.answer)
+        await worker.nc.flush()
+        lookup = S.task_final("generation", "t1")
+        for role in ("controller", "openai"):  # the answer goes to the asker's private inbox
+            reply = await bus.conns[role].nc.request(lookup, inbox.encode(), timeout=5)
+            assert reply.data == b"final frame", role
+        assert await ask_peers(bus.conns["openai"].nc, lookup, inbox, 5) == b"final frame"
+        assert worker.errors == [] and bus.conns["controller"].errors == []
+    finally:
+        await worker.nc.close()
+    for role in ("mallory", "tools", "gateway"):
+        err = await bus.conns[role].refused(lambda nc: nc.publish(lookup, inbox.encode()))
+        assert err == pub(lookup), role
+    err = await bus.conns["tools"].refused(lambda nc: nc.subscribe(S.task_final("generation", "*")))
+    assert err == sub(S.task_final("generation", "*"))
 
 
 async def test_results_cannot_be_forged_and_jobs_cannot_be_cancelled_by_others(bus: Bus):

@@ -15,7 +15,7 @@ class InvalidToken(ProtocolError, ValueError):
 
 
 HEADER_TRACEPARENT = "traceparent"
-HEADER_MSG_ID = "Nats-Msg-Id"  # JetStream de-duplication of jobs
+HEADER_MSG_ID = "Nats-Msg-Id"  # JetStream de-duplication of jobs, events and queued tasks
 HEADER_SERVICE_ERROR = "Nats-Service-Error"
 HEADER_SERVICE_ERROR_CODE = "Nats-Service-Error-Code"
 HEADER_REPLY_TO = "Scaf-Reply-To"  # a queued task's frames go here (a JetStream message's reply is its ack)
@@ -101,6 +101,11 @@ class Subjects:
     @property
     def cancel_task_all(self) -> str:
         return f"{self.prefix}.cancel.task.*"
+
+    def task_final(self, worker_tag: str, task_id: str) -> str:
+        """Request: the replica of the tag that kept the task's final frame sends it again
+        (body: the task's ``Scaf-Reply-To`` inbox; see ``transport.finals``)."""
+        return f"{self.prefix}.final.{_token(worker_tag, 'worker tag')}.{_token(task_id, 'task id')}"
 
     # A job may carry an *owner* (a NATS client role, or a gateway tenant): its subjects then
     # end in ``<owner>`` / start with ``<owner>.``, so NATS permissions can confine a client to

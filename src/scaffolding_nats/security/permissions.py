@@ -105,6 +105,7 @@ def controller(subjects: Subjects) -> Role:
                 s.tasks(ANY),
                 s.task_queue(ANY),  # queue tasks (a JetStream publish; the PubAck comes to its inbox)
                 s.cancel_task_all,
+                s.task_final(ANY, ANY),  # ask for a final frame lost with a connection (finals)
                 s.events_all,
                 f"$KV.{s.results_bucket}.>",
                 *kv_read(s),
@@ -142,11 +143,13 @@ def controller(subjects: Subjects) -> Role:
 def worker(subjects: Subjects, kind: str, tags: Iterable[str]) -> Role:
     """Pulls its own tags' queued tasks (and takes direct ones, only in their queue groups),
     acks them, and sends their frames to the controllers' inboxes (a queued task's
-    ``Scaf-Reply-To``); reads its consumers' backlog; creates nothing."""
+    ``Scaf-Reply-To``); reads its consumers' backlog; answers and asks its own tags' lookups of
+    kept final frames; creates nothing."""
     s = subjects
     user = f"worker-{check_token(kind, 'worker kind')}"
     tags = tuple(tags)
     tasks = tuple(f"{s.tasks(tag)} {s.task_queue_group(tag)}" for tag in tags)
+    finals = tuple(s.task_final(tag, ANY) for tag in tags)
     stream = s.tasks_stream
     queues = tuple(
         subject
@@ -160,8 +163,8 @@ def worker(subjects: Subjects, kind: str, tags: Iterable[str]) -> Role:
     return Role(
         user,
         Grant(
-            publish=(*queues, inbox_prefix("controller") + ".>"),
-            subscribe=(*tasks, s.cancel_task_all, s.worker_models, SRV, inbox_prefix(user) + ".>"),
+            publish=(*queues, *finals, inbox_prefix("controller") + ".>"),
+            subscribe=(*tasks, *finals, s.cancel_task_all, s.worker_models, SRV, inbox_prefix(user) + ".>"),
             responses=True,
         ),
         f"worker serving {', '.join(tags)}",

@@ -26,6 +26,7 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import OutboundBufferLimitError
 from nats.js.errors import Error as JetStreamError
 from nats.micro import add_service
 from nats.micro.request import Request
@@ -38,6 +39,7 @@ from ..proto import codec
 from ..proto.errors import ErrorCode, ErrorInfo, http_status_for, task_status_for
 from ..proto.messages import FrameType, TaskReply, TaskRequest
 from ..proto.subjects import (
+    ANY,
     HEADER_ATTEMPTS_BELOW,
     HEADER_REPLY_TO,
     HEADER_SERVICE_ERROR,
@@ -47,6 +49,7 @@ from ..proto.subjects import (
 from ..proto.tasks import StreamingTask, Task, TaskStatus
 from ..proto.version import DEFAULT_MAX_TASK_BYTES, PROTOCOL_VERSION
 from ..runtime.worker import Worker, fail
+from .finals import KeptFinals, ask_peers
 from .jetstream import (
     Durability,
     TaskQueueSettings,
@@ -68,6 +71,7 @@ class HostStats:
     bad_requests: int = 0
     cancelled: int = 0
     redelivered: int = 0  # tasks this replica took over from one that died or went silent
+    replayed: int = 0  # redelivered tasks answered with a kept final frame instead of run again
 
 
 @dataclass
@@ -136,6 +140,8 @@ class WorkerHost:
         self._stack: AsyncExitStack | None = None
         self.service: Service | None = None
         self._tag_metrics: dict[str, _TagMetrics] = {}
+        self.finals = KeptFinals()  # so a final frame lost in an outage is sent again, not re-run
+        self.final_lookup_wait = 0.5  # how long a redelivered task waits for a peer's kept frame
 
     def _metrics(self, tag: str) -> _TagMetrics:
         m = self._tag_metrics.get(tag)
@@ -167,6 +173,9 @@ class WorkerHost:
             stack.push_async_callback(cancel_sub.unsubscribe)
             models_sub = await self.nc.subscribe(self.subjects.worker_models, cb=self._on_models)
             stack.push_async_callback(models_sub.unsubscribe)
+            for tag in self.tags:
+                finals_sub = await self.nc.subscribe(self.subjects.task_final(tag, ANY), cb=self.finals.answer)
+                stack.push_async_callback(finals_sub.unsubscribe)
             self._tg = await stack.enter_async_context(TaskGroup())
             self._ticker = self._tg.create_task(self._heartbeats())
             self._watcher = self._tg.create_task(self._watch_queues(js))
@@ -240,6 +249,8 @@ class WorkerHost:
             "bad_requests": s.bad_requests,
             "cancelled": s.cancelled,
             "redelivered": s.redelivered,
+            "replayed": s.replayed,
+            "finals_answered": self.finals.answered,
             "tag_in_flight": self._in_flight_by_tag[endpoint.name],
             "queue_pending": depth.pending,
             "queue_ack_pending": depth.ack_pending,
@@ -355,6 +366,8 @@ class WorkerHost:
                 await msg.term()
                 return
             attempt = msg.metadata.num_delivered
+            if await self._replayed(msg, reply_to, None):  # finished here; only its final frame was lost
+                return
             if self._cancelled_early or attempt > 1:  # (the id costs a decode: only when it matters)
                 task_id = codec.peek_id(msg.data, "task", "id") or ""
                 if self._cancelled_early.pop(task_id, None) is not None:
@@ -366,6 +379,12 @@ class WorkerHost:
                     # Redelivered to the replica already running it (a lease lapsed): keep one run.
                     live.jsmsg, live.attempt = msg, attempt
                     return
+                if attempt > 1 and task_id:
+                    # Finished by a peer whose ack came too late? Its kept final frame answers it.
+                    subject = self.subjects.task_final(tag, task_id)
+                    kept = await ask_peers(self.nc, subject, reply_to, self.final_lookup_wait)
+                    if await self._replayed(msg, reply_to, kept):
+                        return
             if attempt > 1:
                 self.stats.redelivered += 1
             await self._serve(tag, msg.data, msg.headers, partial(self.nc.publish, reply_to), msg)
@@ -374,6 +393,19 @@ class WorkerHost:
         finally:
             self.stats.in_flight -= 1
             self._pullers[self.tags.index(tag)].done()
+
+    async def _replayed(self, msg: Msg, reply_to: str, frame: bytes | None) -> bool:
+        """Answer a queued task with a final frame already made for its request (``frame``, or
+        the one kept here) and ack it: it is not run again."""
+        frame = frame or self.finals.get(reply_to)
+        if frame is None:
+            return False
+        self.stats.replayed += 1
+        with contextlib.suppress(Exception):  # lost again: the caller asks for it (finals)
+            await self.nc.publish(reply_to, frame)
+        with contextlib.suppress(Exception):
+            await msg.ack()
+        return True
 
     async def _serve(
         self,
@@ -495,7 +527,14 @@ class WorkerHost:
         if requeue and live.jsmsg is not None:
             with contextlib.suppress(Exception):
                 await live.jsmsg.nak()  # straight back to the queue for another replica
-        too_large = await live.send(FrameType.FINAL, status=task.status, result=task.results(), error=task.error)
+        try:
+            too_large = await live.send(FrameType.FINAL, status=task.status, result=task.results(), error=task.error)
+        except OutboundBufferLimitError:  # cut off, its buffer full: the kept copy answers instead
+            too_large = None
+        finally:
+            reply_to = live.jsmsg.headers.get(HEADER_REPLY_TO) if live.jsmsg and live.jsmsg.headers else None
+            if reply_to and live.final is not None and not requeue:
+                self.finals.keep(reply_to, task.id, live.final)
         if too_large is not None:
             fail(task, too_large)
         if live.jsmsg is not None and not requeue:
@@ -579,6 +618,7 @@ class _Live:
 
     __slots__ = (
         "attempt",
+        "final",
         "interval",
         "jsmsg",
         "last_progress",
@@ -609,6 +649,7 @@ class _Live:
         self.seq = 0
         self.last_sent = self.last_progress = asyncio.get_running_loop().time()
         self.superseded = self.lease_lost = False
+        self.final: bytes | None = None  # the final frame, once made
 
     async def send(self, frame: FrameType, **fields: Any) -> ErrorInfo | None:
         """Send one frame; a final frame too large for the bus goes out as a typed error
@@ -647,6 +688,8 @@ class _Live:
             error = None
         self.seq += 1
         self.last_sent = asyncio.get_running_loop().time()
+        if frame is FrameType.FINAL:
+            self.final = data
         await self.respond(data)
         return error
 

@@ -32,7 +32,7 @@ from ..errors import ProtocolError, ScaffoldingError
 from ..proto import codec
 from ..proto.errors import ErrorCode, ErrorInfo
 from ..proto.messages import FrameType, TaskReply
-from ..proto.subjects import HEADER_ATTEMPTS_BELOW, HEADER_REPLY_TO, Subjects
+from ..proto.subjects import HEADER_ATTEMPTS_BELOW, HEADER_MSG_ID, HEADER_REPLY_TO, Subjects
 from ..proto.tasks import JOB_ID_KEY, Task, TaskStatus
 from ..proto.version import PROTOCOL_VERSION
 from ..runtime.context import current_request
@@ -62,6 +62,8 @@ class RemoteWorker(Worker):
     attempts that may go silent (worker died) before the task fails.
     ``queue_window``: tasks one job (request) keeps queued-but-not-started per tag; the rest
     wait here, so one large job cannot starve later ones (see ``fairness``).
+    ``final_wait``: how long to wait for a replica's kept final frame (see ``finals``) before
+    queuing again a task whose frames were lost while this side was cut off.
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class RemoteWorker(Worker):
         backoff: float = 0.05,
         max_backoff: float = 1.0,
         queue_window: int = 16,
+        final_wait: float = 2.0,
     ) -> None:
         super().__init__()
         if max_attempts < 1:
@@ -90,6 +93,7 @@ class RemoteWorker(Worker):
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.fairness = FairAdmission(queue_window)
+        self.final_wait = final_wait
         self._mux = ReplyMux(nc)
         self._served: set[str] = set()  # tags whose consumer exists (some worker declared it)
         self._waiting_gauges: dict[str, Any] = {}
@@ -196,6 +200,9 @@ class _Call:
         self.admitted = False
         self.waiting = False
         self.start_by: float | None = None  # the task's ``start_timeout``, from when it is queued
+        # Asked the replicas for a final frame lost with a connection: until when, and how the
+        # task ends if none comes (None: queued again).
+        self.asking: tuple[float, ErrorInfo | None] | None = None
 
     async def next(self) -> bool:
         try:
@@ -206,7 +213,7 @@ class _Call:
                     return await self._receive()
                 except _Requeue:
                     self._close()
-                    self.seq, self.attempt, self.started = None, 0, False
+                    self.seq, self.attempt, self.started, self.asking = None, 0, False, None
         except _Fail as failure:
             await self.abandon()
             self._finish(failure.error)
@@ -257,7 +264,9 @@ class _Call:
                 raise _Fail(_timeout(task, w.timeout)) from None
             self.admitted = True
         self.inbox, self.frames = w._mux.open()
-        headers = {HEADER_REPLY_TO: self.inbox}
+        # The inbox names this request: a publish retried while the stream's PubAck was lost (an
+        # outage) is stored once, not once per try (each copy would run).
+        headers = {HEADER_REPLY_TO: self.inbox, HEADER_MSG_ID: self.inbox}
         if telemetry.enabled():
             headers = telemetry.inject_headers(headers) or headers
         await self._publish(payload, headers)
@@ -331,17 +340,26 @@ class _Call:
                 wait = min(left, max(2.0, w.idle_timeout))
                 if self.start_by is not None:
                     wait = min(wait, self.start_by - time.monotonic())
+            if self.asking is not None:
+                wait = min(wait, self.asking[0] - time.monotonic())
             try:
                 msg = await frames.get(max(0.0, wait))
             except TimeoutError:
-                if self.started:
+                if self.asking is not None:
+                    if time.monotonic() >= self.asking[0]:
+                        self._unanswered()
+                elif self.started:
                     await self._on_quiet()
                 elif self.start_by is not None and time.monotonic() >= self.start_by:
                     raise _Fail(self._not_taken()) from None
                 elif w.nc.is_connected and w.nc.stats.get("reconnects", 0) != self.reconnects:
                     self.reconnects = w.nc.stats.get("reconnects", 0)
                     if not await self._still_queued():
-                        raise _Requeue from None
+                        await self._ask_for_final(None)
+                continue
+            if not msg.data and msg.headers and msg.headers.get("Status"):
+                if self.asking is not None:  # "no responders": no replica keeps finals, none has it
+                    self._unanswered()
                 continue
             reply = w._decode(msg, task)
             attempt = reply.attempt or 1
@@ -380,6 +398,7 @@ class _Call:
             return False
 
     def _mark_alive(self) -> None:
+        self.asking = None
         self.quiet_since = time.monotonic()
         self.reconnects = self.w.nc.stats.get("reconnects", 0)
         if not self.started:
@@ -399,8 +418,9 @@ class _Call:
         if time.monotonic() - self.quiet_since < self.w.idle_timeout:
             return
         self.silent_attempts += 1
+        lost = None
         if self.streamed or self.silent_attempts >= self.w.max_attempts:
-            raise _Fail(self._lost(f"went silent for {self.w.idle_timeout:.1f}s"))
+            lost = self._lost(f"went silent for {self.w.idle_timeout:.1f}s")
         # Presumed dead: stop it in case it is only cut off, and wait for JetStream to hand
         # the unacked task to another replica (after the queue's ack wait).
         await self.w._cancel_remote(self.task, below=self.attempt + 1)
@@ -408,8 +428,28 @@ class _Call:
         self._set_waiting(True)
         if not await self._still_queued():
             # Acked or dropped while we could not hear it (its final frame was lost with our
-            # connection): nothing will redeliver it, so it runs again.
-            raise _Requeue
+            # connection, or the worker's): nothing will redeliver it. The replica that ran it
+            # may have kept the frame; if none sends it, the task runs again (or, streamed, fails).
+            await self._ask_for_final(lost)
+        elif lost is not None:
+            raise _Fail(lost)
+
+    async def _ask_for_final(self, then: ErrorInfo | None) -> None:
+        """Ask the tag's replicas for the task's final frame, kept by the one that sent it to
+        our inbox (``finals``); the answer comes to that inbox, as the lost frame would have."""
+        assert self.inbox is not None
+        self.asking = (time.monotonic() + self.w.final_wait, then)
+        subject = self.w.subjects.task_final(self.task.worker_tag, self.task.id)
+        with contextlib.suppress(Exception):  # cut off again: the wait passes, then as if unanswered
+            await self.w.nc.publish(subject, self.inbox.encode(), reply=self.inbox)
+
+    def _unanswered(self) -> None:
+        """No replica had the final frame: queue the task again, or fail it (streamed)."""
+        assert self.asking is not None
+        then, self.asking = self.asking[1], None
+        if then is not None:
+            raise _Fail(then)
+        raise _Requeue
 
     async def _still_queued(self) -> bool:
         """Whether the task's message is still in the stream (waiting, or held by a worker)."""

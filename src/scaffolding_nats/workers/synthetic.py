@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from ..proto.tasks import GenerationTask, RewardTask, StreamingGenerationTask, ToolCallTask, Usage
 from ..runtime.worker import Worker, handles, streams
@@ -15,14 +16,23 @@ class SyntheticWorker(Worker):
     candidate by its length; tool calls echo their arguments.
 
     ``latency_s``: sleep per task (per token when streaming, ``token_latency_s``); ``model``:
-    the name it reports as served (it answers every task the same whatever the name).
+    the name it reports as served (it answers every task the same whatever the name);
+    ``runs_log``: a file that gets one line, the task id, per generation run to its end (so a
+    fault test can count the runs of each task, across worker processes).
     """
 
-    def __init__(self, latency_s: float = 0.0, token_latency_s: float = 0.0, model: str = "synthetic") -> None:
+    def __init__(
+        self,
+        latency_s: float = 0.0,
+        token_latency_s: float = 0.0,
+        model: str = "synthetic",
+        runs_log: str | None = None,
+    ) -> None:
         super().__init__()
         self.model = model
         self.latency_s = latency_s
         self.token_latency_s = token_latency_s
+        self.runs_log = Path(runs_log) if runs_log else None
         self.started = 0
         self.finished = 0
         self.cancelled = 0
@@ -40,6 +50,12 @@ class SyntheticWorker(Worker):
         task.finish_reason = "stop"
         task.usage = Usage(prompt_tokens=len(words), completion_tokens=len(words))
         self.finished += 1
+        self._log_run(task.id)
+
+    def _log_run(self, task_id: str) -> None:
+        if self.runs_log is not None:
+            with self.runs_log.open("a") as f:  # one short append per line: whole lines, any process
+                f.write(task_id + "\n")
 
     @streams(StreamingGenerationTask)
     async def stream(self, task: StreamingGenerationTask) -> AsyncIterator[int]:
@@ -62,6 +78,7 @@ class SyntheticWorker(Worker):
             raise
         task.finish_reason = "stop"
         self.finished += 1
+        self._log_run(task.id)
 
     async def served_models(self) -> list[str]:
         return [self.model]
