@@ -84,7 +84,8 @@ STREAMING_STEP = 8  # the native "stream" method's default: one frame every 8 to
 
 def _stream(stack: ComposeStack, index: int) -> tuple[int, str | None, bool, int]:
     """(content chunks, the last finish_reason, whether [DONE] came, completion tokens)."""
-    body = {"model": "stream", "messages": [{"role": "user", "content": f"Write the numbers from 1 to {30 + index}, separated by commas."}],
+    prompt = f"Write the numbers from 1 to {30 + index}, separated by commas."
+    body = {"model": "stream", "messages": [{"role": "user", "content": prompt}],
             "max_tokens": 96, "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
     chunks, finish, done, tokens = 0, None, False, 0
     with stack.client() as http, http.stream("POST", "/v1/chat/completions", json=body) as response:
