@@ -107,3 +107,16 @@ def stream_seq(msg: Msg) -> int | None:
 def abandoned_subject(subjects: Subjects) -> str:
     """Where JetStream says it gave up on a job (delivered ``max_deliver`` times, never acked)."""
     return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{subjects.jobs_stream}.{subjects.jobs_consumer}"
+
+
+async def consumer_problem(js: Any, subjects: Subjects) -> str | None:
+    """Why no job can reach a controller (its jobs consumer is gone: deleted by hand, or the
+    stream lost), or None when the consumer is there."""
+    try:
+        await js.consumer_info(subjects.jobs_stream, subjects.jobs_consumer)
+    except Exception as exc:
+        return (
+            f"jobs consumer {subjects.jobs_stream}/{subjects.jobs_consumer} unavailable ({exc!r}); "
+            "run `python -m scaffolding_nats.services.admin init`"
+        )
+    return None

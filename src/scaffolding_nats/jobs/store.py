@@ -244,6 +244,12 @@ class JobStore:
             await self.put(record_of(job, owner, JobState.FAILED, error=outcome))
         _end(events, outcome)
 
+    async def refuse(self, job_id: str, owner: str | None, error: ErrorInfo) -> None:
+        """A delivery that could not be run (it broke the contract, or handling it failed): its
+        error event (seq 0), then a failed record under its key."""
+        await self.announce(job_id, owner, error)
+        await self.put(JobRecord(job_id=job_id, method="?", state=JobState.FAILED, error=error, owner=owner))
+
     async def abandon(self, advisory: bytes, max_deliver: int) -> None:
         """JetStream gave up on a job (its controllers died ``max_deliver`` times; ``advisory``
         says which): tell its client, record it, and remove it, so nothing accepted disappears

@@ -22,14 +22,14 @@ from ...jobs import EventStream, HeldJobs, JobStore, intake
 from ...methods.registry import MethodRegistry
 from ...proto import codec
 from ...proto.errors import ErrorCode, ErrorInfo
-from ...proto.messages import Job, JobEventType, JobRecord, JobResult, JobState
+from ...proto.messages import Job, JobEventType, JobResult
 from ...proto.subjects import Subjects
 from ...runtime.controller import Controller
 from ...runtime.request import run_request
 from ...runtime.runner import TaskRunner
 from ...transport import RemoteWorker
 from ...transport.jetstream import Durability, check, durability_for, missing, provision
-from .prompting import prompt_for
+from .prompting import prompt_for, sampling_defaults
 from .ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,6 @@ class ControllerService:
         self.jobs_failed = 0
         self.jobs_rejected = 0
         self.drain_seconds = drain_seconds
-        self._closing = False
 
     async def __aenter__(self) -> ControllerService:
         js = self.js = self.nc.jetstream()
@@ -140,7 +139,6 @@ class ControllerService:
     async def _drain(self) -> None:
         """Stop taking jobs, let running ones finish (still kept alive and cancellable) for up
         to ``drain_seconds``, then hand what is left back to JetStream for another replica."""
-        self._closing = True
         self._puller.cancel()
         await self._service.stop()
         running = list(self.held.tasks.values())
@@ -158,18 +156,10 @@ class ControllerService:
         (deleted by hand, or the stream lost), and the methods endpoint says so."""
         while True:
             await asyncio.sleep(self.health_interval)
-            try:
-                await self.js.consumer_info(self.subjects.jobs_stream, self.subjects.jobs_consumer)
-            except Exception as exc:
-                if self.ready:
-                    log.error("jobs consumer %s unavailable: %s", self.subjects.jobs_consumer, exc)
-                self.ready = False
-                self.not_ready_reason = (
-                    f"jobs consumer {self.subjects.jobs_stream}/{self.subjects.jobs_consumer} unavailable ({exc!r}); "
-                    "run `python -m scaffolding_nats.services.admin init`"
-                )
-            else:
-                self.ready, self.not_ready_reason = True, ""
+            reason = await intake.consumer_problem(self.js, self.subjects)
+            if reason is not None and self.ready:
+                log.error("%s", reason)
+            self.ready, self.not_ready_reason = reason is None, reason or ""
 
     # -- intake ----------------------------------------------------------------------------
 
@@ -290,19 +280,19 @@ class ControllerService:
         return self.registry.build(job.method, job.params)
 
     async def _execute(self, job: Job, controller: Controller, events: EventStream, msg: Msg) -> JobResult:
+        """Run the job's method to its result, within ``max_job_seconds`` (traced if enabled)."""
         prompt = prompt_for(job, controller, self.prompt_template)
-        if telemetry.enabled():
-            with telemetry.tracer.start_as_current_span(
+        span = (
+            telemetry.tracer.start_as_current_span(
                 f"job {job.method}",
                 context=telemetry.extract_context(msg.headers),
                 attributes={"scaffolding.job_id": job.id, "scaffolding.method": job.method},
-            ):
-                return await self._run(job, controller, prompt, events)
-        return await self._run(job, controller, prompt, events)
-
-    async def _run(self, job: Job, controller: Any, prompt: Any, events: EventStream) -> JobResult:
+            )
+            if telemetry.enabled()
+            else contextlib.nullcontext()
+        )
         try:
-            with self.held.running(events.key):  # a client's cancel: a ``cancelled`` error
+            with span, self.held.running(events.key):  # a client's cancel: a ``cancelled`` error
                 async with timeout(self.max_job_seconds):
                     done = await run_request(
                         controller,
@@ -310,7 +300,7 @@ class ControllerService:
                         prompt=prompt,
                         budget=job.budget,
                         on_event=events.from_runtime,
-                        sampling_defaults=_sampling_defaults(job),
+                        sampling_defaults=sampling_defaults(job),
                         job_id=job.id,
                         stream=job.stream,
                     )
@@ -345,8 +335,7 @@ class ControllerService:
         job_id, owner = intake.rejected_key(msg, self.subjects)
         self._rejections.log("rejected job %s: %s", job_id or "<no usable id>", error.message)
         if job_id:
-            await self.store.announce(job_id, owner, error)
-            await self.store.put(JobRecord(job_id=job_id, method="?", state=JobState.FAILED, error=error, owner=owner))
+            await self.store.refuse(job_id, owner, error)
 
 
 def _internal(exc: BaseException) -> ErrorInfo:
@@ -357,10 +346,3 @@ def _internal(exc: BaseException) -> ErrorInfo:
         message=f"the controller failed on this job: {type(exc).__name__}: {exc}"[:500],
         details={"exception": type(exc).__name__},
     )
-
-
-def _sampling_defaults(job: Job) -> dict[str, Any]:
-    defaults = job.sampling.model_dump(exclude_none=True) if job.sampling is not None else {}
-    if job.model is not None:
-        defaults.setdefault("model", job.model)
-    return defaults
