@@ -26,8 +26,8 @@ from typing import Any
 
 from ..proto.subjects import Subjects
 from ..security import Deployment
+from ..security.api_keys import key_line, new_key, parse_key_lines
 from ..security.secrets_file import write_env_file
-from ..services.gateway.auth import new_key
 from .model_server import ModelServer
 from .nats_cluster import NatsCluster
 from .nats_server import NatsServer
@@ -116,13 +116,12 @@ def _wait_ready(gateway: str, timeout: float) -> None:
 def local_api_key(path: Path) -> str:
     """The local tenant's API key: made on the first run, kept (0600) for the next ones. The
     file is the gateway's key file ("tenant key" lines, see services/gateway/auth.py)."""
-    for line in path.read_text().splitlines() if path.exists() else []:
-        tenant, _, key = line.partition(" ")
-        if tenant == "local" and key.strip():
-            return key.strip()
+    for line in parse_key_lines(path.read_text(), source=str(path)) if path.exists() else []:
+        if line.tenant == "local":
+            return line.key
     key = new_key()
     write_env_file(path, {})
-    path.write_text(f"local {key}\n")
+    path.write_text(key_line("local", key) + "\n")
     return key
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ..proto.subjects import Subjects
 from . import identities
+from .api_keys import key_line, new_key
 from .natsconf import HEADER, authorization
 from .permissions import Deployment
 from .secrets_file import load_or_create, read_env_file, write_env_file, write_private
@@ -81,19 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     if args.command == "api-key":
-        from ..proto.subjects import check_token
-        from ..services.gateway.auth import new_key
-
-        print(f"{check_token(args.tenant, 'tenant')} {new_key()}")
+        print(key_line(args.tenant, new_key()))
         return 0
     deployment = _deployment(args)
     if args.command == "secrets":
         values = load_or_create(args.output, [r.password_env for r in deployment.roles()])
         if args.api_key_tenant and not values.get("SCAF_API_KEYS"):
-            from ..proto.subjects import check_token
-            from ..services.gateway.auth import new_key
-
-            values["SCAF_API_KEYS"] = f"{check_token(args.api_key_tenant, 'tenant')} {new_key()}"
+            values["SCAF_API_KEYS"] = key_line(args.api_key_tenant, new_key())
             write_env_file(args.output, values)
         print(f"NATS passwords of {len(deployment.roles())} users in {args.output} (mode 0600)")
         if args.auth_file:

@@ -16,14 +16,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..proto.subjects import ANY, Subjects, check_token, inbox_prefix
+from ..workers.kinds import deployed_tags
 
-DEFAULT_WORKERS: Mapping[str, Sequence[str]] = {
-    "openai": ("generation",),
-    "reward": ("reward",),
-    "tools": ("tool_call",),
-    "trtllm": ("generation",),  # k8s/gpu/ only
-}
-"""Worker kind -> the tags it serves, as deployed by ``make run``, compose and ``k8s/``."""
+DEFAULT_WORKERS: Mapping[str, Sequence[str]] = deployed_tags()
+"""Worker kind -> the tags it serves, as deployed by ``make run``, compose and ``k8s/``
+(``workers.kinds``, the table the worker service reads too)."""
+
 
 def env_suffix(user: str) -> str:
     """How a user is spelled in environment variable names: ``worker-openai`` -> ``WORKER_OPENAI``."""

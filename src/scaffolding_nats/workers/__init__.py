@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .kinds import KINDS
+
 if TYPE_CHECKING:
     from .errors import BackendError, NotSupported
     from .judge_reward_worker import LogprobJudgeRewardWorker
@@ -19,11 +21,9 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "BackendError": ".errors",
     "NotSupported": ".errors",
-    "LogprobJudgeRewardWorker": ".judge_reward_worker",
     "OpenAIBackend": ".openai_backend",
-    "OpenAIWorker": ".openai_worker",
-    "SyntheticWorker": ".synthetic",
-    "ToolsWorker": ".tools_worker",
+    # The worker classes, where the table of worker kinds says they are:
+    **{cls: module for module, _, cls in (kind.spec.partition(":") for kind in KINDS)},
 }
 
 __all__ = [

@@ -8,9 +8,9 @@ import os
 import sys
 
 from ...proto.subjects import Subjects
-from ...security.permissions import DEFAULT_WORKERS
 from ...transport import connect
 from ...transport.jetstream import NotProvisioned, check, check_task_queues, durability_for, provision
+from ...workers.kinds import deployed_tags
 from .._cli import base_parser
 
 
@@ -39,7 +39,7 @@ async def _run(command: str, servers: list[str], prefix: str, tags: list[str]) -
 def main(argv: list[str] | None = None) -> None:
     p = base_parser(__doc__)
     p.add_argument("command", choices=["init", "check"])
-    default_tags = ",".join(sorted({t for tags in DEFAULT_WORKERS.values() for t in tags}))
+    default_tags = ",".join(sorted({t for tags in deployed_tags().values() for t in tags}))
     p.add_argument(
         "--tags",
         default=os.environ.get("SCAF_TASK_TAGS", default_tags),

@@ -36,3 +36,11 @@ def prompt_for(job: Job, controller: Controller, template: str = "chatml") -> An
     if accepts_messages:
         return [ChatMessage(role="user", content=prompt)]
     return prompt
+
+
+def sampling_defaults(job: Job) -> dict[str, Any]:
+    """The job's sampling settings (and model), as defaults of each of its method's tasks."""
+    defaults = job.sampling.model_dump(exclude_none=True) if job.sampling is not None else {}
+    if job.model is not None:
+        defaults.setdefault("model", job.model)
+    return defaults

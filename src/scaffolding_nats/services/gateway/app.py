@@ -13,8 +13,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ...client import JobClient, NoController
-from ...errors import ScaffoldingError
+from ...errors import NoController, ScaffoldingError
+from ...jobs import JobClient
 from ...proto.subjects import Subjects
 from ...transport import connect
 from . import jobs_api, openai_api

@@ -3,7 +3,7 @@ as OpenAI clients send it, or ``X-API-Key``). A key names a *tenant*, whose jobs
 read and cancel, and may carry a rate limit (requests per minute) and a concurrency cap.
 
 Keys come from a file (``SCAF_API_KEYS_FILE``, e.g. a mounted Secret) or the environment
-(``SCAF_API_KEYS``), one per line::
+(``SCAF_API_KEYS``), one per line (the format: ``security/api_keys.py``)::
 
     # tenant   key (or sha256:<hex of the key>)   [rpm=<requests per minute>] [concurrency=<n>]
     acme       sk-scaf-3f9c...                     rpm=600 concurrency=8
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -25,13 +24,12 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ...proto.subjects import check_token
+from ...security.api_keys import KeyFileError, new_key, parse_key_lines
+
+__all__ = ["ApiKey", "ApiKeyMiddleware", "KeyFileError", "KeyStore", "new_key", "tenant_of"]
 
 PROTECTED_PREFIX = "/v1/"
 _INVALID, _LIMIT = "invalid_request_error", "requests"  # OpenAI's error types for 401 and 429
-
-
-class KeyFileError(ValueError):
-    """A line of the API key file that cannot be read (its number and why)."""
 
 
 @dataclass
@@ -61,10 +59,6 @@ def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def new_key() -> str:
-    return "sk-scaf-" + secrets.token_urlsafe(24)
-
-
 class KeyStore:
     """Keys by their SHA-256, so a key file may hold digests instead of the keys."""
 
@@ -85,24 +79,8 @@ class KeyStore:
     @classmethod
     def parse(cls, text: str, *, source: str = "<keys>") -> KeyStore:
         store = cls()
-        for number, raw in enumerate(text.replace(";", "\n").splitlines(), 1):
-            line = raw.split("#", 1)[0].strip()
-            if not line:
-                continue
-            tenant, key, *opts = line.split()
-            limits: dict[str, Any] = {}
-            for opt in opts:
-                name, _, value = opt.partition("=")
-                if name == "rpm":
-                    limits["rpm"] = float(value)
-                elif name == "concurrency":
-                    limits["concurrency"] = int(value)
-                else:
-                    raise KeyFileError(f"{source}:{number}: unknown option {name!r} (rpm=, concurrency=)")
-            try:
-                store.add(key, tenant, **limits)
-            except ValueError as exc:
-                raise KeyFileError(f"{source}:{number}: {exc}") from None
+        for line in parse_key_lines(text, source=source):
+            store.add(line.key, line.tenant, rpm=line.rpm, concurrency=line.concurrency)
         return store
 
     @classmethod

@@ -59,9 +59,7 @@ def _not_found(job_id: str) -> JSONResponse:
 async def _own_record(request: Request, job_id: str) -> Any:
     """The tenant's job of that id (its key is the tenant's: another tenant's job of the same
     id is a different job, as invisible as an unknown one), or None."""
-    tenant = tenant_of(request)
-    record = await _state(request).jobs.record(job_id, owner=tenant)
-    return record if record is not None and record.owner == tenant else None
+    return await _state(request).jobs.own_record(job_id, owner=tenant_of(request))
 
 
 @router.get("/{job_id}")

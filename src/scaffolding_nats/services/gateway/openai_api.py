@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..._compat import BaseExceptionGroup, TaskGroup
 from ...errors import DeadlineExceeded, ScaffoldingError, UnknownMethod
+from ...jobs import is_terminal
 from ...proto.errors import ErrorCode
 from ...proto.messages import Job, JobEvent, JobEventType, JobResult
 from ...proto.tasks import ChatMessage, new_id
@@ -125,7 +126,7 @@ class _Run:
     async def events(self) -> AsyncIterator[JobEvent]:
         try:
             async for event in self.state.jobs.events(self.job, timeout=self.timeout, owner=self.owner):
-                if event.type in (JobEventType.RESULT, JobEventType.ERROR):
+                if is_terminal(event):
                     self.finished = True
                 yield event
         finally:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from nats.aio.client import Client
 
-from ...client import JobClient
+from ...jobs import JobClient
 from ...transport.discovery import worker_infos
 
 

@@ -16,15 +16,10 @@ from ...proto.subjects import Subjects
 from ...runtime.worker import Worker
 from ...transport import WorkerHost, connect
 from ...transport.jetstream import Durability, TaskQueueSettings
+from ...workers.kinds import specs
 from .._cli import base_parser, run_service, setting
 
-BUILTIN = {
-    "synthetic": "scaffolding_nats.workers.synthetic:SyntheticWorker",
-    "openai": "scaffolding_nats.workers.openai_worker:OpenAIWorker",
-    "judge": "scaffolding_nats.workers.judge_reward_worker:LogprobJudgeRewardWorker",
-    "tools": "scaffolding_nats.workers.tools_worker:ToolsWorker",
-    "trtllm": "scaffolding_nats.workers.trtllm_worker:TrtLlmWorker",
-}
+BUILTIN = specs()  # worker kind (or alias) -> MODULE:CLASS, from the one table of kinds
 
 
 def load_worker(spec: str, kwargs: dict[str, Any]) -> Worker:

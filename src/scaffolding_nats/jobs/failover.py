@@ -23,16 +23,14 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import NotFoundError
 
-from ...errors import DeadlineExceeded, ProtocolError
-from ...proto import codec
-from ...proto.messages import JobEvent, JobEventType
-from ...proto.subjects import Subjects
+from ..errors import DeadlineExceeded, ProtocolError
+from ..proto import codec
+from ..proto.messages import JobEvent
+from ..proto.subjects import Subjects
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-TERMINAL = (JobEventType.RESULT, JobEventType.ERROR)
 
 
 async def retrying(op: Callable[[], Awaitable[T]], *, what: str, deadline: float = 120.0) -> T:

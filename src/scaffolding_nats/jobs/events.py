@@ -17,14 +17,17 @@ from typing import Any
 
 from nats.aio.client import Client
 
-from ...errors import ProtocolError
-from ...proto import codec
-from ...proto.errors import ErrorCode, ErrorInfo
-from ...proto.messages import JobEvent, JobEventType, JobResult
-from ...proto.subjects import HEADER_MSG_ID
-from .failover import TERMINAL, retrying
+from ..errors import ProtocolError
+from ..proto import codec
+from ..proto.errors import ErrorCode, ErrorInfo
+from ..proto.messages import JobEvent, JobEventType, JobResult
+from ..proto.subjects import HEADER_MSG_ID
+from .failover import retrying
 
 log = logging.getLogger(__name__)
+
+TERMINAL = (JobEventType.RESULT, JobEventType.ERROR)
+"""The events that end a job: each job has exactly one, its last (``JobStore`` exports it)."""
 
 
 class EventStream:
@@ -116,6 +119,11 @@ class EventStream:
     def close(self) -> None:
         self._closed = True
         self._wake.set()
+
+    async def end(self) -> None:
+        """Close, and publish what is queued (for a stream whose ``pump`` no task runs)."""
+        self.close()
+        await self.pump()
 
     def result(self, result: JobResult) -> None:
         self.add(JobEventType.RESULT, result=result)
