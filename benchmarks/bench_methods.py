@@ -315,7 +315,7 @@ def derived(summary: Summary, key: str, label: str, pick: Any, first: int | None
 def twins(summary: Summary, first: int = 5) -> list[Summary]:
     """Plain vote over the same samples, plain vote over the first ``first`` of them, and
     best-of-N by the generator's own mean token log-prob."""
-    from scaffolding_nats.methods.voting import vote
+    from scaffolding_nats.methods.kit.voting import vote
 
     def plain(answers: list[str | None], weights: Any) -> str | None:
         return vote(answers).answer

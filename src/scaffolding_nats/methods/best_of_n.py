@@ -6,10 +6,10 @@ from typing import Any
 
 from ..proto.tasks import Task
 from ..runtime.controller import Controller, ControllerGen, Output, ParallelProcess
-from .answers import Extractor
-from .base import SamplingMethod, Slot, best_partial, fail_all, prompt_of, require, set_method_result, text_of
+from .kit.answers import Extractor
+from .kit.base import SamplingMethod, Slot, best_partial, fail_all, prompt_of, require, set_method_result, text_of
+from .kit.results import ScoredOutcome
 from .native import NativeGenerationController
-from .results import ScoredOutcome
 from .reward import OutcomeRewardController, RewardScorer, scores_of
 
 

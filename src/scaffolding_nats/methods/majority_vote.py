@@ -9,12 +9,12 @@ from typing import Any, Literal
 from ..proto.tasks import GenerationTask, Task
 from ..runtime.context import emit_progress
 from ..runtime.controller import Controller, ControllerGen, Output
-from .answers import Extractor, states_answer
-from .base import SamplingMethod, Slot, best_partial, cut_off, fail_all, set_method_result, text_of
-from .confidence import mean_logprob_weight
+from .kit.answers import Extractor, states_answer
+from .kit.base import SamplingMethod, Slot, best_partial, cut_off, fail_all, set_method_result, text_of
+from .kit.confidence import mean_logprob_weight
+from .kit.results import VoteOutcome
+from .kit.voting import vote
 from .native import NativeGenerationController
-from .results import VoteOutcome
-from .voting import vote
 
 Weighting = Literal["none", "mean_logprob"]
 

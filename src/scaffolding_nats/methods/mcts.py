@@ -11,11 +11,11 @@ from typing import Any
 from ..proto.tasks import Task
 from ..runtime.context import emit_progress
 from ..runtime.controller import Controller, ControllerGen, Output
-from ._steps import FinalCheck, StepSearch, default_is_final, join_steps, score
-from .answers import Extractor
-from .base import Slot, fail_all, prompt_of, require, set_method_result, succeed
+from .kit.answers import Extractor
+from .kit.base import Slot, fail_all, prompt_of, require, set_method_result, succeed
+from .kit.results import SearchOutcome
+from .kit.steps import FinalCheck, StepSearch, default_is_final, join_steps, score
 from .native import NativeGenerationController
-from .results import SearchOutcome
 from .reward import OutcomeRewardController
 
 

@@ -11,9 +11,8 @@ from typing import Any
 from ..proto.tasks import Task
 from ..runtime.context import emit_progress
 from ..runtime.controller import Controller, ControllerGen, Output
-from ._steps import FinalCheck, StepSearch, default_is_final, join_steps, score
-from .answers import Extractor
-from .base import (
+from .kit.answers import Extractor
+from .kit.base import (
     Slot,
     branch_seed,
     derive_generation,
@@ -25,8 +24,9 @@ from .base import (
     succeed,
     text_of,
 )
+from .kit.results import SearchOutcome
+from .kit.steps import FinalCheck, StepSearch, default_is_final, join_steps, score
 from .native import NativeGenerationController
-from .results import SearchOutcome
 from .reward import OutcomeRewardController
 
 SELECTION_STRATEGIES = ("best", "vote", "random")

@@ -7,11 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..proto.tasks import GenerationTask, Task
-from ..runtime.controller import Controller, ControllerGen, ParallelProcess
+from ...proto.tasks import GenerationTask, Task
+from ...runtime.controller import Controller, ControllerGen, ParallelProcess
+from ..reward import RewardScorer, scores_of
 from .answers import Extractor, extract_boxed, get_extractor
 from .base import MethodController, branch_seed, derive_generation, fan_out, text_of
-from .reward import RewardScorer, scores_of
 
 STEP_SEPARATOR = "\n\n"
 DEFAULT_STEP_STOP = ("\n\n",)
