@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict
 
 from ...errors import BudgetExhausted
 from ...proto.errors import ErrorCode, ErrorInfo
@@ -258,6 +258,15 @@ class MethodController(Controller):
         return None
 
 
+class SamplingOptions(TypedDict, total=False):
+    """The parameters every sampling method takes besides its sampler and ``sample_num``,
+    passed on as ``**options`` (defaults: ``SamplingMethod.__init__``'s)."""
+
+    extractor: str | Extractor | None
+    base_seed: int | None
+    name: str | None
+
+
 class SamplingMethod(MethodController):
     """Base of the methods that run ``sample_num`` independent samples of a sub-controller and
     pick one (majority vote, best-of-N). Each subclass chooses its own default sampler."""
@@ -266,9 +275,9 @@ class SamplingMethod(MethodController):
         self,
         sample_controller: Controller,
         sample_num: int,
-        extractor: str | Extractor | None,
-        base_seed: int | None,
-        name: str | None,
+        extractor: str | Extractor | None = "default",
+        base_seed: int | None = None,
+        name: str | None = None,
     ) -> None:
         require(sample_num >= 1, "sample_num", "must be at least 1")
         super().__init__(name)

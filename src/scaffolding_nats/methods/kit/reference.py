@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from ...proto.tasks import SamplingParams
-from .registry import DEFAULT_LIMITS, MethodKind, MethodRegistry, _hints, load_registry
+from .registry import DEFAULT_LIMITS, MethodKind, MethodRegistry, init_parameters, load_registry
 
 SUB_METHOD = {
     "description": "a sub-method: the name of a served method, or {method, params} nested the same way",
@@ -36,7 +36,7 @@ def _json_default(value: Any) -> Any:
 
 def kind_schema(kind: MethodKind, limits: dict[str, int]) -> dict[str, Any]:
     cls = kind.cls
-    hints = _hints(cls)
+    parameters, hints = init_parameters(cls)
     properties: dict[str, Any] = {}
     slot_args = set(kind.slots.values())
     for slot, _ in kind.slots.items():
@@ -44,8 +44,8 @@ def kind_schema(kind: MethodKind, limits: dict[str, int]) -> dict[str, Any]:
         if slot in kind.slot_defaults:
             properties[slot]["default"] = kind.slot_defaults[slot]
     sampling = False
-    for name, param in inspect.signature(cls.__init__).parameters.items():
-        if name == "self" or name in slot_args or param.kind is inspect.Parameter.VAR_POSITIONAL:
+    for name, param in parameters.items():
+        if name in slot_args or param.kind is inspect.Parameter.VAR_POSITIONAL:
             continue
         if param.kind is inspect.Parameter.VAR_KEYWORD:
             sampling = True

@@ -155,6 +155,29 @@ def _hints(cls: type) -> dict[str, Any]:
         return {}
 
 
+def init_parameters(cls: type) -> tuple[dict[str, inspect.Parameter], dict[str, Any]]:
+    """A class's constructor parameters (``self`` left out) and their type hints. A
+    ``**options: Unpack[SomeOptions]`` stands for the parameters of the base class's constructor
+    that ``SomeOptions`` names, so a subclass does not restate what it passes on."""
+    owner = next(c for c in cls.__mro__ if "__init__" in vars(c))
+    hints = _hints(owner)
+    params: dict[str, inspect.Parameter] = {}
+    types: dict[str, Any] = {}
+    for name, param in inspect.signature(owner.__init__).parameters.items():  # type: ignore[misc]
+        hint = hints.get(name)
+        if param.kind is inspect.Parameter.VAR_KEYWORD and typing.get_origin(hint) is typing.Unpack:
+            (options,) = typing.get_args(hint)
+            names = options.__required_keys__ | options.__optional_keys__
+            base_params, base_types = init_parameters(owner.__mro__[1])
+            params.update({n: p for n, p in base_params.items() if n in names})
+            types.update({n: t for n, t in base_types.items() if n in names})
+        elif name != "self":
+            params[name] = param
+            if hint is not None:
+                types[name] = hint
+    return params, types
+
+
 class MethodRegistry:
     """Named method configs over a table of method kinds."""
 
@@ -214,9 +237,7 @@ class MethodRegistry:
             raise MethodConfigError(here, "expected a mapping with 'method' and 'params', or a method name")
         extra = set(config) - {"name", "method", "params"}
         if extra:
-            raise MethodConfigError(
-                f"{path}{sorted(extra)[0]}", "unknown key (allowed: name, method, params)"
-            )
+            raise MethodConfigError(f"{path}{sorted(extra)[0]}", "unknown key (allowed: name, method, params)")
         method = config.get("method")
         if not isinstance(method, str) or not method:
             raise MethodConfigError(f"{path}method", "missing or not a string")
@@ -235,13 +256,10 @@ class MethodRegistry:
             raise MethodConfigError(f"{path}params", "expected a mapping")
         return self._construct(self.kinds[method], dict(params), f"{path}params.", _stack)
 
-    def _construct(
-        self, kind: MethodKind, params: dict[str, Any], path: str, stack: tuple[str, ...]
-    ) -> Controller:
-        signature = inspect.signature(kind.cls.__init__)
-        accepts_extra = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
-        known = {n for n in signature.parameters if n != "self"}
-        hints = _hints(kind.cls)
+    def _construct(self, kind: MethodKind, params: dict[str, Any], path: str, stack: tuple[str, ...]) -> Controller:
+        parameters, hints = init_parameters(kind.cls)
+        accepts_extra = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+        known = set(parameters)
         kwargs: dict[str, Any] = {}
         for slot, arg in kind.slots.items():
             sub = params.pop(slot, kind.slot_defaults.get(slot))
@@ -258,9 +276,7 @@ class MethodRegistry:
                 try:
                     value = _adapter(hints[key]).validate_python(value, strict=True)
                 except ValidationError as exc:
-                    raise MethodConfigError(
-                        f"{path}{key}", exc.errors()[0].get("msg", "invalid value")
-                    ) from None
+                    raise MethodConfigError(f"{path}{key}", exc.errors()[0].get("msg", "invalid value")) from None
             limit = self.limits.get(key)
             if limit is not None and isinstance(value, int) and value > limit:
                 raise MethodConfigError(f"{path}{key}", f"at most {limit} on this deployment (got {value})")
@@ -313,9 +329,7 @@ def load_configs(data: Any, registry: MethodRegistry) -> MethodRegistry:
         raise MethodConfigError("methods", "expected a mapping of name to config, or a list")
     # Register in dependency order: a config may name another one.
     for name, cfg in items:
-        registry.configs[name] = (
-            {k: v for k, v in cfg.items() if k != "name"} if isinstance(cfg, Mapping) else cfg
-        )
+        registry.configs[name] = {k: v for k, v in cfg.items() if k != "name"} if isinstance(cfg, Mapping) else cfg
     for name, _ in items:
         try:
             registry.build(name)
