@@ -107,8 +107,7 @@ async def main(args: argparse.Namespace) -> int:
             up = await stack.enter_async_context(
                 local_stack(nats_server.url, subjects, [(worker, ["generation"])], connect_options=connect)
             )
-            nc = up.nc
-            client = JobClient(nc, subjects=subjects)
+            client = JobClient(up.nc, subjects=subjects)
 
             def system(method: str, params: dict[str, Any], temperature: float | None = None) -> Run:
                 async def run(problem: Problem, seed: int) -> tuple[str | None, int]:
