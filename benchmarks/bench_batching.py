@@ -37,18 +37,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nats
 import openai
 
 from benchmarks.datasets import GSM8K, Problem, answer_of, is_correct, load
 from benchmarks.stats import paired, wilson
 from scaffolding_nats.client import JobClient
 from scaffolding_nats.devstack import ModelServer, NatsServer
-from scaffolding_nats.methods.registry import load_registry
+from scaffolding_nats.devstack.stack import local_stack
 from scaffolding_nats.proto import Job, SamplingParams, Subjects
 from scaffolding_nats.proto.tasks import ChatMessage
-from scaffolding_nats.services.controller import ControllerService
-from scaffolding_nats.transport import WorkerHost
 from scaffolding_nats.workers import OpenAIWorker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,14 +100,14 @@ async def main(args: argparse.Namespace) -> int:
         model = ModelServer(args.model, n_ctx=args.n_ctx, n_threads=args.threads, parallel=args.slots,
                             startup_timeout=180)  # fmt: skip
         async with model, AsyncExitStack() as stack:
-            nc = await nats.connect(nats_server.url, max_reconnect_attempts=0)
-            stack.push_async_callback(nc.close)
             subjects = Subjects("p8")
             worker = OpenAIWorker(model.base_url, model=model.model, max_concurrency=args.slots, stream_plain=False,
                                   timeout=900)  # fmt: skip
-            await stack.enter_async_context(WorkerHost(nc, worker, tags=["generation"], subjects=subjects))
-            await stack.enter_async_context(ControllerService(nc, load_registry(), subjects=subjects))
-            client = JobClient(nc, subjects=subjects)
+            connect = {"max_reconnect_attempts": 0}
+            up = await stack.enter_async_context(
+                local_stack(nats_server.url, subjects, [(worker, ["generation"])], connect_options=connect)
+            )
+            client = JobClient(up.nc, subjects=subjects)
 
             def system(method: str, params: dict[str, Any], temperature: float | None = None) -> Run:
                 async def run(problem: Problem, seed: int) -> tuple[str | None, int]:

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import collections
 import json
-import os
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ from nats.js.errors import NotFoundError
 
 from scaffolding_nats.client import JobClient
 from scaffolding_nats.devstack import NatsCluster, NatsServer
+from scaffolding_nats.devstack.procs import ServiceProcs
 from scaffolding_nats.devstack.run import Service
 from scaffolding_nats.proto import Job, JobEvent, JobEventType, Subjects, decode
 from scaffolding_nats.security.permissions import Deployment
@@ -73,22 +73,14 @@ def _services(
     bus: NatsServer | NatsCluster, logs: Path, *, latency: float, controllers: int, max_jobs: int
 ) -> list[Service]:
     """Each service logs in as its own NATS role; the streams are provisioned (as admin) first."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("SCAF_NATS_")}
-    base |= {"SCAF_PREFIX": PREFIX, "PYTHONUNBUFFERED": "1"}
     asyncio.run(_provision(bus))
-    worker_args = json.dumps({"latency_s": latency, "runs_log": str(logs / "runs.log")})
-    worker = ["scaffolding_nats.services.worker", "--worker", "synthetic", "--worker-args", worker_args]
+    procs = ServiceProcs(logs, PREFIX)
     # Capacity enough for every task at once: these figures are about faults, not load.
-    specs = [("worker", [*worker, "--max-concurrency", str(8 * max_jobs)])]
-    specs += [
-        (f"controller{i}", ["scaffolding_nats.services.controller", "--max-jobs", str(max_jobs)])
-        for i in range(controllers)
-    ]
-    users = {"worker": "worker-openai"}  # the synthetic worker serves "generation", as that role may
-    services = [Service(name, cmd, logs, {**base, **bus.env_for(users.get(name, "controller"))}) for name, cmd in specs]
-    for service in services:
-        service.wait_ready(60)
-    return services
+    procs.worker(bus, latency=latency, runs_log=logs / "runs.log", max_concurrency=8 * max_jobs)
+    for i in range(controllers):
+        procs.controller(bus, name=f"controller{i}", max_jobs=max_jobs)
+    procs.wait_ready(60)
+    return procs.started
 
 
 def _correct(f: Follower) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -21,7 +20,8 @@ from pathlib import Path
 import httpx
 
 from scaffolding_nats.devstack import ModelServer, NatsServer, free_port
-from scaffolding_nats.devstack.run import Service, _wait_ready
+from scaffolding_nats.devstack.procs import ServiceProcs
+from scaffolding_nats.devstack.run import _wait_ready
 from scaffolding_nats.services.gateway.auth import new_key
 
 
@@ -136,37 +136,17 @@ def main() -> None:
         nats = stack.enter_context(NatsServer())
         model = stack.enter_context(ModelServer(args.model))
         args.api_key = new_key()
-        env = {
-            **os.environ,
-            "SCAF_NATS_URL": nats.url,  # as admin: the controller provisions the streams
-            "SCAF_PROVISION": "1",
-            "SCAF_API_KEYS": f"bench {args.api_key}",
-            "SCAF_PREFIX": "p4",
-            "SCAF_LOG_LEVEL": "WARNING",
-        }
         backend = json.dumps({"base_url": model.base_url, "model": model.model, "max_concurrency": args.concurrency})
         logs = Path(tmp)
         port = free_port()
-        services = [
-            Service(
-                "worker",
-                [
-                    "scaffolding_nats.services.worker",
-                    "--worker",
-                    "openai",
-                    "--tags",
-                    "generation",
-                    "--worker-args",
-                    backend,
-                ],
-                logs,
-                env,
-            ),
-            Service("controller", ["scaffolding_nats.services.controller"], logs, env),
-            Service("gateway", ["scaffolding_nats.services.gateway", "--port", str(port)], logs, env),
-        ]
-        for s in services:
-            stack.callback(s.stop)
+        # One login (no auth on this server), so the controller provisions the streams.
+        extra = {"SCAF_PROVISION": "1", "SCAF_API_KEYS": f"bench {args.api_key}", "SCAF_LOG_LEVEL": "WARNING"}
+        procs = stack.enter_context(ServiceProcs(logs, "p4", extra))
+        worker = ["scaffolding_nats.services.worker", "--worker", "openai", "--tags", "generation"]
+        procs.start("worker", [*worker, "--worker-args", backend], nats, "admin")
+        procs.start("controller", ["scaffolding_nats.services.controller"], nats, "admin")
+        procs.start("gateway", ["scaffolding_nats.services.gateway", "--port", str(port)], nats, "admin")
+        services = procs.started
         for s in services[:2]:
             s.wait_ready(60)
         _wait_ready(f"http://127.0.0.1:{port}", 60)

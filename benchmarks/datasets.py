@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import problems as generated
-from scaffolding_nats.methods.answers import extract_number, parse_number
+from scaffolding_nats.methods.kit.answers import extract_number, parse_number
 
 REPO = Path(__file__).resolve().parents[1]
 GSM8K = REPO.parent / "shared" / "data" / "gsm8k" / "train400.jsonl"

@@ -17,7 +17,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from scaffolding_nats.methods.answers import extract_number, parse_number
+from scaffolding_nats.methods.kit.answers import extract_number, parse_number
 
 DEFAULT_SEED = 20240601
 DEFAULT_COUNT = 240

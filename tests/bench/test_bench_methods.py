@@ -7,8 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-from benchmarks.bench_methods import Record, chart, lacks_logprobs, markdown, method_specs, parse_args, summarise
+from benchmarks.bench_methods import parse_args
 from benchmarks.datasets import GSM8K, DatasetError, answer_of, is_correct, load, load_jsonl
+from benchmarks.method_bench.report import chart, markdown
+from benchmarks.method_bench.runs import Record, lacks_logprobs
+from benchmarks.method_bench.specs import method_specs
+from benchmarks.method_bench.summary import summarise
 from benchmarks.stats import mcnemar_exact, paired, wilson
 
 
@@ -72,7 +76,7 @@ def test_report_is_paired_over_common_problems(tmp_path: Path) -> None:
 
 
 def test_weighted_vote_gets_twins_over_its_own_samples() -> None:
-    from benchmarks.bench_methods import Summary, twins
+    from benchmarks.method_bench.summary import Summary, twins
 
     extra = {"answers": ["7", "9", "7", None, "9", "7", "5"], "weights": [0.1, 0.9, 0.1, None, 0.8, 0.2, 0.95]}
     record = Record("weighted_vote", "w", "p1", 9, "9", True, completion_tokens=700, extra=extra)

@@ -12,21 +12,17 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
-import nats
 import pytest
 import pytest_asyncio
-from nats.aio.client import Client
 
 from scaffolding_nats.client import JobClient
 from scaffolding_nats.devstack import ModelServer, NatsServer
-from scaffolding_nats.methods.registry import load_registry
+from scaffolding_nats.devstack.stack import local_stack
 from scaffolding_nats.proto import ChatMessage, ChatTask, Job, JobEvent, JobEventType, JobResult, Subjects
 from scaffolding_nats.proto.tasks import ToolCall, Usage
 from scaffolding_nats.runtime import handles
-from scaffolding_nats.services.controller import ControllerService
 from scaffolding_nats.transport import WorkerHost
 from scaffolding_nats.workers import LogprobJudgeRewardWorker, OpenAIWorker
 from scaffolding_nats.workers.tools_worker import ToolsWorker
@@ -91,22 +87,18 @@ async def stack(
     nats_server: NatsServer, e2e_model: ModelServer, request: pytest.FixtureRequest
 ) -> AsyncIterator[Stack]:
     subjects = Subjects(f"e2e{zlib.crc32(request.module.__name__.encode()) % 10**8}")
-    nc: Client = await nats.connect(nats_server.url, max_reconnect_attempts=0)
     base_url, model = e2e_model.base_url, e2e_model.model
-    try:
-        async with AsyncExitStack() as es:
-            for worker, tags in [
-                (OpenAIWorker(base_url, model=model, max_concurrency=4, timeout=30), ["generation"]),
-                (LogprobJudgeRewardWorker(base_url, model, max_concurrency=4, timeout=30), ["reward"]),
-                (FirstTurnCalculator(base_url, model=model, max_concurrency=2, timeout=30), [SCRIPTED_CHAT_TAG]),
-            ]:
-                await es.enter_async_context(WorkerHost(nc, worker, tags=tags, subjects=subjects))
-            tools_host = await es.enter_async_context(
-                WorkerHost(nc, ToolsWorker(), tags=["tool_call"], subjects=subjects)
-            )
-            await es.enter_async_context(
-                ControllerService(nc, load_registry(), subjects=subjects, max_job_seconds=JOB_TIMEOUT)
-            )
-            yield Stack(JobClient(nc, subjects=subjects), subjects, e2e_model, tools_host)
-    finally:
-        await nc.close()
+    workers = [
+        (OpenAIWorker(base_url, model=model, max_concurrency=4, timeout=30), ["generation"]),
+        (LogprobJudgeRewardWorker(base_url, model, max_concurrency=4, timeout=30), ["reward"]),
+        (FirstTurnCalculator(base_url, model=model, max_concurrency=2, timeout=30), [SCRIPTED_CHAT_TAG]),
+        (ToolsWorker(), ["tool_call"]),
+    ]
+    async with local_stack(
+        nats_server.url,
+        subjects,
+        workers,
+        controller_options={"max_job_seconds": JOB_TIMEOUT},
+        connect_options={"max_reconnect_attempts": 0},
+    ) as up:
+        yield Stack(JobClient(up.nc, subjects=subjects), subjects, e2e_model, up.hosts[-1])

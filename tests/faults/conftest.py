@@ -1,19 +1,18 @@
 """Fault tests: a worker and controllers as real processes on a real nats-server (or a local
 3-node cluster) that the test kills; jobs are followed live exactly as a remote client would.
 
-Tasks run on the synthetic worker (fixed latency, answers checkable), so no model is needed."""
+Tasks run on the synthetic worker (fixed latency, answers checkable), so no model is needed;
+``devstack.procs`` starts the processes."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import nats
 import pytest
@@ -21,53 +20,12 @@ from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
 from scaffolding_nats.client import JobClient
-from scaffolding_nats.devstack.run import Service
+from scaffolding_nats.devstack.procs import ServiceProcs as Procs
 from scaffolding_nats.proto import Job, JobEvent, JobEventType, JobState, Subjects, decode
 from scaffolding_nats.transport.jetstream import durability_for, provision
 
 TERMINAL = (JobEventType.RESULT, JobEventType.ERROR)
 T = TypeVar("T")
-
-
-class Bus(Protocol):
-    """A NatsServer or a NatsCluster: how a service logs in as a role."""
-
-    def env_for(self, user: str) -> dict[str, str]: ...
-
-
-class Procs:
-    """Service processes started by a test, each logged in as its own NATS role, stopped
-    (SIGTERM, then SIGKILL) when the test ends."""
-
-    def __init__(self, log_dir: Path, prefix: str) -> None:
-        self.log_dir, self.prefix = log_dir, prefix
-        self.started: list[Service] = []
-
-    def start(self, name: str, args: list[str], bus: Bus, user: str) -> Service:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SCAF_NATS_")}
-        env |= {**bus.env_for(user), "SCAF_PREFIX": self.prefix, "PYTHONUNBUFFERED": "1"}
-        service = Service(name, args, self.log_dir, env)
-        self.started.append(service)
-        return service
-
-    def worker(self, bus: Bus, *, latency: float, name: str = "worker", runs_log: Path | None = None) -> Service:
-        """``runs_log``: a file that gets a line (the task id) per task run to its end."""
-        args = json.dumps({"latency_s": latency} | ({"runs_log": str(runs_log)} if runs_log else {}))
-        cmd = ["scaffolding_nats.services.worker", "--worker", "synthetic", "--worker-args", args]
-        # The synthetic worker serves "generation", as the openai worker's role may.
-        return self.start(name, [*cmd, "--max-concurrency", "1024"], bus, "worker-openai")
-
-    def controller(self, bus: Bus, *, name: str = "controller", max_jobs: int = 200) -> Service:
-        cmd = ["scaffolding_nats.services.controller", "--max-jobs", str(max_jobs)]
-        return self.start(name, cmd, bus, "controller")
-
-    def wait_ready(self) -> None:
-        for service in self.started:
-            service.wait_ready(60)
-
-    def stop(self) -> None:
-        for service in self.started:
-            service.stop()
 
 
 @pytest.fixture

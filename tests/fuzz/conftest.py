@@ -10,20 +10,19 @@ from collections.abc import Coroutine, Iterator
 from contextlib import AsyncExitStack
 from typing import Any, TypeVar
 
-import nats
 import pytest
 from nats.aio.client import Client
 
 from scaffolding_nats.devstack import NatsServer
-from scaffolding_nats.methods.registry import load_registry
+from scaffolding_nats.devstack.stack import local_stack
 from scaffolding_nats.proto import Subjects
 from scaffolding_nats.services.controller import ControllerService
-from scaffolding_nats.services.gateway import GatewaySettings, create_app
+from scaffolding_nats.services.gateway import GatewaySettings
 from scaffolding_nats.services.gateway.auth import KeyStore
 from scaffolding_nats.transport import WorkerHost
 from scaffolding_nats.workers.synthetic import SyntheticWorker
 
-from ..services.conftest import KEY, http_server
+from ..services.conftest import KEY
 
 T = TypeVar("T")
 
@@ -45,20 +44,17 @@ class Bus:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     async def _up(self) -> None:
-        self.nc = await nats.connect(self.server.url)
-        self.stack.push_async_callback(self.nc.close)
-        self.host = await self.stack.enter_async_context(
-            WorkerHost(self.nc, SyntheticWorker(), tags=["generation", "reward", "tool_call"], subjects=self.subjects)
-        )
-        self.controller = await self.stack.enter_async_context(
-            ControllerService(self.nc, load_registry(), subjects=self.subjects)
-        )
         keys = KeyStore()
         keys.add(KEY, "fuzz")
         settings = GatewaySettings(
             nats_url=self.server.url, prefix=self.subjects.prefix, request_timeout=1.0, api_keys=keys
         )
-        self.url = await self.stack.enter_async_context(http_server(create_app(settings)))
+        workers = [(SyntheticWorker(), ["generation", "reward", "tool_call"])]
+        up = await self.stack.enter_async_context(
+            local_stack(self.server.url, self.subjects, workers, gateway=settings)
+        )
+        assert up.controller is not None and up.url is not None
+        self.nc, self.host, self.controller, self.url = up.nc, up.hosts[0], up.controller, up.url
 
     def __enter__(self) -> Bus:
         self.thread.start()

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from scaffolding_nats.methods.answers import (
+from scaffolding_nats.methods.kit.answers import (
     answers_equal,
     extract_answer_line,
     extract_boxed,
@@ -13,7 +13,7 @@ from scaffolding_nats.methods.answers import (
     get_extractor,
     normalize_answer,
 )
-from scaffolding_nats.methods.voting import vote
+from scaffolding_nats.methods.kit.voting import vote
 
 
 @pytest.mark.parametrize(
@@ -118,7 +118,7 @@ def test_number_extractor_copes_with_what_models_write(text: str, expected: str)
 
 
 def test_answer_line_skips_copied_placeholders() -> None:
-    from scaffolding_nats.methods.answers import is_placeholder
+    from scaffolding_nats.methods.kit.answers import is_placeholder
 
     assert extract_answer_line("Answer: 9\n...\nAnswer: <number>") == "9"
     assert extract_answer_line("Answer: <number>") is None

@@ -4,7 +4,7 @@ import pytest
 
 from scaffolding_nats.errors import TaskFailed
 from scaffolding_nats.methods import DeepConfOfflineController, DeepConfOnlineController
-from scaffolding_nats.methods.confidence import (
+from scaffolding_nats.methods.kit.confidence import (
     bottom_percent,
     group_confidences,
     lowest_group,

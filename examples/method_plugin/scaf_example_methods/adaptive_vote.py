@@ -23,8 +23,8 @@ from scaffolding_nats.methods.base import (
     set_method_result,
     text_of,
 )
+from scaffolding_nats.methods.kit.voting import vote
 from scaffolding_nats.methods.native import NativeGenerationController
-from scaffolding_nats.methods.voting import vote
 from scaffolding_nats.proto.tasks import Task
 from scaffolding_nats.runtime.controller import Controller
 

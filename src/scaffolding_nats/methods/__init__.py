@@ -1,7 +1,14 @@
 """Inference-time-compute methods as controllers: sampling, voting, reward-guided search,
 early exit and agents. Each is one class; compose them directly or by config (``registry``)."""
 
-from .answers import (
+import importlib as _importlib
+import sys as _sys
+
+from .beam_search import BeamSearchController
+from .best_of_n import BestOfNController
+from .deepconf import ConfidenceStopController, DeepConfOfflineController, DeepConfOnlineController
+from .dynasor import DynasorCoTController
+from .kit.answers import (
     EXTRACTORS,
     answers_equal,
     extract_answer_line,
@@ -12,20 +19,28 @@ from .answers import (
     get_extractor,
     normalize_answer,
 )
-from .beam_search import BeamSearchController
-from .best_of_n import BestOfNController
-from .deepconf import ConfidenceStopController, DeepConfOfflineController, DeepConfOnlineController
-from .dynasor import DynasorCoTController
+from .kit.registry import MethodConfigError, MethodKind, MethodRegistry, load_registry
+from .kit.voting import VoteResult, vote
 from .majority_vote import MajorityVoteController
 from .mcts import MCTSController
 from .native import NativeChatController, NativeGenerationController
 from .program_vote import ProgramVoteController
-from .registry import MethodConfigError, MethodKind, MethodRegistry, load_registry
 from .reward import LogprobRewardController, OutcomeRewardController, ProcessRewardController, split_steps
 from .streaming_stop import StreamingStopController, stream_until
 from .tool_agent import ToolAgentController
 from .tot import TreeOfThoughtsController
-from .voting import VoteResult, vote
+
+# The helper modules moved into ``kit/``; their old import paths still resolve to them.
+for _old, _new in {
+    "answers": "answers",
+    "confidence": "confidence",
+    "results": "results",
+    "voting": "voting",
+    "_steps": "steps",
+    "_common": "base",
+}.items():
+    _sys.modules.setdefault(f"{__name__}.{_old}", _importlib.import_module(f"{__name__}.kit.{_new}"))
+del _old, _new
 
 __all__ = [
     "EXTRACTORS",

@@ -4,16 +4,15 @@ every live beam a few ways, scores the chains and keeps the best ``beam_width``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Unpack
 
 from ..proto.tasks import Task
 from ..runtime.context import emit_progress
 from ..runtime.controller import Controller, ControllerGen, Output
-from ._steps import FinalCheck, StepSearch, default_is_final, join_steps, score
-from .answers import Extractor
-from .base import Slot, fail_all, prompt_of, require, set_method_result, succeed
+from .kit.base import Slot, fail_all, prompt_of, require, set_method_result, succeed
+from .kit.results import SearchOutcome
+from .kit.steps import StepOptions, StepSearch, join_steps, score
 from .native import NativeGenerationController
-from .results import SearchOutcome
 from .reward import ProcessRewardController
 
 
@@ -44,12 +43,7 @@ class BeamSearchController(StepSearch):
         beam_width: int = 2,
         expansions_per_beam: int = 2,
         max_steps: int = 8,
-        step_stop: list[str] | None = None,
-        step_max_tokens: int | None = 256,
-        is_final: FinalCheck = default_is_final,
-        extractor: str | Extractor | None = "default",
-        base_seed: int | None = None,
-        name: str | None = None,
+        **options: Unpack[StepOptions],
     ) -> None:
         require(beam_width >= 1, "beam_width", "must be at least 1")
         require(expansions_per_beam >= 1, "expansions_per_beam", "must be at least 1")
@@ -57,12 +51,7 @@ class BeamSearchController(StepSearch):
         super().__init__(
             generation_controller or NativeGenerationController(),
             reward_controller or ProcessRewardController(),
-            step_stop,
-            step_max_tokens,
-            is_final,
-            extractor,
-            base_seed,
-            name,
+            **options,
         )
         self.beam_width = beam_width
         self.expansions_per_beam = expansions_per_beam

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
 from ..proto.tasks import Task
 from ..runtime.controller import Controller, ControllerGen, Output, ParallelProcess
-from .answers import Extractor
-from .base import SamplingMethod, Slot, best_partial, fail_all, prompt_of, require, set_method_result, text_of
+from .kit.base import (
+    SamplingMethod,
+    SamplingOptions,
+    Slot,
+    best_partial,
+    fail_all,
+    prompt_of,
+    require,
+    set_method_result,
+    text_of,
+)
+from .kit.results import ScoredOutcome
 from .native import NativeGenerationController
-from .results import ScoredOutcome
 from .reward import OutcomeRewardController, RewardScorer, scores_of
 
 
@@ -33,12 +42,10 @@ class BestOfNController(SamplingMethod):
         reward_controller: Controller | None = None,
         sample_num: int = 4,
         *,
-        extractor: str | Extractor | None = "default",
-        base_seed: int | None = None,
         reward_wait: float | None = 30.0,
-        name: str | None = None,
+        **options: Unpack[SamplingOptions],
     ) -> None:
-        super().__init__(sample_controller or NativeGenerationController(), sample_num, extractor, base_seed, name)
+        super().__init__(sample_controller or NativeGenerationController(), sample_num, **options)
         require(reward_wait is None or reward_wait > 0, "reward_wait", "must be a positive number of seconds")
         self.reward_wait = reward_wait
         self.reward_controller = reward_controller or OutcomeRewardController()

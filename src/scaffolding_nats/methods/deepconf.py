@@ -16,8 +16,8 @@ from typing import Any
 from ..proto.tasks import GenerationTask, StreamingGenerationTask, Task
 from ..runtime.context import emit_progress
 from ..runtime.controller import Controller, ControllerGen, Output, ParallelProcess
-from .answers import Extractor, get_extractor, states_answer
-from .base import (
+from .kit.answers import Extractor, get_extractor, states_answer
+from .kit.base import (
     Isolated,
     MethodController,
     Slot,
@@ -33,16 +33,16 @@ from .base import (
     text_of,
     validate_sampling,
 )
-from .confidence import (
+from .kit.confidence import (
     TRACE_CONFIDENCE,
     percentile,
     running_group_confidence,
     token_confidences,
 )
+from .kit.results import ConfidenceVoteOutcome
+from .kit.voting import vote
 from .native import NativeGenerationController
-from .results import ConfidenceVoteOutcome
 from .streaming_stop import stream_until
-from .voting import vote
 
 VOTE_POLICIES: dict[str, tuple[str | None, bool]] = {
     # policy: (trace-confidence measure overriding the configured one, keep only the top percent)

@@ -20,8 +20,8 @@ from typing import Any, Literal
 from ..proto.tasks import GenerationTask, StreamingGenerationTask, Task, TaskStatus, Usage
 from ..runtime.context import emit_progress
 from ..runtime.controller import Controller, ControllerGen, Output, ParallelProcess
-from .answers import Extractor, get_extractor, normalize_answer
-from .base import (
+from .kit.answers import Extractor, get_extractor, normalize_answer
+from .kit.base import (
     MethodController,
     Slot,
     derive_generation,
@@ -34,8 +34,8 @@ from .base import (
     succeed,
     validate_sampling,
 )
+from .kit.results import EarlyExitOutcome
 from .native import NativeGenerationController
-from .results import EarlyExitOutcome
 from .streaming_stop import cancel
 
 PROBE_SUFFIX = "... Oh, I suddenly got the answer to the whole problem, **Final Answer**\n\n\\boxed{"

@@ -4,17 +4,17 @@ optionally each sample's vote is weighted by the model's confidence in its own t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 from ..proto.tasks import GenerationTask, Task
 from ..runtime.context import emit_progress
 from ..runtime.controller import Controller, ControllerGen, Output
-from .answers import Extractor, states_answer
-from .base import SamplingMethod, Slot, best_partial, cut_off, fail_all, set_method_result, text_of
-from .confidence import mean_logprob_weight
+from .kit.answers import states_answer
+from .kit.base import SamplingMethod, SamplingOptions, Slot, best_partial, cut_off, fail_all, set_method_result, text_of
+from .kit.confidence import mean_logprob_weight
+from .kit.results import VoteOutcome
+from .kit.voting import vote
 from .native import NativeGenerationController
-from .results import VoteOutcome
-from .voting import vote
 
 Weighting = Literal["none", "mean_logprob"]
 
@@ -47,12 +47,10 @@ class MajorityVoteController(SamplingMethod):
         sample_controller: Controller | None = None,
         sample_num: int = 8,
         *,
-        extractor: str | Extractor | None = "default",
-        base_seed: int | None = None,
         weighting: Weighting = "none",
-        name: str | None = None,
+        **options: Unpack[SamplingOptions],
     ) -> None:
-        super().__init__(sample_controller or NativeGenerationController(), sample_num, extractor, base_seed, name)
+        super().__init__(sample_controller or NativeGenerationController(), sample_num, **options)
         self.weighting = weighting
         if weighting != "none":
             self.sample_overrides = {"num_logprobs": 1}

@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Unpack
 
 from ..proto.tasks import Task
 from ..runtime.context import emit_progress
 from ..runtime.controller import Controller, ControllerGen, Output
-from ._steps import FinalCheck, StepSearch, default_is_final, join_steps, score
-from .answers import Extractor
-from .base import Slot, fail_all, prompt_of, require, set_method_result, succeed
+from .kit.base import Slot, fail_all, prompt_of, require, set_method_result, succeed
+from .kit.results import SearchOutcome
+from .kit.steps import StepOptions, StepSearch, join_steps, score
 from .native import NativeGenerationController
-from .results import SearchOutcome
 from .reward import OutcomeRewardController
 
 
@@ -57,13 +56,8 @@ class MCTSController(StepSearch):
         max_iterations: int = 8,
         exploration_constant: float = 1.414,
         num_thoughts_per_step: int = 3,
-        step_stop: list[str] | None = None,
-        step_max_tokens: int | None = 256,
         complete_answer: bool = True,
-        is_final: FinalCheck = default_is_final,
-        extractor: str | Extractor | None = "default",
-        base_seed: int | None = None,
-        name: str | None = None,
+        **options: Unpack[StepOptions],
     ) -> None:
         require(max_depth >= 1, "max_depth", "must be at least 1")
         require(max_iterations >= 1, "max_iterations", "must be at least 1")
@@ -72,12 +66,7 @@ class MCTSController(StepSearch):
         super().__init__(
             generation_controller or NativeGenerationController(),
             reward_controller or OutcomeRewardController(),
-            step_stop,
-            step_max_tokens,
-            is_final,
-            extractor,
-            base_seed,
-            name,
+            **options,
         )
         self.max_depth = max_depth
         self.max_iterations = max_iterations

@@ -18,7 +18,7 @@ from ..proto.tasks import (
 )
 from ..runtime.context import current_request, emit_partial
 from ..runtime.controller import Controller, ControllerGen, Output
-from .base import SAMPLING_FIELDS, fill_unset, prompt_of, require, validate_sampling
+from .kit.base import SAMPLING_FIELDS, fill_unset, prompt_of, require, validate_sampling
 
 
 class NativeGenerationController(Controller):

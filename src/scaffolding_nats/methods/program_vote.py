@@ -13,8 +13,8 @@ from typing import Any
 from ..proto.tasks import ChatMessage, ChatTask, Task, ToolCallTask
 from ..runtime.context import emit_progress
 from ..runtime.controller import Controller, ControllerGen, Output
-from .answers import Extractor, get_extractor
-from .base import (
+from .kit.answers import Extractor, get_extractor
+from .kit.base import (
     MethodController,
     Slot,
     branch_seed,
@@ -28,9 +28,9 @@ from .base import (
     text_of,
     validate_sampling,
 )
+from .kit.results import VoteOutcome
+from .kit.voting import vote
 from .native import NativeChatController, as_messages
-from .results import VoteOutcome
-from .voting import vote
 
 PROGRAM_INSTRUCTION = (
     "Write a short Python program that solves this problem and prints the final answer as a "

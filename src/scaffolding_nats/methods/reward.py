@@ -9,8 +9,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..proto.tasks import RewardTask, Task
 from ..runtime.controller import Controller, ControllerGen
-from .base import prompt_of, require, text_of
-from .confidence import mean_logprob_weight
+from .kit.base import prompt_of, require, text_of
+from .kit.confidence import mean_logprob_weight
 
 StepSplitter = Callable[[str], list[str]]
 

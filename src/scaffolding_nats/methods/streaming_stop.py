@@ -12,7 +12,7 @@ from typing import Any
 from ..proto.tasks import GenerationTask, StreamingGenerationTask, Task, TaskStatus
 from ..runtime.context import emit_partial
 from ..runtime.controller import Controller, ControllerGen, Output
-from .base import derive_generation, fill_unset, require, succeed, validate_sampling
+from .kit.base import derive_generation, fill_unset, require, succeed, validate_sampling
 
 StopCondition = Callable[[StreamingGenerationTask], bool]
 

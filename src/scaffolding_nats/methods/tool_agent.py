@@ -14,8 +14,8 @@ from typing import Any
 from ..proto.tasks import LIST_TOOLS, ChatMessage, ChatTask, GenerationTask, Task, ToolCallTask, ToolDefinition
 from ..runtime.context import emit_progress
 from ..runtime.controller import ControllerGen, Output
-from .answers import Extractor, get_extractor
-from .base import (
+from .kit.answers import Extractor, get_extractor
+from .kit.base import (
     SAMPLING_FIELDS,
     MethodController,
     ParamError,
@@ -26,8 +26,8 @@ from .base import (
     succeed,
     validate_sampling,
 )
+from .kit.results import AgentOutcome
 from .native import as_messages
-from .results import AgentOutcome
 
 
 def tool_message(call: ToolCallTask) -> ChatMessage:

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Any
+from typing import Any, Unpack
 
 from ..proto.tasks import Task
 from ..runtime.context import emit_progress
 from ..runtime.controller import Controller, ControllerGen, Output
-from ._steps import FinalCheck, StepSearch, default_is_final, join_steps, score
-from .answers import Extractor
-from .base import (
+from .kit.base import (
     Slot,
     branch_seed,
     derive_generation,
@@ -25,8 +23,9 @@ from .base import (
     succeed,
     text_of,
 )
+from .kit.results import SearchOutcome
+from .kit.steps import StepOptions, StepSearch, join_steps, score
 from .native import NativeGenerationController
-from .results import SearchOutcome
 from .reward import OutcomeRewardController
 
 SELECTION_STRATEGIES = ("best", "vote", "random")
@@ -59,14 +58,9 @@ class TreeOfThoughtsController(StepSearch):
         selection_strategy: str = "best",
         branch_factor: int = 2,
         vote_samples: int = 3,
-        step_stop: list[str] | None = None,
-        step_max_tokens: int | None = 256,
         complete_answer: bool = True,
-        is_final: FinalCheck = default_is_final,
-        extractor: str | Extractor | None = "default",
-        base_seed: int | None = None,
         seed: int = 0,
-        name: str | None = None,
+        **options: Unpack[StepOptions],
     ) -> None:
         require(max_depth >= 1, "max_depth", "must be at least 1")
         require(num_thoughts_per_step >= 1, "num_thoughts_per_step", "must be at least 1")
@@ -80,12 +74,7 @@ class TreeOfThoughtsController(StepSearch):
         super().__init__(
             generation_controller or NativeGenerationController(),
             reward_controller or OutcomeRewardController(),
-            step_stop,
-            step_max_tokens,
-            is_final,
-            extractor,
-            base_seed,
-            name,
+            **options,
         )
         self.max_depth = max_depth
         self.num_thoughts_per_step = num_thoughts_per_step
@@ -118,9 +107,7 @@ class TreeOfThoughtsController(StepSearch):
             selected = yield from self._select(caller, prompt, candidates)
             self.finished += [t for t in selected if t.final]
             self.frontier = [t for t in selected if not t.final]
-            emit_progress(
-                method=self.label, depth=depth + 1, frontier=len(self.frontier), finished=len(self.finished)
-            )
+            emit_progress(method=self.label, depth=depth + 1, frontier=len(self.frontier), finished=len(self.finished))
             if not self.frontier:
                 break
         best = self._best()

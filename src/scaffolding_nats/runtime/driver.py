@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._compat import BaseExceptionGroup, TaskGroup, timeout
+from .._compat import timeout
 from ..errors import BudgetExhausted
 from ..proto.tasks import Task
 from .collections import TaskCollection
 from .context import RequestContext
 from .controller import Controller, ControllerGen, ParallelProcess
+from .fanout import first_failure_cancels
 from .runner import TaskRunner
 
 
@@ -115,21 +116,10 @@ async def _run_parallel(
         except BudgetExhausted as exc:
             stopped.append(exc)
 
-    try:
-        async with TaskGroup() as tg:
-            for ctl, tasks, kwargs in zip(group.controllers, group.tasks_lists, group.kwargs_lists, strict=True):
-                tg.create_task(branch(ctl, tasks, kwargs))
-    except BaseExceptionGroup as eg:
-        raise _first_cause(eg) from eg
+    async with first_failure_cancels() as tg:
+        for ctl, tasks, kwargs in zip(group.controllers, group.tasks_lists, group.kwargs_lists, strict=True):
+            tg.create_task(branch(ctl, tasks, kwargs))
     if stopped:
         raise ctx.spent(stopped[0])
     for obs in observers:
         obs.on_parallel_end(group)
-
-
-def _first_cause(eg: BaseExceptionGroup) -> BaseException:
-    """A failed branch cancels its siblings; report the branch's own error, not a group."""
-    exc: BaseException = eg
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc

@@ -14,8 +14,8 @@ from typing import Any, Literal
 import openai
 
 from ..proto.tasks import RewardTask, TokenLogprob, TopLogprob, Usage
+from ..runtime.fanout import gather_or_cancel
 from ..runtime.worker import Worker, handles
-from .concurrency import gather_or_cancel
 from .openai_backend import OpenAIBackend
 from .openai_errors import BACKEND_EXCEPTIONS, with_choices
 from .openai_results import chat_logprobs, completion_logprobs

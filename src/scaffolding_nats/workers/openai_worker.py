@@ -8,8 +8,8 @@ from typing import Any
 import openai
 
 from ..proto.tasks import ChatTask, GenerationTask, StreamingChatTask, StreamingGenerationTask
+from ..runtime.fanout import gather_or_cancel
 from ..runtime.worker import Worker, handles, streams
-from .concurrency import gather_or_cancel
 from .errors import BackendError, NotSupported
 from .openai_backend import OpenAIBackend
 from .openai_errors import BACKEND_EXCEPTIONS, bad_body, with_choices

@@ -17,8 +17,8 @@ from typing import Any
 
 from ..errors import ScaffoldingError
 from ..proto.tasks import GenerationChoice, GenerationTask, StreamingGenerationTask, TokenLogprob, TopLogprob, Usage
+from ..runtime.fanout import gather_or_cancel
 from ..runtime.worker import Worker, handles, streams
-from .concurrency import gather_or_cancel
 from .errors import BackendError, NotSupported
 from .trtllm_params import (
     BACKENDS,

@@ -14,12 +14,13 @@ import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from ..._compat import BaseExceptionGroup, TaskGroup
+from ..._compat import TaskGroup
 from ...errors import DeadlineExceeded, ScaffoldingError, UnknownMethod
 from ...jobs import is_terminal
 from ...proto.errors import ErrorCode
 from ...proto.messages import Job, JobEvent, JobEventType, JobResult
 from ...proto.tasks import ChatMessage, new_id
+from ...runtime.fanout import gather_or_cancel
 from .auth import tenant_of
 from .errors import error_body, error_response, from_info
 from .schemas import ChatCompletionRequest, CompletionRequest, _OpenAIRequest
@@ -289,15 +290,7 @@ async def _all(runs: list[_Run]) -> list[JobResult]:
     """Every run's result; the first failure cancels the others (their jobs too) and is raised."""
     if len(runs) == 1:
         return [await runs[0].result()]
-    try:
-        async with TaskGroup() as tg:
-            tasks = [tg.create_task(run.result()) for run in runs]
-    except BaseExceptionGroup as eg:
-        first: BaseException = eg
-        while isinstance(first, BaseExceptionGroup):
-            first = first.exceptions[0]
-        raise first from None
-    return [t.result() for t in tasks]
+    return await gather_or_cancel(run.result() for run in runs)
 
 
 @router.post("/v1/chat/completions")

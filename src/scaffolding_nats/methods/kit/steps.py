@@ -5,13 +5,13 @@ reasoning chain by one step (a generation that stops at a blank line), score who
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
-from ..proto.tasks import GenerationTask, Task
-from ..runtime.controller import Controller, ControllerGen, ParallelProcess
+from ...proto.tasks import GenerationTask, Task
+from ...runtime.controller import Controller, ControllerGen, ParallelProcess
+from ..reward import RewardScorer, scores_of
 from .answers import Extractor, extract_boxed, get_extractor
 from .base import MethodController, branch_seed, derive_generation, fan_out, text_of
-from .reward import RewardScorer, scores_of
 
 STEP_SEPARATOR = "\n\n"
 DEFAULT_STEP_STOP = ("\n\n",)
@@ -49,6 +49,18 @@ def score(reward: Controller, prompt: str, chains: Sequence[Sequence[str]]) -> C
     return scores_of(scorer)
 
 
+class StepOptions(TypedDict, total=False):
+    """The parameters every step-wise search takes, passed on as ``**options`` (their defaults
+    are ``StepSearch.__init__``'s; the registry reads them from there)."""
+
+    step_stop: list[str] | None
+    step_max_tokens: int | None
+    is_final: FinalCheck
+    extractor: str | Extractor | None
+    base_seed: int | None
+    name: str | None
+
+
 class StepSearch(MethodController):
     """Base of the step-wise searches: the step generator and the reward model (each subclass
     picks its defaults), how one step is generated and judged final, and the closing generation."""
@@ -57,12 +69,13 @@ class StepSearch(MethodController):
         self,
         generation_controller: Controller,
         reward_controller: Controller,
-        step_stop: list[str] | None,
-        step_max_tokens: int | None,
-        is_final: FinalCheck,
-        extractor: str | Extractor | None,
-        base_seed: int | None,
-        name: str | None,
+        *,
+        step_stop: list[str] | None = None,
+        step_max_tokens: int | None = 256,
+        is_final: FinalCheck = default_is_final,
+        extractor: str | Extractor | None = "default",
+        base_seed: int | None = None,
+        name: str | None = None,
     ) -> None:
         super().__init__(name)
         self.generation_controller = generation_controller

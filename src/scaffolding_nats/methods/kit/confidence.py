@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..proto.tasks import TokenLogprob
+from ...proto.tasks import TokenLogprob
 
 
 def token_confidences(logprobs: Sequence[TokenLogprob], top_k: int | None = None) -> list[float]:

@@ -1,0 +1,84 @@
+"""The benchmark's report: a Markdown table (accuracy with Wilson intervals, paired McNemar
+against greedy, cost per problem) and a chart of accuracy against tokens."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmarks.datasets import Problem
+from benchmarks.stats import paired, wilson
+
+from .runs import read_records
+from .specs import MethodSpec
+from .summary import Summary, summarise, twins
+
+
+def markdown(summaries: Sequence[Summary], header: str, baseline: str = "greedy") -> str:
+    base = next((s for s in summaries if s.key == baseline), None)
+    lines = [
+        header,
+        "",
+        "| method | accuracy | 95% CI (Wilson) | vs greedy: only greedy / only this, McNemar p "
+        "| completion tokens / problem | wall s / problem | tasks / problem | errors |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        lo, hi = wilson(s.correct, s.n)
+        errors = sum(r.error is not None for r in s.records)
+        if base is None or s is base:
+            versus = "—"
+        else:
+            pair = paired([r.correct for r in base.records], [r.correct for r in s.records])
+            versus = f"{pair.difference:+.1%}: {pair.only_a} / {pair.only_b}, p = {pair.p_value:.3g}"
+        lines.append(
+            f"| {s.label} | {s.correct}/{s.n} = {s.accuracy:.1%} | {lo:.1%} to {hi:.1%} | {versus} "
+            f"| {s.per_problem('completion_tokens'):.0f} | {s.per_problem('wall_s'):.1f} "
+            f"| {s.per_problem('num_tasks'):.1f} | {errors} |"
+        )
+    return "\n".join(lines)
+
+
+def chart(summaries: Sequence[Summary], path: Path, title: str) -> None:
+    """Accuracy against completion tokens per problem, one point per method with its 95%
+    Wilson interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    for s in summaries:
+        if not s.n:
+            continue
+        lo, hi = wilson(s.correct, s.n)
+        x = s.per_problem("completion_tokens")
+        ax.errorbar([x], [s.accuracy], yerr=[[s.accuracy - lo], [hi - s.accuracy]], fmt="o", capsize=4, label=s.label)
+        ax.annotate(f"{s.accuracy:.0%}", (x, s.accuracy), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("completion tokens per problem (log scale)")
+    ax.set_ylabel("accuracy (95% Wilson interval)")
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def report(specs: Sequence[MethodSpec], problems: Sequence[Problem], args: argparse.Namespace, header: str) -> str:
+    records = read_records(Path(args.out)) if args.out and Path(args.out).exists() else []
+    summaries = summarise(records, specs, [p.id for p in problems])
+    for s in list(summaries):
+        if s.key == "weighted_vote":
+            at = summaries.index(s) + 1
+            summaries[at:at] = twins(s)
+    table = markdown(summaries, header)
+    if args.markdown:
+        Path(args.markdown).write_text(table + "\n", encoding="utf-8")
+    if args.chart and summaries and summaries[0].n:
+        title = f"{args.model}, {summaries[0].n} problems of {Path(args.data).name}"
+        chart(summaries, Path(args.chart), title)
+    return table
