@@ -26,6 +26,18 @@ from scaffolding_nats.services.gateway.auth import new_key
 
 
 async def _post(client: httpx.AsyncClient, url: str, body: dict[str, object]) -> int:
+    """One request, retried once where the server closed a pooled connection before answering.
+
+    llama-server (cpp-httplib) sometimes closes a kept-alive connection right after a streamed
+    response; the next request on it gets no answer at all. The worker's OpenAI client retries
+    such a request itself, so the direct path does the same to be compared fairly."""
+    try:
+        return await _post_once(client, url, body)
+    except httpx.RemoteProtocolError:
+        return await _post_once(client, url, body)
+
+
+async def _post_once(client: httpx.AsyncClient, url: str, body: dict[str, object]) -> int:
     """One request; the completion tokens it reports (for a stream: the content chunks)."""
     if not body.get("stream"):
         r = await client.post(url, json=body)
