@@ -15,6 +15,7 @@ from typing import Any
 from ..errors import BudgetExhausted
 from ..proto.messages import Budget
 from ..proto.tasks import SamplingParams, Task, Usage, new_id
+from .affinity import Lineage
 
 EventSink = Callable[[str, dict[str, Any]], None]
 
@@ -37,6 +38,8 @@ class RequestContext:
     job_id: str = field(default_factory=new_id)
     """The job's id (the controller's ``Job.id``; a fresh one for a request run locally): its
     tasks carry it to workers, which may share their room fairly between jobs."""
+    lineage: Lineage = field(default_factory=Lineage)
+    """The job's prompt families, for the affinity keys of its tasks (``runtime.affinity``)."""
     pending_branches: int = 0
     """Branches of running parallel groups that have not yielded yet: each gets a fair share
     of a token budget rather than the first one taking it all."""

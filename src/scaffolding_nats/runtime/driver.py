@@ -79,7 +79,7 @@ async def _run_tasks(
     if not tasks:
         return
     ctx.check_budget(tasks)
-    assign_keys(tasks, ctx.job_id)
+    assign_keys(tasks, ctx.job_id, ctx.lineage)
     for obs in observers:
         obs.before_yield(tasks)
     remaining = ctx.remaining_seconds()
