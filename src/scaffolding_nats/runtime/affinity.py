@@ -64,9 +64,9 @@ class Lineage:
         text = prompt_text(task)
         if text is None:
             return None
-        for root, key in self.roots:
+        for root, known in self.roots:
             if text.startswith(root):
-                return key
+                return known
         key = affinity_key(job_id, task)
         if key is not None:
             self.roots.append((text, key))
