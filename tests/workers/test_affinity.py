@@ -319,3 +319,22 @@ async def test_affinity_off_spreads_by_load(stubs: list[StubEngine]):
         assert [len(s.bodies) for s in stubs] == [2, 2]
     finally:
         await worker.stop()
+
+
+async def test_a_continuation_follows_its_parent_to_the_engine_it_spilled_to():
+    pool = _pool(slots=1, wait=0.05)
+    a, b = pool.engines
+    key = _key_homed_at(pool, a.url)
+    question = "Question: how many clips did Natalia sell in April and May altogether? "
+    first = await pool.acquire(key, question)
+    second = await pool.acquire(key, question)
+    assert (first.engine, second.engine, second.route) == (a, b, "spill")
+    first.cached_text, second.cached_text = question + "Step A.", question + "Step B."
+    pool.release(second)
+    pool.release(first)
+    on_b = await pool.acquire(key, question + "Step B.\n\nStep two")
+    assert on_b.engine is b and on_b.route == "home", "where its prefix was computed, not its hash home"
+    on_a = await pool.acquire(key, question + "Step A.\n\nStep two")
+    assert on_a.engine is a
+    pool.release(on_a)
+    pool.release(on_b)

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -30,9 +31,14 @@ import openai
 from .. import metrics
 from ..proto.tasks import Usage
 from .errors import BackendError
-from .routing import SlotState, choose_engine, choose_slot
+from .routing import SlotState, choose_engine, choose_slot, longest_prefix
 
 log = logging.getLogger(__name__)
+
+
+HISTORY = 256
+"""Recent texts remembered per replica, to send a prompt where its longest prefix was computed
+(llama-server keeps far more in its slots and its RAM prompt cache)."""
 
 
 @dataclass
@@ -68,12 +74,15 @@ class Engine:
         self.down_until = 0.0
         self.stats = EngineStats()
         self.client: openai.AsyncOpenAI | None = None
+        self.history: deque[str] = deque(maxlen=HISTORY)
+        """Texts this replica computed lately (prompt and output): what its cache may hold."""
 
     @property
     def name(self) -> str:
         return self.url
 
     def forget_cache(self) -> None:
+        self.history.clear()
         for s in self.slot_state:
             s.text, s.key = "", None
 
@@ -191,10 +200,11 @@ class EnginePool:
         self.bind()
         await self.refresh()
         started = time.monotonic()
+        reuse = {e.url: longest_prefix(e.history, prompt) for e in self.engines} if key and prompt else None
         while True:
             now = time.monotonic()
             engine, route = choose_engine(
-                key, self.usable(now), waited_enough=now - started >= self.affinity_wait
+                key, self.usable(now), waited_enough=now - started >= self.affinity_wait, reuse=reuse
             )
             if engine is not None:
                 break
@@ -226,6 +236,8 @@ class EnginePool:
         lease.done = True
         engine = lease.engine
         engine.in_flight = max(0, engine.in_flight - 1)
+        if lease.cached_text:
+            engine.history.append(lease.cached_text)
         if lease.slot is not None and lease.slot < len(engine.slot_state):
             state = engine.slot_state[lease.slot]
             state.busy = False

@@ -137,7 +137,7 @@ class LogprobJudgeRewardWorker(Worker):
                         continue
                     raise self.backend.error(exc, url=lease.engine.url) from exc
                 pool.record(lease, usage)
-                if lease.slot is not None:
+                if lease.key is not None:
                     lease.cached_text = text
             break
         score = yes_no_score(tokens)

@@ -310,7 +310,7 @@ def _done(pool: EnginePool, lease: Lease, acc: StreamAccumulator) -> None:
     if acc.usage is not None:
         pool.record(lease, acc.usage)
     first = acc.choices.get(0)
-    if first is not None and lease.slot is not None:
+    if first is not None and lease.key is not None:
         lease.cached_text = lease.prompt + first.text
 
 

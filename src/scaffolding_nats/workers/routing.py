@@ -6,7 +6,9 @@
 * ``choose_engine``: bounded-load consistent hashing. A key goes to the first engine of its
   ranking that has a free slot; only after a short wait for that engine does it take the next
   one with room, so a hot key spills over instead of piling up, and nothing waits for a full
-  engine while another one is idle longer than the wait.
+  engine while another one is idle longer than the wait. Given what each engine holds
+  (``reuse``: the longest prefix of the prompt it has seen), the engine holding the longest
+  prefix comes first, so a continuation follows its parent even after its key spilled.
 * ``choose_slot``: inside one engine, the free slot whose cached text shares the longest prefix
   with the prompt (else one this key used, else the least recently used).
 """
@@ -14,7 +16,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -49,10 +51,16 @@ def has_room(engine: Loaded) -> bool:
     return engine.in_flight < engine.slots
 
 
-def choose_engine(key: str | None, engines: Sequence[E], *, waited_enough: bool) -> tuple[E | None, str]:
+def choose_engine(
+    key: str | None,
+    engines: Sequence[E],
+    *,
+    waited_enough: bool,
+    reuse: Mapping[str, int] | None = None,
+) -> tuple[E | None, str]:
     """The engine to send a request to now, and why (``home``, ``spill``, ``any``); ``None``
     when the request should wait (its home is full and it has not waited enough, or every
-    engine is full)."""
+    engine is full). ``reuse``: characters of the prompt each engine (by name) holds."""
     if not engines:
         return None, "none"
     if key is None:
@@ -61,6 +69,8 @@ def choose_engine(key: str | None, engines: Sequence[E], *, waited_enough: bool)
             return None, "full"
         return min(free, key=lambda e: (e.in_flight / e.slots, e.name)), "any"
     order = rank(key, engines)
+    if reuse:
+        order.sort(key=lambda e: -reuse.get(e.name, 0))  # stable: the key's ranking breaks ties
     if has_room(order[0]):
         return order[0], "home"
     if not waited_enough:
@@ -92,6 +102,16 @@ def shared_prefix(a: str, b: str) -> int:
         else:
             hi = mid - 1
     return lo
+
+
+def longest_prefix(texts: Iterable[str], prompt: str) -> int:
+    """The longest prefix of ``prompt`` among ``texts`` (0 below ``MIN_SHARED_CHARS``)."""
+    head = prompt[:MIN_SHARED_CHARS]
+    best = 0
+    for text in texts:
+        if text.startswith(head):  # the cheap test first: most texts are another job's
+            best = max(best, shared_prefix(text, prompt))
+    return best if best >= MIN_SHARED_CHARS else 0
 
 
 def choose_slot(slots: Sequence[SlotState], key: str | None, prompt: str) -> int | None:
