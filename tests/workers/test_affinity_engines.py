@@ -31,7 +31,8 @@ BEAM = {"beam_width": 2, "expansions_per_beam": 2, "max_steps": 3, "step_max_tok
 
 @pytest.fixture(scope="module")
 def engines() -> Iterator[list[ModelServer]]:
-    servers = [ModelServer("smollm2", n_ctx=1024, n_threads=1, parallel=SLOTS) for _ in range(2)]
+    # Both workers pin slots of the same engines: each its own range (generation 0..3, judge 4..7).
+    servers = [ModelServer("smollm2", n_ctx=1024, n_threads=1, parallel=2 * SLOTS) for _ in range(2)]
     try:
         for s in servers:
             s.start()
@@ -54,7 +55,9 @@ async def stack(nats_server: NatsServer, engines: list[ModelServer]) -> AsyncIte
     urls = [e.base_url for e in engines]
     model = engines[0].model
     generation = OpenAIWorker(urls, model=model, max_concurrency=SLOTS, timeout=30, pin_slots=True)
-    reward = LogprobJudgeRewardWorker(urls, model, max_concurrency=SLOTS, timeout=30, pin_slots=True)
+    reward = LogprobJudgeRewardWorker(
+        urls, model, max_concurrency=SLOTS, timeout=30, pin_slots=True, slot_offset=SLOTS
+    )
     async with local_stack(
         nats_server.url,
         subjects,

@@ -102,19 +102,24 @@ class Lease:
     """What the slot's cache holds once the request is done (prompt and output), when known."""
     done: bool = field(default=False, repr=False)
 
+    slot_offset: int = 0
+
     def extra_body(self) -> dict[str, Any]:
         """llama-server's fields that pin the request to its slot and keep the prompt cached."""
         if self.slot is None:
             return {}
-        return {"id_slot": self.slot, "cache_prompt": True}
+        return {"id_slot": self.slot_offset + self.slot, "cache_prompt": True}
 
 
 class EnginePool:
     """``urls``: base URLs of the replicas (``http://host:port/v1``). ``resolve_every``: seconds
     between re-resolving their host names to every address (``None``: use them as given).
     ``affinity_wait``: how long a request waits for its key's replica to free a slot before it
-    takes another one. ``pin_slots``: pass ``id_slot`` (llama-server only). ``wait_timeout``:
-    the longest a request waits for any free slot before it fails retryable."""
+    takes another one. ``pin_slots``: pass ``id_slot`` (llama-server only), slots
+    ``slot_offset .. slot_offset + slots - 1``: workers that share an engine must pin disjoint
+    ranges (its ``--parallel`` covering them all), or a request pinned to a slot another client
+    holds waits for it. ``wait_timeout``: the longest a request waits for any free slot before
+    it fails retryable."""
 
     def __init__(
         self,
@@ -125,6 +130,7 @@ class EnginePool:
         resolve_every: float | None = None,
         affinity_wait: float = 0.25,
         pin_slots: bool = False,
+        slot_offset: int = 0,
         down_for: float = 5.0,
         wait_timeout: float = 600.0,
     ) -> None:
@@ -136,6 +142,7 @@ class EnginePool:
         self.resolve_every = resolve_every
         self.affinity_wait = affinity_wait
         self.pin_slots = pin_slots
+        self.slot_offset = slot_offset
         self.down_for = down_for
         self.wait_timeout = wait_timeout
         self.engines: list[Engine] = [Engine(u, slots) for u in self.urls]
@@ -226,7 +233,7 @@ class EnginePool:
         engine.stats.requests += 1
         setattr(engine.stats, route, getattr(engine.stats, route) + 1)
         metrics.ENGINE_REQUESTS.labels(engine.url, route).inc()
-        return Lease(engine, slot, route, self.client_of(engine), key, prompt)
+        return Lease(engine, slot, route, self.client_of(engine), key, prompt, slot_offset=self.slot_offset)
 
     def release(self, lease: Lease) -> None:
         """Free the lease's slot (synchronous, so a cancelled request always frees it) and

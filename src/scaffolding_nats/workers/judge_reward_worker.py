@@ -94,6 +94,7 @@ class LogprobJudgeRewardWorker(Worker):
         affinity: bool = True,
         affinity_wait: float = 0.25,
         pin_slots: bool = False,
+        slot_offset: int = 0,
     ) -> None:
         super().__init__()
         self.backend = OpenAIBackend(
@@ -107,6 +108,7 @@ class LogprobJudgeRewardWorker(Worker):
             resolve_every=resolve_every,
             affinity_wait=affinity_wait,
             pin_slots=pin_slots,
+            slot_offset=slot_offset,
         )
         self.affinity = affinity
         self.api = api

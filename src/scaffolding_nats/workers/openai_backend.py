@@ -26,8 +26,8 @@ class OpenAIBackend:
     long generation never times out while tokens flow, yet a stalled server does.
 
     ``base_url`` is one URL, several (a list, or comma-separated): the replicas of the engine,
-    each with ``max_concurrency`` slots. ``resolve_every``, ``affinity_wait`` and
-    ``pin_slots`` are the pool's (``EnginePool``).
+    each with ``max_concurrency`` slots. ``resolve_every``, ``affinity_wait``, ``pin_slots``
+    and ``slot_offset`` are the pool's (``EnginePool``).
     """
 
     def __init__(
@@ -44,6 +44,7 @@ class OpenAIBackend:
         resolve_every: float | None = None,
         affinity_wait: float = 0.25,
         pin_slots: bool = False,
+        slot_offset: int = 0,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -56,6 +57,7 @@ class OpenAIBackend:
             resolve_every=resolve_every,
             affinity_wait=affinity_wait,
             pin_slots=pin_slots,
+            slot_offset=slot_offset,
         )
         self.api_key = api_key
         self.model = model

@@ -46,7 +46,10 @@ class OpenAIWorker(Worker):
     * ``affinity``: route each task by its ``affinity_key`` to the replica that holds its
       prefix while it has a free slot, waiting at most ``affinity_wait`` seconds for it
       (``EnginePool``); off, the least loaded replica takes it. ``pin_slots``: pin the request
-      to the engine slot that caches its prefix (llama-server's ``id_slot``, ``cache_prompt``).
+      to the engine slot that caches its prefix (llama-server's ``id_slot``, ``cache_prompt``),
+      among slots ``slot_offset ..`` ``+ max_concurrency - 1`` (workers sharing an engine pin
+      disjoint ranges; off, llama-server picks the idle slot with the longest common prefix
+      and restores prefixes from its RAM prompt cache itself).
       A replica that refuses or drops a connection is set aside and the request retried on
       another one.
     """
@@ -68,6 +71,7 @@ class OpenAIWorker(Worker):
         affinity: bool = True,
         affinity_wait: float = 0.25,
         pin_slots: bool = False,
+        slot_offset: int = 0,
     ) -> None:
         super().__init__()
         self.backend = OpenAIBackend(
@@ -82,6 +86,7 @@ class OpenAIWorker(Worker):
             resolve_every=resolve_every,
             affinity_wait=affinity_wait,
             pin_slots=pin_slots,
+            slot_offset=slot_offset,
         )
         self.native_n = native_n
         self.stream_plain = stream_plain
