@@ -9,8 +9,10 @@ problem to problem, with the same seed. Before every run both replicas restart, 
 finds the other's cache; the prompt tokens each replica computed are read from its own
 ``/metrics`` (``llamacpp:prompt_tokens_total``) after the run.
 
-Phases: the step-level searches (``beam_search``, ``mcts``, ``best_of_4_prm``) on 2 replicas;
-``majority_vote`` throughput on 2 replicas; and one replica (slot pinning alone).
+Phases: ``search``, the step-level searches (``beam_search``, ``mcts``, ``best_of_4_prm``) on 2
+replicas, affinity routing and slot pinning together; ``route``, routing alone (no slot pins in
+either mode); ``vote``, ``majority_vote`` throughput on 2 replicas; ``single``, one replica (slot
+pinning alone).
 
 Run: ``make bench-affinity`` or ``python -m benchmarks.bench_affinity --problems 3``. Writes the
 raw records (``--out``, JSONL), a markdown summary and an SVG chart beside it.
@@ -99,8 +101,16 @@ class Bench:
         await asyncio.gather(*(asyncio.to_thread(s.start) for s in servers))
 
     async def phase(
-        self, phase: str, methods: dict[str, dict[str, Any]], problems: list[Problem], replicas: int
+        self,
+        phase: str,
+        methods: dict[str, dict[str, Any]],
+        problems: list[Problem],
+        replicas: int,
+        *,
+        pin: bool = True,
     ) -> None:
+        """Every problem x method once per mode; ``on``: affinity routing, and slot pins when
+        ``pin``; ``off``: neither (llama-server picks slots and restores prefixes itself)."""
         servers = self.servers[:replicas]
         await self.restart(servers)
         urls, model = [s.base_url for s in servers], servers[0].model
@@ -125,7 +135,8 @@ class Bench:
                         await self.restart(servers)
                         for w in (gen, judge):
                             await w.backend.close()  # fresh connections to the fresh replicas
-                            w.affinity = w.backend.pool.pin_slots = mode == "on"
+                            w.affinity = mode == "on"
+                            w.backend.pool.pin_slots = mode == "on" and pin
                             for e in w.backend.pool.engines:
                                 e.forget_cache()
                                 e.down_until, e.stats = 0.0, EngineStats()
@@ -246,7 +257,8 @@ def svg(rows: list[dict[str, Any]]) -> str:
         '<text x="10" y="20" font-weight="bold">P7: prefix affinity off (grey) vs on (blue), relative to off</text>',
     ]
     y = 40
-    scale = width - left - 120
+    ratios = [r[f"{k}_on"] / r[f"{k}_off"] for r in rows for k in ("prefill", "wall") if r[f"{k}_off"]]
+    scale = (width - left - 130) / max([1.0, *ratios])  # the longest bar and its label fit
     for r in rows:
         parts.append(f'<text x="10" y="{y + 2 * bar}">{r["phase"]} {r["method"]}</text>')
         for label, off, on, unit in (
@@ -290,6 +302,9 @@ async def main_async(args: argparse.Namespace) -> None:
             if "search" in args.phases:
                 methods = {m: SEARCH_PARAMS[m] for m in args.methods.split(",")}
                 await bench.phase("search", methods, problems, replicas=args.replicas)
+            if "route" in args.phases:  # routing alone: no slot pins in either mode
+                methods = {m: SEARCH_PARAMS[m] for m in args.route_methods.split(",")}
+                await bench.phase("route", methods, problems, replicas=args.replicas, pin=False)
             if "vote" in args.phases:
                 await bench.phase("vote", {"majority_vote": VOTE_PARAMS}, problems[: args.vote_problems], args.replicas)
             if "single" in args.phases:
@@ -309,7 +324,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip", type=int, default=0)
     p.add_argument("--vote-problems", type=int, default=3)
     p.add_argument("--single-problems", type=int, default=2)
-    p.add_argument("--phases", default="search,vote,single")
+    p.add_argument("--phases", default="search,route,vote,single")
+    p.add_argument("--route-methods", default="beam_search,best_of_4_prm")
     p.add_argument("--methods", default="beam_search,mcts,best_of_4_prm")
     p.add_argument("--model", default="qwen-0.5b")
     p.add_argument("--replicas", type=int, default=2)
