@@ -29,19 +29,15 @@ from pydantic import ValidationError
 from .. import metrics, telemetry
 from .._compat import timeout as deadline_after
 from ..errors import ProtocolError, ScaffoldingError
-from ..proto import codec
-from ..proto.errors import ErrorCode, ErrorInfo
-from ..proto.messages import FrameType, TaskReply
+from ..proto import codec, frames
+from ..proto.errors import ErrorCode, ErrorInfo, resends
+from ..proto.messages import FrameType
 from ..proto.subjects import HEADER_ATTEMPTS_BELOW, HEADER_MSG_ID, HEADER_REPLY_TO, Subjects
 from ..proto.tasks import JOB_ID_KEY, Task, TaskStatus
-from ..proto.version import PROTOCOL_VERSION
 from ..runtime.context import current_request
 from ..runtime.worker import Worker, fail, mark_end, tokens_generated
 from .fairness import FairAdmission
 from .inbox import FrameQueue, ReplyMux
-
-_REQUEUED = frozenset({ErrorCode.AT_CAPACITY})  # a final that says "handed back to the queue"
-_HEARTBEAT_KEYS = frozenset({"v", "task_id", "frame", "seq", "attempt"})
 
 
 class _Requeue(Exception):
@@ -150,31 +146,15 @@ class RemoteWorker(Worker):
         self._served.add(tag)
         return True
 
-    def _decode(self, msg: Msg, task: Task) -> TaskReply:
+    def _decode(self, msg: Msg, task: Task) -> frames.Frame:
         try:
-            obj = codec.unpack_map(msg.data)
-            if obj.get("frame") == "heartbeat" and obj.keys() <= _HEARTBEAT_KEYS:
-                # The most frequent frame carries nothing to validate but its attempt number.
-                attempt = obj.get("attempt")
-                if attempt is None or (type(attempt) is int and attempt >= 1):
-                    return _Heartbeat(attempt)  # type: ignore[return-value]
-            return codec.validate(TaskReply, obj)
+            return frames.read_reply(msg.data)
         except ProtocolError as exc:
             raise ScaffoldingError(
                 f"bad reply from the worker for tag {task.worker_tag!r}: {exc.message}",
                 code=ErrorCode.WORKER_ERROR,
                 details=exc.details,
             ) from None
-
-
-class _Heartbeat:
-    """A heartbeat frame, read without building a pydantic model (the fields ``_receive`` uses)."""
-
-    __slots__ = ("attempt",)
-    frame = FrameType.HEARTBEAT
-
-    def __init__(self, attempt: int | None) -> None:
-        self.attempt = attempt
 
 
 class _Call:
@@ -234,25 +214,12 @@ class _Call:
         inputs = task.inputs()
         if self.job is not None:  # workers may be fair between jobs too (the tools worker is)
             inputs["metadata"] = {**inputs.get("metadata", {}), JOB_ID_KEY: self.job}
-        # Built as a plain map on the hot path; its shape is TaskRequest (see proto/).
-        payload = codec.pack(
-            {
-                "v": PROTOCOL_VERSION,
-                "kind": task.kind,
-                "task": inputs,
-                "timeout_ms": max(1, int(self._left() * 1000)),
-                "heartbeat_ms": w._heartbeat_ms,
-            }
+        payload = frames.request(
+            task.kind, inputs, timeout_ms=max(1, int(self._left() * 1000)), heartbeat_ms=w._heartbeat_ms
         )
-        limit = w.nc.max_payload
-        if limit and len(payload) > limit:
-            self._finish(
-                ErrorInfo(
-                    code=ErrorCode.PAYLOAD_TOO_LARGE,
-                    message=f"task of {len(payload)} bytes exceeds the server's max_payload of {limit}",
-                    details={"size": len(payload), "limit": limit},
-                )
-            )
+        too_large = codec.oversize(payload, w.nc.max_payload, "task")
+        if too_large is not None:
+            self._finish(too_large)
             return False
         await self._await_consumer()
         self._set_waiting(True)
@@ -385,7 +352,7 @@ class _Call:
                 if self.streaming:
                     return True
                 continue
-            if reply.error is not None and reply.error.code in _REQUEUED and not self.streamed:
+            if resends(reply.error) and not self.streamed:
                 self.started = False  # handed back to the queue (a replica shutting down)
                 self._set_waiting(True)
                 continue
