@@ -43,11 +43,23 @@ def _plain_request(obj: dict[str, Any]) -> bool:
     return (t is None or (type(t) is int and t >= 1)) and (h is None or (type(h) is int and h >= 50))
 
 
-def read_request(data: bytes, *, max_bytes: int | None = None) -> tuple[TaskRequest, Task]:
+class Request:
+    """A task request as read: what the serving side acts on (a valid ``TaskRequest``)."""
+
+    __slots__ = ("heartbeat_ms", "kind", "task", "timeout_ms")
+
+    def __init__(self, kind: str, task: dict[str, Any], timeout_ms: int | None, heartbeat_ms: int | None) -> None:
+        self.kind, self.task, self.timeout_ms, self.heartbeat_ms = kind, task, timeout_ms, heartbeat_ms
+
+
+def read_request(data: bytes, *, max_bytes: int | None = None) -> tuple[Request, Task]:
     """The request and the task it carries; ``ProtocolError`` (typed) for anything off-contract."""
     obj = codec.unpack_map(data, max_bytes=max_bytes)
-    # The common shape is checked by hand exactly as validation would; the rest is validated.
-    req = TaskRequest.model_construct(**obj) if _plain_request(obj) else codec.validate(TaskRequest, obj)
+    if _plain_request(obj):  # the common shape, checked by hand exactly as validation would
+        req = Request(obj["kind"], obj["task"], obj.get("timeout_ms"), obj.get("heartbeat_ms"))
+    else:
+        r = codec.validate(TaskRequest, obj)
+        req = Request(r.kind, r.task, r.timeout_ms, r.heartbeat_ms)
     task: Task = codec.task_from_request(req)  # the task's own fields: always validated
     return req, task
 
@@ -153,6 +165,7 @@ def read_reply(data: bytes) -> Frame:
 
 __all__ = [
     "Frame",
+    "Request",
     "error_reply",
     "final_within",
     "read_reply",

@@ -31,7 +31,7 @@ from .._compat import TaskGroup
 from ..errors import ProtocolError, ScaffoldingError
 from ..proto import codec, frames
 from ..proto.errors import ErrorCode, ErrorInfo
-from ..proto.messages import FrameType, TaskRequest
+from ..proto.messages import FrameType
 from ..proto.subjects import ANY, Subjects
 from ..proto.tasks import StreamingTask, Task, TaskStatus
 from ..proto.version import DEFAULT_MAX_TASK_BYTES
@@ -254,7 +254,7 @@ class WorkerHost:
             await delivery.refuse()
 
     async def _traced(
-        self, delivery: Delivery, headers: dict[str, str] | None, request: TaskRequest, task: Task
+        self, delivery: Delivery, headers: dict[str, str] | None, request: frames.Request, task: Task
     ) -> None:
         """A span per task, child of the caller's (only when a tracer SDK is configured)."""
         with telemetry.tracer.start_as_current_span(
@@ -264,7 +264,7 @@ class WorkerHost:
         ):
             await self._execute(delivery, request, task)
 
-    async def _execute(self, delivery: Delivery, request: TaskRequest, task: Task) -> None:
+    async def _execute(self, delivery: Delivery, request: frames.Request, task: Task) -> None:
         run = asyncio.current_task()
         assert run is not None
         interval = max(self.min_heartbeat, (request.heartbeat_ms or 1000) / 1000)
