@@ -9,7 +9,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from ..proto import frames
+from ..proto import codec, frames
 from ..proto.errors import ErrorInfo
 from ..proto.messages import FrameType
 from ..proto.tasks import TaskStatus
@@ -65,7 +65,7 @@ class Lease:
         """A heartbeat or partial frame; a partial frame too large for the bus is skipped (the
         final one says why)."""
         data = frames.reply(self.task_id, frame, self.seq, self.delivery.attempt, result=result)
-        if self.max_payload and len(data) > self.max_payload:
+        if codec.oversize(data, self.max_payload, "a partial frame") is not None:
             return
         self.seq += 1
         self.last_sent = asyncio.get_running_loop().time()
