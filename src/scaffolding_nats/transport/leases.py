@@ -107,6 +107,8 @@ class Leases:
                 await self._keep(lease, now)
 
     async def _keep(self, lease: Lease, now: float) -> None:
+        if self.running.get(lease.task_id) is not lease:
+            return  # ended while this tick was sending: its final frame is on its way
         if lease.deadline is not None and now >= lease.deadline and not lease.timed_out:
             lease.timed_out = True
             lease.run.cancel()

@@ -345,12 +345,15 @@ class _Call:
                     wait = min(wait, self.start_by - time.monotonic())
             if self.asking is not None:
                 wait = min(wait, self.asking[0] - time.monotonic())
-            if self.unacked is not None:
+            # Published again only until a worker is heard from (it holds the task then; a copy
+            # published after the de-duplication window would run twice).
+            republish = self.unacked is not None and not self.started
+            if republish:
                 wait = min(wait, self.ack_due - time.monotonic())
             try:
                 msg = await frames.get(max(0.0, wait))
             except TimeoutError:
-                if self.unacked is not None and time.monotonic() >= self.ack_due:
+                if republish and time.monotonic() >= self.ack_due:
                     await self._publish()  # no PubAck: lost in an outage, or the stream is away
                 elif self.asking is not None:
                     if time.monotonic() >= self.asking[0]:
