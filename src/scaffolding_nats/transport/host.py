@@ -271,6 +271,8 @@ class WorkerHost:
         budget = request.timeout_ms / 1000 if request.timeout_ms else None
         lease = Lease(delivery, task.id, interval, run, max_payload=self.nc.max_payload, budget=budget)
         self.leases.running[task.id] = lease
+        if delivery.renews:
+            asyncio.get_running_loop().call_soon(lease.say_started, self.spawn)
         requeue = False
         try:
             if isinstance(task, StreamingTask):

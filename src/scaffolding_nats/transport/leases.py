@@ -1,12 +1,12 @@
 """A served task's lease: its frames (numbered, sized for the bus), its signs of life to the
-caller (heartbeats, the first of which says "started") and to JetStream (progress), and its
+caller (heartbeats; a queued task's first says "started") and to JetStream (progress), and its
 deadline. One ticker keeps every lease of a host, so a task costs no timer of its own."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ..proto import codec, frames
@@ -49,13 +49,23 @@ class Lease:
         self.max_payload = max_payload
         self.seq = 0
         now = asyncio.get_running_loop().time()
-        self.last_progress = now
-        # A queued task says "started" once it has run past one tick (see ``Leases``): one that
-        # ends sooner says it with its final frame, one frame fewer per quick task.
-        self.last_sent = now - interval if delivery.renews else now
+        self.last_progress = self.last_sent = now
         self.deadline = now + budget if budget is not None else None
         self.superseded = self.lease_lost = self.timed_out = False
         self.final: bytes | None = None  # the final frame, once made
+
+    def say_started(self, spawn: Callable[[Coroutine[Any, Any, None]], None]) -> None:
+        """Scheduled (``call_soon``) as a queued task starts: runs once the worker first waits.
+        A task that ended by then says "started" with its final frame, one frame fewer; one
+        still running says it now (the caller's silence clock and fairness window move on)."""
+        if self.seq == 0 and self.final is None:
+            with contextlib.suppress(RuntimeError):  # the host is closing: its drain says the rest
+                spawn(self._started())
+
+    async def _started(self) -> None:
+        if self.seq == 0 and self.final is None:
+            with contextlib.suppress(Exception):  # a broken connection is the final send's to report
+                await self.send(FrameType.HEARTBEAT)
 
     @property
     def attempt(self) -> int | None:
