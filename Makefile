@@ -69,7 +69,7 @@ bench-batching: install $(QWEN_STAMP) $(PEER)  ## P8 (8 samples vs 1 on the batc
 	$(PY) -m benchmarks.bench_batching --out benchmarks/results/p8_p5.jsonl
 
 schema: install  ## regenerate proto/schema/*.json from the models
-	$(PY) -m scaffolding_nats.proto.schema proto/schema
+	$(PY) -m scaffolding_nats.schemas proto/schema
 
 nats-config: install  ## regenerate k8s/nats/auth.conf (NATS users and permissions) from the role table
 	$(PY) -m scaffolding_nats.security nats-config k8s/nats/auth.conf
