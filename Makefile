@@ -72,7 +72,7 @@ bench-affinity: install $(QWEN_STAMP)  ## P7: prefix affinity on vs off (2 llama
 	nice -n 5 $(PY) -m benchmarks.bench_affinity --out benchmarks/results/p7.jsonl
 
 schema: install  ## regenerate proto/schema/*.json from the models
-	$(PY) -m scaffolding_nats.proto.schema proto/schema
+	$(PY) -m scaffolding_nats.schemas proto/schema
 
 nats-config: install  ## regenerate k8s/nats/auth.conf (NATS users and permissions) from the role table
 	$(PY) -m scaffolding_nats.security nats-config k8s/nats/auth.conf

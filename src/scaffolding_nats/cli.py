@@ -15,7 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "controller": ("scaffolding_nats.services.controller.__main__", "the controller service (runs methods)"),
     "worker": ("scaffolding_nats.services.worker.__main__", "a worker service (one backend, some worker tags)"),
     "gateway": ("scaffolding_nats.services.gateway.__main__", "the OpenAI-compatible HTTP gateway"),
-    "schema": ("scaffolding_nats.proto.schema", "write (or --check) the JSON Schemas of the contract"),
+    "schema": ("scaffolding_nats.schemas", "write (or --check) the JSON Schemas of the contract"),
 }
 
 

@@ -4,6 +4,7 @@ no-ops that cost a dictionary lookup."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
 from opentelemetry import context as otel_context
@@ -12,10 +13,23 @@ from opentelemetry import propagate, trace
 tracer = trace.get_tracer("scaffolding_nats")
 
 
+_RECHECK_S = 1.0
+_seen: list[float | bool] = [False, -_RECHECK_S]  # [installed, when last looked]
+
+
 def enabled() -> bool:
     """Whether an SDK tracer provider is installed (else spans and propagation are skipped
-    on the hot path: they would be no-ops that still cost microseconds per task)."""
-    return type(trace.get_tracer_provider()).__name__ not in {"ProxyTracerProvider", "NoOpTracerProvider"}
+    on the hot path: they would be no-ops that still cost microseconds per task). A provider
+    is set once per process: once seen it stays; until then it is looked for at most once a
+    second (the look reads the environment)."""
+    if _seen[0]:
+        return True
+    now = time.monotonic()
+    if now - _seen[1] < _RECHECK_S:
+        return False
+    _seen[1] = now
+    _seen[0] = type(trace.get_tracer_provider()).__name__ not in {"ProxyTracerProvider", "NoOpTracerProvider"}
+    return bool(_seen[0])
 
 
 def inject_headers(headers: dict[str, str] | None = None) -> dict[str, str] | None:

@@ -24,8 +24,8 @@ from scaffolding_nats.proto import (
     pack,
     task_from_request,
 )
-from scaffolding_nats.proto.schema import stale
 from scaffolding_nats.proto.subjects import job_key
+from scaffolding_nats.schemas import stale
 
 ROOT = Path(__file__).resolve().parents[2]
 

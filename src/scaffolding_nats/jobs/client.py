@@ -18,7 +18,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import PubAck
 from nats.js.errors import BucketNotFoundError
 
-from ..errors import DeadlineExceeded, ProtocolError, ScaffoldingError
+from ..errors import DeadlineExceeded, ScaffoldingError
 from ..proto import codec
 from ..proto.errors import ErrorCode, NoController
 from ..proto.messages import Job, JobEvent, JobEventType, JobRecord, JobResult, JobState, job_digest
@@ -56,14 +56,7 @@ class JobClient:
         owner's job of the same id (``msg_id`` overrides it)."""
         owner = self._owner(owner)
         headers = inject_headers({HEADER_MSG_ID: msg_id or JobStore.key(job.id, owner)}) or {}
-        data = codec.encode(job)
-        limit = self.nc.max_payload
-        if limit and len(data) > limit:
-            raise ProtocolError(
-                f"job of {len(data)} bytes exceeds the server's max_payload of {limit}",
-                code=ErrorCode.PAYLOAD_TOO_LARGE,
-                details={"size": len(data), "limit": limit},
-            )
+        data = codec.check_size(codec.encode(job), self.nc.max_payload, "job")
         return await self.js.publish(self.subjects.jobs(job.method, owner), data, headers=headers)
 
     async def submit_once(self, job: Job, *, owner: str | None = None) -> JobRecord | None:

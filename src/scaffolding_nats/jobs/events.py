@@ -19,7 +19,7 @@ from nats.aio.client import Client
 
 from ..errors import ProtocolError
 from ..proto import codec
-from ..proto.errors import ErrorCode, ErrorInfo
+from ..proto.errors import ErrorInfo
 from ..proto.messages import JobEvent, JobEventType, JobResult
 from ..proto.subjects import HEADER_MSG_ID
 from .failover import retrying
@@ -104,14 +104,10 @@ class EventStream:
         typed error event in its place, so the client still hears how the job ended."""
         try:
             data = codec.encode(event)
-            limit = self.nc.max_payload
-            if not limit or len(data) <= limit:
+            too_large = codec.oversize(data, self.nc.max_payload, f"the job's {event.type.value} event")
+            if too_large is None:
                 return data
-            error = ErrorInfo(
-                code=ErrorCode.PAYLOAD_TOO_LARGE,
-                message=f"the job's {event.type.value} event of {len(data)} bytes exceeds max_payload ({limit})",
-                details={"size": len(data), "limit": limit},
-            )
+            error = too_large
         except ProtocolError as exc:
             error = exc.to_info()
         return codec.encode(JobEvent(job_id=self.job_id, seq=event.seq, type=JobEventType.ERROR, error=error))

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import msgpack
 from pydantic import BaseModel, ValidationError
 
-from .errors import ErrorCode, ProtocolError
+from .errors import ErrorCode, ErrorInfo, ProtocolError
 from .version import SUPPORTED_VERSIONS
 
 M = TypeVar("M", bound=BaseModel)
@@ -95,6 +95,26 @@ def _not_plain(path: str, value: Any, what: str) -> ProtocolError:
         code=ErrorCode.INVALID,
         details={"errors": [{"path": path, "error": f"{kind} is not allowed"}]},
     )
+
+
+def oversize(data: bytes, limit: int | None, what: str) -> ErrorInfo | None:
+    """The one size check: a typed ``payload_too_large`` error when ``data`` (``what``: "task",
+    "job", ...) is over the server's ``max_payload`` (``limit``; 0 or None: no limit known)."""
+    if not limit or len(data) <= limit:
+        return None
+    return ErrorInfo(
+        code=ErrorCode.PAYLOAD_TOO_LARGE,
+        message=f"{what} of {len(data)} bytes exceeds the server's max_payload of {limit}",
+        details={"size": len(data), "limit": limit},
+    )
+
+
+def check_size(data: bytes, limit: int | None, what: str) -> bytes:
+    """``data``, or a ``ProtocolError`` when the bus cannot carry it (see ``oversize``)."""
+    error = oversize(data, limit, what)
+    if error is not None:
+        raise ProtocolError(error.message, code=error.code, details=error.details)
+    return data
 
 
 def unpack_map(data: bytes, *, max_bytes: int | None = None) -> dict[str, Any]:

@@ -134,8 +134,9 @@ class NoController(ScaffoldingError):
 class ErrorSpec:
     """Everything the code decides, in one row.
 
-    ``retryable``: the same request may succeed later (told to clients). ``resend``: the
-    transport tries the task again, on another replica, within the task's deadline."""
+    ``retryable``: the same request may succeed later (told to clients). ``resend``: a final
+    frame with this code says the task went back to its queue (a replica shutting down), so the
+    transport waits for another replica to take it, within the task's deadline (``resends``)."""
 
     exception: type[ScaffoldingError]
     task_status: TaskStatus
@@ -152,11 +153,11 @@ ERRORS: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.PAYLOAD_TOO_LARGE: ErrorSpec(ProtocolError, _S.REJECTED, 413),
     ErrorCode.UNKNOWN_TASK_TYPE: ErrorSpec(ProtocolError, _S.REJECTED, 400),
     ErrorCode.NOT_SUPPORTED: ErrorSpec(TaskFailed, _S.NOT_SUPPORTED, 501),
-    ErrorCode.NO_WORKER: ErrorSpec(NoWorkerError, _S.REJECTED, 503, retryable=True, resend=True),
+    ErrorCode.NO_WORKER: ErrorSpec(NoWorkerError, _S.REJECTED, 503, retryable=True),
     ErrorCode.AT_CAPACITY: ErrorSpec(NoWorkerError, _S.REJECTED, 503, retryable=True, resend=True),
     ErrorCode.WORKER_ERROR: ErrorSpec(TaskFailed, _S.WORKER_ERROR, 502),
     ErrorCode.BACKEND_ERROR: ErrorSpec(TaskFailed, _S.WORKER_ERROR, 502, retryable=True),
-    ErrorCode.TIMEOUT: ErrorSpec(DeadlineExceeded, _S.TIMEOUT, 504, retryable=True, resend=True),
+    ErrorCode.TIMEOUT: ErrorSpec(DeadlineExceeded, _S.TIMEOUT, 504, retryable=True),
     ErrorCode.CANCELLED: ErrorSpec(Cancelled, _S.CANCELLED, 499),
     ErrorCode.UNKNOWN_METHOD: ErrorSpec(UnknownMethod, _S.REJECTED, 404),
     ErrorCode.CONTROLLER_ERROR: ErrorSpec(ControllerError, _S.WORKER_ERROR, 500),
@@ -168,6 +169,12 @@ ERRORS: dict[ErrorCode, ErrorSpec] = {
 
 RETRYABLE_CODES = frozenset(code for code, spec in ERRORS.items() if spec.retryable)
 RESEND_CODES = frozenset(code for code, spec in ERRORS.items() if spec.resend)
+
+
+def resends(error: ErrorInfo | None) -> bool:
+    """Whether a final frame carrying ``error`` hands the task back to its queue (the table's
+    ``resend`` column; like nats.py's ``js/errors.py`` ``from_error``, one place decides)."""
+    return error is not None and ERRORS[error.code].resend
 
 
 def task_status_for(code: ErrorCode) -> TaskStatus:

@@ -95,6 +95,15 @@ class Task(BaseModel):
         self.__dict__["status"] = status
         self.__dict__["error"] = error
 
+    def fill(self, **results: Any) -> None:
+        """Set result fields to values the caller built itself, without validating each one
+        again (as ``set_outcome``); results read from the bus go through ``merge_results``."""
+        unknown = results.keys() - self.RESULT_FIELDS
+        if unknown:
+            raise AttributeError(f"{type(self).__name__} has no result fields {sorted(unknown)}")
+        self.__dict__.update(results)
+        self.__pydantic_fields_set__.update(results)
+
     @property
     def ok(self) -> bool:
         return self.status is TaskStatus.SUCCESS

@@ -29,19 +29,15 @@ from pydantic import ValidationError
 from .. import metrics, telemetry
 from .._compat import timeout as deadline_after
 from ..errors import ProtocolError, ScaffoldingError
-from ..proto import codec
-from ..proto.errors import ErrorCode, ErrorInfo
-from ..proto.messages import FrameType, TaskReply
+from ..proto import codec, frames
+from ..proto.errors import ErrorCode, ErrorInfo, resends
+from ..proto.messages import FrameType
 from ..proto.subjects import HEADER_ATTEMPTS_BELOW, HEADER_MSG_ID, HEADER_REPLY_TO, Subjects
 from ..proto.tasks import JOB_ID_KEY, Task, TaskStatus
-from ..proto.version import PROTOCOL_VERSION
 from ..runtime.context import current_request
 from ..runtime.worker import Worker, fail, mark_end, tokens_generated
 from .fairness import FairAdmission
 from .inbox import FrameQueue, ReplyMux
-
-_REQUEUED = frozenset({ErrorCode.AT_CAPACITY})  # a final that says "handed back to the queue"
-_HEARTBEAT_KEYS = frozenset({"v", "task_id", "frame", "seq", "attempt"})
 
 
 class _Requeue(Exception):
@@ -150,31 +146,15 @@ class RemoteWorker(Worker):
         self._served.add(tag)
         return True
 
-    def _decode(self, msg: Msg, task: Task) -> TaskReply:
+    def _decode(self, msg: Msg, task: Task) -> frames.Frame:
         try:
-            obj = codec.unpack_map(msg.data)
-            if obj.get("frame") == "heartbeat" and obj.keys() <= _HEARTBEAT_KEYS:
-                # The most frequent frame carries nothing to validate but its attempt number.
-                attempt = obj.get("attempt")
-                if attempt is None or (type(attempt) is int and attempt >= 1):
-                    return _Heartbeat(attempt)  # type: ignore[return-value]
-            return codec.validate(TaskReply, obj)
+            return frames.read_reply(msg.data)
         except ProtocolError as exc:
             raise ScaffoldingError(
                 f"bad reply from the worker for tag {task.worker_tag!r}: {exc.message}",
                 code=ErrorCode.WORKER_ERROR,
                 details=exc.details,
             ) from None
-
-
-class _Heartbeat:
-    """A heartbeat frame, read without building a pydantic model (the fields ``_receive`` uses)."""
-
-    __slots__ = ("attempt",)
-    frame = FrameType.HEARTBEAT
-
-    def __init__(self, attempt: int | None) -> None:
-        self.attempt = attempt
 
 
 class _Call:
@@ -203,6 +183,9 @@ class _Call:
         # Asked the replicas for a final frame lost with a connection: until when, and how the
         # task ends if none comes (None: queued again).
         self.asking: tuple[float, ErrorInfo | None] | None = None
+        self.unacked: tuple[bytes, dict[str, str]] | None = None  # the publish, until its PubAck
+        self.ack_due = 0.0  # when to publish again if no PubAck has come
+        self.publishes = 0
 
     async def next(self) -> bool:
         try:
@@ -214,6 +197,7 @@ class _Call:
                 except _Requeue:
                     self._close()
                     self.seq, self.attempt, self.started, self.asking = None, 0, False, None
+                    self.unacked = None
         except _Fail as failure:
             await self.abandon()
             self._finish(failure.error)
@@ -234,25 +218,12 @@ class _Call:
         inputs = task.inputs()
         if self.job is not None:  # workers may be fair between jobs too (the tools worker is)
             inputs["metadata"] = {**inputs.get("metadata", {}), JOB_ID_KEY: self.job}
-        # Built as a plain map on the hot path; its shape is TaskRequest (see proto/).
-        payload = codec.pack(
-            {
-                "v": PROTOCOL_VERSION,
-                "kind": task.kind,
-                "task": inputs,
-                "timeout_ms": max(1, int(self._left() * 1000)),
-                "heartbeat_ms": w._heartbeat_ms,
-            }
+        payload = frames.request(
+            task.kind, inputs, timeout_ms=max(1, int(self._left() * 1000)), heartbeat_ms=w._heartbeat_ms
         )
-        limit = w.nc.max_payload
-        if limit and len(payload) > limit:
-            self._finish(
-                ErrorInfo(
-                    code=ErrorCode.PAYLOAD_TOO_LARGE,
-                    message=f"task of {len(payload)} bytes exceeds the server's max_payload of {limit}",
-                    details={"size": len(payload), "limit": limit},
-                )
-            )
+        too_large = codec.oversize(payload, w.nc.max_payload, "task")
+        if too_large is not None:
+            self._finish(too_large)
             return False
         await self._await_consumer()
         self._set_waiting(True)
@@ -269,7 +240,8 @@ class _Call:
         headers = {HEADER_REPLY_TO: self.inbox, HEADER_MSG_ID: self.inbox}
         if telemetry.enabled():
             headers = telemetry.inject_headers(headers) or headers
-        await self._publish(payload, headers)
+        self.unacked = (payload, headers)
+        await self._publish()
         if task.start_timeout is not None and self.start_by is None:
             self.start_by = time.monotonic() + task.start_timeout
         return True
@@ -297,33 +269,62 @@ class _Call:
         pause = min(self.w.max_backoff, self.w.backoff * 2 ** (attempt - 1))
         return pause * (0.5 + random.random())
 
-    async def _publish(self, payload: bytes, headers: dict[str, str]) -> None:
-        """Queue the task; a full or unreachable stream is retried until the deadline."""
-        w, attempt = self.w, 0
+    async def _publish(self) -> None:
+        """Queue the task. Its PubAck comes to the task's inbox, read with its frames (no round
+        trip waited for one publish at a time): ``_on_pub_ack``. A publish that fails, is
+        refused or is not acked within 5 s is made again (the same ``Nats-Msg-Id``: stored
+        once) until the deadline."""
+        assert self.unacked is not None
+        w, (payload, headers) = self.w, self.unacked
         while True:
-            attempt += 1
+            self.publishes += 1
             try:
-                # A JetStream publish is a request to the stream; its PubAck names the message.
-                msg = await w.nc.request(
-                    w.subjects.task_queue(self.task.worker_tag), payload, timeout=min(5.0, max(0.1, self._left())),
-                    headers=headers,
-                )  # fmt: skip
-                ack = json.loads(msg.data)
-                if "error" in ack or "seq" not in ack:
-                    raise RuntimeError(f"the task stream refused the task: {ack.get('error', ack)}")
-                self.seq = int(ack["seq"])
+                await w.nc.publish(
+                    w.subjects.task_queue(self.task.worker_tag), payload, reply=self.inbox or "", headers=headers
+                )
+                self.ack_due = time.monotonic() + min(5.0, max(0.1, self._left()))
                 return
             except Exception as exc:
-                if self._left() <= 0:
-                    raise _Fail(
-                        ErrorInfo(
-                            code=ErrorCode.TIMEOUT,
-                            message=f"could not queue the task on tag {self.task.worker_tag!r}: {exc!r}",
-                            retryable=True,
-                            details={"worker_tag": self.task.worker_tag, "reason": "queue_unavailable"},
-                        )
-                    ) from None
-                await asyncio.sleep(min(self._pause(attempt), max(0.0, self._left())))
+                await self._publish_failed(exc)
+
+    async def _publish_failed(self, exc: BaseException) -> None:
+        """Pause before the next publish, or fail when the deadline has passed."""
+        if self._left() <= 0:
+            raise _Fail(
+                ErrorInfo(
+                    code=ErrorCode.TIMEOUT,
+                    message=f"could not queue the task on tag {self.task.worker_tag!r}: {exc!r}",
+                    retryable=True,
+                    details={"worker_tag": self.task.worker_tag, "reason": "queue_unavailable"},
+                )
+            ) from None
+        await asyncio.sleep(min(self._pause(self.publishes), max(0.0, self._left())))
+
+    async def _on_pub_ack(self, data: bytes) -> None:
+        """The stream's answer to the task's publish: it names the message (``seq``) or refuses
+        it (a full stream, ...), and then the task is published again after a pause."""
+        if self.unacked is None:
+            return  # the answer to a publish made again: the first one counted
+        try:
+            ack = json.loads(data)
+        except ValueError:
+            ack = {"error": data[:200].decode(errors="replace")}
+        if "error" in ack or "seq" not in ack:
+            await self._publish_failed(RuntimeError(f"the task stream refused the task: {ack.get('error', ack)}"))
+            await self._publish()
+            return
+        self.seq, self.unacked = int(ack["seq"]), None
+
+    def _read_pub_acks(self) -> None:
+        """PubAcks that came but were not read yet (the caller leaves early): their ``seq``."""
+        if self.frames is not None and self.unacked is not None:
+            for msg in self.frames.items:
+                if msg.data[:1] == b"{":
+                    with contextlib.suppress(Exception):
+                        ack = json.loads(msg.data)
+                        if "seq" in ack and "error" not in ack:
+                            self.seq, self.unacked = int(ack["seq"]), None
+                            return
 
     async def _receive(self) -> bool:
         task, w, frames = self.task, self.w, self.frames
@@ -331,6 +332,8 @@ class _Call:
         while True:
             left = self._left()
             if left <= 0:
+                if self.unacked is not None and not self.started:
+                    await self._publish_failed(TimeoutError("no PubAck from the task stream"))
                 raise _Fail(_timeout(task, w.timeout))
             # Before a worker starts the task it waits in the queue: only its deadline counts
             # (checked now and then, in case its frames were lost while we were cut off).
@@ -342,10 +345,17 @@ class _Call:
                     wait = min(wait, self.start_by - time.monotonic())
             if self.asking is not None:
                 wait = min(wait, self.asking[0] - time.monotonic())
+            # Published again only until a worker is heard from (it holds the task then; a copy
+            # published after the de-duplication window would run twice).
+            republish = self.unacked is not None and not self.started
+            if republish:
+                wait = min(wait, self.ack_due - time.monotonic())
             try:
                 msg = await frames.get(max(0.0, wait))
             except TimeoutError:
-                if self.asking is not None:
+                if republish and time.monotonic() >= self.ack_due:
+                    await self._publish()  # no PubAck: lost in an outage, or the stream is away
+                elif self.asking is not None:
                     if time.monotonic() >= self.asking[0]:
                         self._unanswered()
                 elif self.started:
@@ -357,9 +367,16 @@ class _Call:
                     if not await self._still_queued():
                         await self._ask_for_final(None)
                 continue
+            if msg.data[:1] == b"{":  # JSON, never a frame (MessagePack maps start at 0x80)
+                await self._on_pub_ack(msg.data)
+                continue
             if not msg.data and msg.headers and msg.headers.get("Status"):
                 if self.asking is not None:  # "no responders": no replica keeps finals, none has it
                     self._unanswered()
+                elif self.unacked is not None and msg.headers.get("Status") == "503":
+                    # No stream took the publish (not there, or away): publish again, paused.
+                    await self._publish_failed(RuntimeError("no responders: the task stream is not available"))
+                    await self._publish()
                 continue
             reply = w._decode(msg, task)
             attempt = reply.attempt or 1
@@ -385,7 +402,7 @@ class _Call:
                 if self.streaming:
                     return True
                 continue
-            if reply.error is not None and reply.error.code in _REQUEUED and not self.streamed:
+            if resends(reply.error) and not self.streamed:
                 self.started = False  # handed back to the queue (a replica shutting down)
                 self._set_waiting(True)
                 continue
@@ -453,6 +470,8 @@ class _Call:
 
     async def _still_queued(self) -> bool:
         """Whether the task's message is still in the stream (waiting, or held by a worker)."""
+        if self.unacked is not None:
+            return True  # not known yet: its publish is made again until a PubAck names it
         if self.seq is None:
             return False
         try:
@@ -509,6 +528,7 @@ class _Call:
         no worker has taken it, and tell any worker running it to stop."""
         self._set_waiting(False)
         self._leave_window()
+        self._read_pub_acks()
         if self.frames is not None:
             self._close()
             await self.w._cancel_remote(self.task)
