@@ -10,7 +10,7 @@ CLUSTER ?= 1
 # carries (services/model-server/build-llama-server.sh: portable baseline, cached per user).
 LLAMA_SERVER := $(VENV)/bin/llama-server
 
-.PHONY: help install run test test-fast compose-test bench bench-methods bench-batching schema nats-config compose-secrets add-client add-worker remove-identity constraints lint clean clean-cache model-qwen
+.PHONY: help install run test test-fast compose-test bench bench-methods bench-batching bench-affinity schema nats-config compose-secrets add-client add-worker remove-identity constraints lint clean clean-cache model-qwen
 
 help:  ## this list
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -67,6 +67,9 @@ $(PEER): | $(STAMP)
 
 bench-batching: install $(QWEN_STAMP) $(PEER)  ## P8 (8 samples vs 1 on the batching engine) and P5 (vs optillm's self-consistency)
 	$(PY) -m benchmarks.bench_batching --out benchmarks/results/p8_p5.jsonl
+
+bench-affinity: install $(QWEN_STAMP)  ## P7: prefix affinity on vs off (2 llama-server replicas; step-level search, majority vote, 1 replica)
+	nice -n 5 $(PY) -m benchmarks.bench_affinity --out benchmarks/results/p7.jsonl
 
 schema: install  ## regenerate proto/schema/*.json from the models
 	$(PY) -m scaffolding_nats.schemas proto/schema

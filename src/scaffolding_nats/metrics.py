@@ -39,3 +39,24 @@ SANDBOX_RUNS = Counter(
     "or busy (no free run slot in time)",
     ["outcome"],
 )
+ENGINE_REQUESTS = Counter(
+    "scaffolding_engine_requests_total",
+    "Requests a worker sent to an engine replica, by route: home (its affinity key's replica), "
+    "spill (its home was full), any (no key)",
+    ["engine", "route"],
+)
+ENGINE_PROMPT_TOKENS = Counter(
+    "scaffolding_engine_prompt_tokens_total",
+    "Prompt tokens of requests to an engine replica: computed (prefill) or cached (its prefix cache)",
+    ["engine", "kind"],
+)
+ENGINE_PREFIX_HITS = Counter(
+    "scaffolding_engine_prefix_hits_total",
+    "Requests whose prompt an engine replica found partly in its cache (hit rate: / requests)",
+    ["engine"],
+)
+ENGINE_FAILOVERS = Counter(
+    "scaffolding_engine_failovers_total",
+    "Requests moved off an engine replica that refused or dropped the connection",
+    ["engine"],
+)

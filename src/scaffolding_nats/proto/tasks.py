@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from .errors import ErrorInfo, TaskFailed, TaskStatus
 
+AFFINITY_KEY_MAX = 256
+"""Longest ``Task.affinity_key`` accepted (characters)."""
+
 
 def new_id() -> str:
     """128 random bits as hex: unique like a UUID4, at a third of the cost."""
@@ -27,6 +30,9 @@ class Usage(BaseModel):
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    """Of ``prompt_tokens``, those the engine served from its prefix cache rather than computed
+    (OpenAI's ``usage.prompt_tokens_details.cached_tokens``; 0 when the engine does not say)."""
 
     @property
     def total_tokens(self) -> int:
@@ -36,6 +42,7 @@ class Usage(BaseModel):
         return Usage(
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
         )
 
 
@@ -69,6 +76,11 @@ class Task(BaseModel):
     id: str = Field(default_factory=new_id)
     worker_tag: str = "generation"
     metadata: dict[str, Any] = Field(default_factory=dict)
+    affinity_key: str | None = Field(default=None, min_length=1, max_length=AFFINITY_KEY_MAX)
+    """A routing hint: tasks with the same key share a prompt prefix, so a worker with several
+    engine replicas (or engine slots) sends them where that prefix is cached while it has room.
+    The runtime sets it on every task a controller yields (see ``runtime.affinity``); ``None``:
+    any engine. A hint only: it never changes what a task computes."""
     # Outcome of the last run: not task fields on the wire (replies carry them separately).
     status: TaskStatus = Field(default=TaskStatus.PENDING, exclude=True, strict=False)
     error: ErrorInfo | None = Field(default=None, exclude=True)

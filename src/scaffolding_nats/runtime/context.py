@@ -15,6 +15,7 @@ from typing import Any
 from ..errors import BudgetExhausted
 from ..proto.messages import Budget
 from ..proto.tasks import SamplingParams, Task, Usage, new_id
+from .affinity import Lineage
 
 EventSink = Callable[[str, dict[str, Any]], None]
 
@@ -32,11 +33,13 @@ class RequestContext:
     usage_by_controller: dict[str, Usage] = field(default_factory=dict)
     num_tasks: int = 0
     open_streams: dict[str, Any] = field(default_factory=dict)
-    _counted: dict[str, tuple[int, int]] = field(default_factory=dict)
+    _counted: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     _reserved: dict[str, int] = field(default_factory=dict)
     job_id: str = field(default_factory=new_id)
     """The job's id (the controller's ``Job.id``; a fresh one for a request run locally): its
     tasks carry it to workers, which may share their room fairly between jobs."""
+    lineage: Lineage = field(default_factory=Lineage)
+    """The job's prompt families, for the affinity keys of its tasks (``runtime.affinity``)."""
     pending_branches: int = 0
     """Branches of running parallel groups that have not yielded yet: each gets a fair share
     of a token budget rather than the first one taking it all."""
@@ -102,15 +105,15 @@ class RequestContext:
             if task.id in caps and isinstance(task, SamplingParams):
                 task.max_tokens = caps[task.id]
                 self._reserved[task.id] = caps[task.id]
-            self._counted[task.id] = (0, 0)
+            self._counted[task.id] = (0, 0, 0)
             self.num_tasks += 1
 
     def tokens_left(self) -> int:
         """Completion tokens neither spent nor reserved by generations in flight."""
         assert self.budget.max_tokens is not None
-        in_flight = sum(max(reserved, self._counted.get(tid, (0, 0))[1]) for tid, reserved in self._reserved.items())
+        in_flight = sum(max(reserved, self._counted.get(tid, (0, 0, 0))[1]) for tid, reserved in self._reserved.items())
         spent_elsewhere = self.usage.completion_tokens - sum(
-            self._counted.get(tid, (0, 0))[1] for tid in self._reserved
+            self._counted.get(tid, (0, 0, 0))[1] for tid in self._reserved
         )
         return self.budget.max_tokens - spent_elsewhere - in_flight
 
@@ -124,9 +127,13 @@ class RequestContext:
             prev = self._counted.get(task.id)
             if prev is None:  # ran without check_budget (not dispatched by the driver)
                 self.num_tasks += 1
-                prev = (0, 0)
-            now = (usage.prompt_tokens, usage.completion_tokens) if usage else prev
-            delta = Usage(prompt_tokens=max(0, now[0] - prev[0]), completion_tokens=max(0, now[1] - prev[1]))
+                prev = (0, 0, 0)
+            now = (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens) if usage else prev
+            delta = Usage(
+                prompt_tokens=max(0, now[0] - prev[0]),
+                completion_tokens=max(0, now[1] - prev[1]),
+                cached_tokens=max(0, now[2] - prev[2]),
+            )
             self._counted[task.id] = now
             self.usage = self.usage + delta
             self.usage_by_controller[controller] = self.usage_by_controller.get(controller, Usage()) + delta

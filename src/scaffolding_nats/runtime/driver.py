@@ -7,6 +7,7 @@ from typing import Any
 from .._compat import timeout
 from ..errors import BudgetExhausted
 from ..proto.tasks import Task
+from .affinity import assign_keys
 from .collections import TaskCollection
 from .context import RequestContext
 from .controller import Controller, ControllerGen, ParallelProcess
@@ -78,6 +79,7 @@ async def _run_tasks(
     if not tasks:
         return
     ctx.check_budget(tasks)
+    assign_keys(tasks, ctx.job_id, ctx.lineage)
     for obs in observers:
         obs.before_yield(tasks)
     remaining = ctx.remaining_seconds()

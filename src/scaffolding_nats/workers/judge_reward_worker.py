@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import openai
@@ -17,8 +18,8 @@ from ..proto.tasks import RewardTask, TokenLogprob, TopLogprob, Usage
 from ..runtime.fanout import gather_or_cancel
 from ..runtime.worker import Worker, handles
 from .openai_backend import OpenAIBackend
-from .openai_errors import BACKEND_EXCEPTIONS, with_choices
-from .openai_results import chat_logprobs, completion_logprobs
+from .openai_errors import BACKEND_EXCEPTIONS, ENGINE_GONE, with_choices
+from .openai_results import cached_tokens, chat_logprobs, completion_logprobs
 
 OUTCOME_QUESTION = "Is this answer correct? Answer Yes or No."
 PROCESS_QUESTION = "Is the last step of this partial solution correct? Answer Yes or No."
@@ -71,11 +72,14 @@ class LogprobJudgeRewardWorker(Worker):
     * ``top_logprobs``: alternatives requested; more makes it likelier both answers appear.
     * Process mode: ``step_scores[i][k]`` judges steps ``0..k`` of candidate ``i``; ``scores[i]``
       is the minimum over its steps (a chain is as good as its weakest step).
+    * ``base_url``, ``resolve_every``, ``affinity``, ``affinity_wait``, ``pin_slots``: the
+      engine's replicas and prefix-affinity routing, as ``OpenAIWorker`` takes them (a task's
+      judge calls share its ``affinity_key``: they all start with the same problem).
     """
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         model: str | None = None,
         api_key: str = "none",
         *,
@@ -86,6 +90,11 @@ class LogprobJudgeRewardWorker(Worker):
         max_retries: int = 2,
         timeout: float = 60.0,
         client: openai.AsyncOpenAI | None = None,
+        resolve_every: float | None = None,
+        affinity: bool = True,
+        affinity_wait: float = 0.25,
+        pin_slots: bool = False,
+        slot_offset: int = 0,
     ) -> None:
         super().__init__()
         self.backend = OpenAIBackend(
@@ -96,7 +105,12 @@ class LogprobJudgeRewardWorker(Worker):
             max_retries=max_retries,
             timeout=timeout,
             client=client,
+            resolve_every=resolve_every,
+            affinity_wait=affinity_wait,
+            pin_slots=pin_slots,
+            slot_offset=slot_offset,
         )
+        self.affinity = affinity
         self.api = api
         self.top_logprobs = top_logprobs
         self.system_prompt = system_prompt
@@ -107,21 +121,32 @@ class LogprobJudgeRewardWorker(Worker):
     async def stop(self) -> None:
         await self.backend.close()
 
-    async def judge(self, text: str, model: str) -> tuple[float, Usage]:
-        """One Yes/No question → (score, usage)."""
-        async with self.backend.slot() as client:
-            try:
-                if self.api == "chat":
-                    tokens, usage = await self._ask_chat(client, text, model)
-                else:
-                    tokens, usage = await self._ask_completion(client, text, model)
-            except BACKEND_EXCEPTIONS as exc:
-                raise self.backend.error(exc) from exc
+    async def judge(self, text: str, model: str, key: str | None = None) -> tuple[float, Usage]:
+        """One Yes/No question → (score, usage); a replica that refuses the connection is set
+        aside and the question asked of another."""
+        pool = self.backend.pool
+        attempts = len(pool.engines)
+        for attempt in range(attempts):
+            async with self.backend.lease(key if self.affinity else None, text) as lease:
+                try:
+                    if self.api == "chat":
+                        tokens, usage = await self._ask_chat(lease.client, text, model, lease.extra_body())
+                    else:
+                        tokens, usage = await self._ask_completion(lease.client, text, model, lease.extra_body())
+                except BACKEND_EXCEPTIONS as exc:
+                    if isinstance(exc, ENGINE_GONE) and attempt + 1 < attempts:
+                        pool.mark_down(lease.engine, exc)
+                        continue
+                    raise self.backend.error(exc, url=lease.engine.url) from exc
+                pool.record(lease, usage)
+                if lease.key is not None:
+                    lease.cached_text = text
+            break
         score = yes_no_score(tokens)
         return (NEUTRAL if score is None else score), usage
 
     async def _ask_chat(
-        self, client: openai.AsyncOpenAI, text: str, model: str
+        self, client: openai.AsyncOpenAI, text: str, model: str, extra_body: dict[str, Any] | None = None
     ) -> tuple[list[TokenLogprob], Usage]:
         messages: list[Any] = []
         if self.system_prompt:
@@ -134,13 +159,14 @@ class LogprobJudgeRewardWorker(Worker):
             temperature=0,
             logprobs=True,
             top_logprobs=self.top_logprobs,
+            extra_body=extra_body or None,
         )
         resp = with_choices(resp, self.backend.base_url)
         choice = resp.choices[0] if resp.choices else None
         return chat_logprobs(choice.logprobs if choice else None), _usage(resp)
 
     async def _ask_completion(
-        self, client: openai.AsyncOpenAI, text: str, model: str
+        self, client: openai.AsyncOpenAI, text: str, model: str, extra_body: dict[str, Any] | None = None
     ) -> tuple[list[TokenLogprob], Usage]:
         resp = await client.completions.create(
             model=model,
@@ -148,6 +174,7 @@ class LogprobJudgeRewardWorker(Worker):
             max_tokens=1,
             temperature=0,
             logprobs=self.top_logprobs,
+            extra_body=extra_body or None,
         )
         resp = with_choices(resp, self.backend.base_url)
         choice = resp.choices[0] if resp.choices else None
@@ -159,7 +186,7 @@ class LogprobJudgeRewardWorker(Worker):
         model = await self.backend.resolve_model(task.model)
         if task.mode == "outcome":
             prompts = [judge_prompt(task.prompt, c, OUTCOME_QUESTION) for c in task.candidates]
-            results = await gather_or_cancel(self.judge(p, model) for p in prompts)
+            results = await gather_or_cancel(self.judge(p, model, task.affinity_key) for p in prompts)
             task.scores = [s for s, _ in results]
         else:
             steps = task.steps if task.steps is not None else [split_steps(c) for c in task.candidates]
@@ -168,7 +195,7 @@ class LogprobJudgeRewardWorker(Worker):
                 for chain in steps
                 for k in range(len(chain))
             ]
-            results = await gather_or_cancel(self.judge(p, model) for p in prompts)
+            results = await gather_or_cancel(self.judge(p, model, task.affinity_key) for p in prompts)
             flat = iter(s for s, _ in results)
             task.step_scores = [[next(flat) for _ in chain] for chain in steps]
             task.scores = [min(chain) if chain else NEUTRAL for chain in task.step_scores]
@@ -183,4 +210,8 @@ def _usage(resp: Any) -> Usage:
     u = getattr(resp, "usage", None)
     if u is None:
         return Usage(completion_tokens=1)
-    return Usage(prompt_tokens=u.prompt_tokens or 0, completion_tokens=u.completion_tokens or 0)
+    return Usage(
+        prompt_tokens=u.prompt_tokens or 0,
+        completion_tokens=u.completion_tokens or 0,
+        cached_tokens=cached_tokens(resp),
+    )

@@ -1,14 +1,16 @@
-"""One OpenAI-compatible endpoint as workers share it: a client, a concurrency cap, the model name."""
+"""One OpenAI-compatible engine as workers share it: its replicas (an ``EnginePool``), a
+concurrency cap per replica, the model name."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import openai
 
+from .engine_pool import EnginePool, Lease
 from .errors import BackendError
 from .openai_errors import BACKEND_EXCEPTIONS, backend_error, bad_body
 
@@ -22,11 +24,15 @@ class OpenAIBackend:
     ``max_retries`` are the client's own bounded retries with exponential backoff (on 408,
     409, 429, 5xx and connection errors); ``timeout`` bounds each read of the response, so a
     long generation never times out while tokens flow, yet a stalled server does.
+
+    ``base_url`` is one URL, several (a list, or comma-separated): the replicas of the engine,
+    each with ``max_concurrency`` slots. ``resolve_every``, ``affinity_wait``, ``pin_slots``
+    and ``slot_offset`` are the pool's (``EnginePool``).
     """
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         api_key: str = "none",
         model: str | None = None,
         *,
@@ -35,10 +41,24 @@ class OpenAIBackend:
         timeout: float = 120.0,
         connect_timeout: float = 5.0,
         client: openai.AsyncOpenAI | None = None,
+        resolve_every: float | None = None,
+        affinity_wait: float = 0.25,
+        pin_slots: bool = False,
+        slot_offset: int = 0,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
-        self.base_url = base_url
+        urls = split_urls(base_url)
+        self.base_url = urls[0] if len(urls) == 1 else ",".join(urls)
+        self.pool = EnginePool(
+            urls,
+            slots=max_concurrency,
+            make_client=self._make_client,
+            resolve_every=resolve_every,
+            affinity_wait=affinity_wait,
+            pin_slots=pin_slots,
+            slot_offset=slot_offset,
+        )
         self.api_key = api_key
         self.model = model
         self.max_concurrency = max_concurrency
@@ -47,45 +67,48 @@ class OpenAIBackend:
         self._injected = client
         self._client: openai.AsyncOpenAI | None = client
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._sem = asyncio.Semaphore(max_concurrency)
         self._model_lock = asyncio.Lock()
-        self._in_flight = 0
         self._listed: list[str] = []
 
+    def _make_client(self, url: str) -> openai.AsyncOpenAI:
+        if self._injected is not None:
+            return self._injected
+        return openai.AsyncOpenAI(
+            base_url=url, api_key=self.api_key, max_retries=self.max_retries, timeout=self.timeout
+        )
+
     def client(self) -> openai.AsyncOpenAI:
+        """The client of the first replica (for model listing), bound to the running loop."""
         loop = asyncio.get_running_loop()
-        if self._loop is not loop or self._client is None:
+        if self._loop is not loop:
             self._loop = loop
-            self._sem = asyncio.Semaphore(self.max_concurrency)
             self._model_lock = asyncio.Lock()
-            if self._injected is None:
-                self._client = openai.AsyncOpenAI(
-                    base_url=self.base_url,
-                    api_key=self.api_key,
-                    max_retries=self.max_retries,
-                    timeout=self.timeout,
-                )
-        assert self._client is not None
+        self._client = self.pool.client_of(self.pool.engines[0])
         return self._client
 
     @property
     def in_flight(self) -> int:
-        """Requests holding a slot now (for metrics and tests)."""
-        return self._in_flight
+        """Requests holding a slot now, over all replicas (for metrics and tests)."""
+        return self.pool.in_flight
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[openai.AsyncOpenAI]:
-        """Hold one of ``max_concurrency`` request slots; yields the loop's client."""
-        client = self.client()
-        async with self._sem:
-            self._in_flight += 1
-            try:
-                yield client
-            finally:
-                self._in_flight -= 1
+        """Hold a request slot on some replica (no affinity); yields its client."""
+        async with self.lease() as lease:
+            yield lease.client
 
-    def error(self, exc: BaseException, *, after_retries: bool = True) -> BackendError:
-        return backend_error(exc, self.base_url, attempts=self.max_retries + 1 if after_retries else None)
+    @asynccontextmanager
+    async def lease(self, key: str | None = None, prompt: str = "") -> AsyncIterator[Lease]:
+        """Hold a slot on the replica (and engine slot) for ``key``; freed however the block ends."""
+        self.client()
+        lease = await self.pool.acquire(key, prompt)
+        try:
+            yield lease
+        finally:
+            self.pool.release(lease)
+
+    def error(self, exc: BaseException, *, after_retries: bool = True, url: str | None = None) -> BackendError:
+        return backend_error(exc, url or self.base_url, attempts=self.max_retries + 1 if after_retries else None)
 
     async def resolve_model(self, requested: str | None = None) -> str:
         """The task's model, else the configured one, else the server's first listed model."""
@@ -123,9 +146,23 @@ class OpenAIBackend:
         return names + [n for n in self._listed if n not in names]
 
     async def close(self) -> None:
-        """Close our own client; one bound to another (finished) loop is only dropped."""
-        client, self._client = self._client, self._injected
-        same_loop = self._loop is asyncio.get_running_loop()
-        self._loop = None
-        if client is not None and client is not self._injected and same_loop:
-            await client.close()
+        """Close our own clients; those bound to another (finished) loop are only dropped."""
+        same_loop = self.pool._loop is asyncio.get_running_loop()
+        clients = [e.client for e in self.pool.engines if e.client is not None]
+        for e in self.pool.engines:
+            e.client = None
+        self._client, self._loop = self._injected, None
+        self.pool._loop = None
+        if same_loop:
+            for client in clients:
+                if client is not self._injected:
+                    await client.close()
+
+
+def split_urls(base_url: str | Sequence[str]) -> list[str]:
+    """One URL, a list of them, or a comma-separated string -> the list (order kept, no repeats)."""
+    items = base_url.split(",") if isinstance(base_url, str) else list(base_url)
+    urls = list(dict.fromkeys(u.strip() for u in items if u.strip()))
+    if not urls:
+        raise ValueError("base_url names no engine")
+    return urls

@@ -23,6 +23,9 @@ its HTTP status: a broken or impostor server, not a bug of ours."""
 
 BACKEND_EXCEPTIONS: tuple[type[Exception], ...] = (openai.APIError, TransportError, *BAD_BODY)
 
+ENGINE_GONE: tuple[type[Exception], ...] = (openai.APIConnectionError, TransportError)
+"""A replica that refused, reset or timed out the connection: another replica may take the request."""
+
 
 def bad_body(backend: str, what: str, exc: BaseException | None = None) -> BackendError:
     """A response that is not what an OpenAI-compatible server sends: retryable (a restarting

@@ -130,6 +130,19 @@ class ChoiceAccumulator:
         return ChatMessage(role="assistant", content=text if text or not calls else None, tool_calls=calls)
 
 
+def cached_tokens(body: Any) -> int:
+    """Prompt tokens the engine reused from its cache: OpenAI's (and llama-server's)
+    ``usage.prompt_tokens_details.cached_tokens``, else llama-server's ``timings.cache_n``."""
+    details = getattr(getattr(body, "usage", None), "prompt_tokens_details", None)
+    cached = details.get("cached_tokens") if isinstance(details, dict) else getattr(details, "cached_tokens", None)
+    if isinstance(cached, int) and cached >= 0:
+        return cached
+    extra = getattr(body, "model_extra", None) or {}
+    timings = extra.get("timings") if isinstance(extra, dict) else None
+    n = timings.get("cache_n") if isinstance(timings, dict) else None
+    return n if isinstance(n, int) and n >= 0 else 0
+
+
 @dataclass
 class StreamAccumulator:
     """A whole streamed response: its choices, its usage and its timing."""
@@ -175,6 +188,7 @@ class StreamAccumulator:
             self.usage = Usage(
                 prompt_tokens=chunk.usage.prompt_tokens or 0,
                 completion_tokens=chunk.usage.completion_tokens or 0,
+                cached_tokens=cached_tokens(chunk),
             )
         return new
 

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import openai
 
-from ..proto.tasks import ChatTask, GenerationTask, StreamingChatTask, StreamingGenerationTask
+from ..proto.tasks import ChatTask, GenerationTask, StreamingChatTask, StreamingGenerationTask, Task
 from ..runtime.fanout import gather_or_cancel
 from ..runtime.worker import Worker, handles, streams
+from .engine_pool import EnginePool, Lease
 from .errors import BackendError, NotSupported
 from .openai_backend import OpenAIBackend
-from .openai_errors import BACKEND_EXCEPTIONS, bad_body, with_choices
+from .openai_errors import BACKEND_EXCEPTIONS, ENGINE_GONE, bad_body, with_choices
 from .openai_params import chat_params, completion_params
 from .openai_results import StreamAccumulator
 
 Feed = Callable[[StreamAccumulator, Any], int]
+Api = Callable[[openai.AsyncOpenAI], Callable[..., Awaitable[Any]]]
+"""Picks the endpoint method off the client of the replica a request got."""
 
 
 class OpenAIWorker(Worker):
@@ -37,11 +40,23 @@ class OpenAIWorker(Worker):
       too, which measures their time to first token (``ttft_s``). Off sends one request and
       reads one response, which costs the server (and this worker) one reply instead of an
       SSE event per token. Streamed tasks always stream.
+    * ``base_url``: one engine, or its replicas (a list, or comma-separated); ``resolve_every``
+      re-resolves their host names to every address (compose replicas, a k8s headless
+      service). ``max_concurrency`` is then per replica.
+    * ``affinity``: route each task by its ``affinity_key`` to the replica that holds its
+      prefix while it has a free slot, waiting at most ``affinity_wait`` seconds for it
+      (``EnginePool``); off, the least loaded replica takes it. ``pin_slots``: pin the request
+      to the engine slot that caches its prefix (llama-server's ``id_slot``, ``cache_prompt``),
+      among slots ``slot_offset ..`` ``+ max_concurrency - 1`` (workers sharing an engine pin
+      disjoint ranges; off, llama-server picks the idle slot with the longest common prefix
+      and restores prefixes from its RAM prompt cache itself).
+      A replica that refuses or drops a connection is set aside and the request retried on
+      another one.
     """
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         api_key: str = "none",
         model: str | None = None,
         *,
@@ -52,6 +67,11 @@ class OpenAIWorker(Worker):
         native_n: bool = False,
         stream_plain: bool = True,
         client: openai.AsyncOpenAI | None = None,
+        resolve_every: float | None = None,
+        affinity: bool = True,
+        affinity_wait: float = 0.25,
+        pin_slots: bool = False,
+        slot_offset: int = 0,
     ) -> None:
         super().__init__()
         self.backend = OpenAIBackend(
@@ -63,13 +83,23 @@ class OpenAIWorker(Worker):
             timeout=timeout,
             connect_timeout=connect_timeout,
             client=client,
+            resolve_every=resolve_every,
+            affinity_wait=affinity_wait,
+            pin_slots=pin_slots,
+            slot_offset=slot_offset,
         )
         self.native_n = native_n
         self.stream_plain = stream_plain
+        self.affinity = affinity
 
     @property
     def base_url(self) -> str:
         return self.backend.base_url
+
+    @property
+    def pool(self) -> EnginePool:
+        """The engine's replicas and their counters (``pool.stats()``)."""
+        return self.backend.pool
 
     async def start(self) -> None:
         self.backend.client()
@@ -79,68 +109,99 @@ class OpenAIWorker(Worker):
 
     # -- one streamed request ---------------------------------------------------------------
 
+    def _route(self, task: Task) -> str | None:
+        return task.affinity_key if self.affinity else None
+
     async def _stream(
-        self, create: Callable[..., Awaitable[Any]], params: dict[str, Any], feed: Feed
+        self,
+        api: Api,
+        params: dict[str, Any],
+        feed: Feed,
+        *,
+        key: str | None = None,
+        prompt: str = "",
+        restartable: bool = False,
     ) -> AsyncGenerator[tuple[StreamAccumulator, int], None]:
         """Yield (accumulated response, new tokens) per chunk. Closing this generator closes
-        the HTTP stream, which makes the server stop generating."""
-        async with self.backend.slot():
-            acc = StreamAccumulator()
-            try:
-                stream = await create(**params)
-            except BACKEND_EXCEPTIONS as exc:
-                raise self.backend.error(exc) from exc
-            try:
-                async for chunk in stream:
-                    new = feed(acc, chunk)
-                    if new:
-                        yield acc, new
-            except BACKEND_EXCEPTIONS as exc:
-                raise self.backend.error(exc, after_retries=False) from exc
-            finally:
-                await stream.close()
-            acc.finish()
+        the HTTP stream, which makes the server stop generating.
+
+        A replica that refuses or drops the connection is set aside and the request goes to
+        another one: before its first token, or at any point when ``restartable`` (the caller
+        keeps only the last response, so a restart replaces what it had)."""
+        attempts = len(self.backend.pool.engines)
+        for attempt in range(attempts):
+            yielded = False
+            async with self.backend.lease(key, prompt) as lease:
+                acc = StreamAccumulator()
+                try:
+                    stream = await api(lease.client)(**_pinned(params, lease))
+                except BACKEND_EXCEPTIONS as exc:
+                    if _failover(self.backend.pool, lease, exc, attempt, attempts):
+                        continue
+                    raise self.backend.error(exc, url=lease.engine.url) from exc
+                try:
+                    async for chunk in stream:
+                        new = feed(acc, chunk)
+                        if new:
+                            yielded = True
+                            yield acc, new
+                except BACKEND_EXCEPTIONS as exc:
+                    if (restartable or not yielded) and _failover(self.backend.pool, lease, exc, attempt, attempts):
+                        continue
+                    raise self.backend.error(exc, after_retries=False, url=lease.engine.url) from exc
+                finally:
+                    await stream.close()
+                acc.finish()
+                _done(self.backend.pool, lease, acc)
             if not acc.choices:
                 raise bad_body(self.base_url, "a stream without any choice (not an OpenAI event stream?)")
             if any(c.finish_reason is None for c in acc.choices.values()):
                 # A server that ends a stream with [DONE] and no finish_reason (llama-cpp-python's
                 # did whenever another request waited) cut the output: not a result.
                 raise BackendError(
-                    f"backend {self.base_url} ended the stream without a finish_reason (interrupted)",
+                    f"backend {lease.engine.url} ended the stream without a finish_reason (interrupted)",
                     retryable=True,
-                    details={"backend": self.base_url, "tokens": sum(c.tokens for c in acc.choices.values())},
+                    details={"backend": lease.engine.url, "tokens": sum(c.tokens for c in acc.choices.values())},
                 )
             yield acc, 0
+            return
 
     async def _collect(
-        self, create: Callable[..., Awaitable[Any]], params: dict[str, Any], feed: Feed
+        self, api: Api, params: dict[str, Any], feed: Feed, *, key: str | None = None, prompt: str = ""
     ) -> StreamAccumulator:
         """One whole response: streamed (``stream_plain``), else one plain request."""
         if not params.get("stream"):
-            return await self._once(create, params)
+            return await self._once(api, params, key=key, prompt=prompt)
         acc = StreamAccumulator()
-        async for acc, _ in self._stream(create, params, feed):  # noqa: B007 - keep the last
+        async for acc, _ in self._stream(api, params, feed, key=key, prompt=prompt, restartable=True):  # noqa: B007
             pass
         return acc
 
-    async def _once(self, create: Callable[..., Awaitable[Any]], params: dict[str, Any]) -> StreamAccumulator:
-        async with self.backend.slot():
-            acc = StreamAccumulator()
-            try:
-                response = await create(**params)
-            except BACKEND_EXCEPTIONS as exc:
-                raise self.backend.error(exc) from exc
-            acc.feed_response(with_choices(response, self.base_url))
-            acc.finish()
-            if not acc.choices:
-                raise bad_body(self.base_url, "a response without any choice")
-            return acc
+    async def _once(
+        self, api: Api, params: dict[str, Any], *, key: str | None = None, prompt: str = ""
+    ) -> StreamAccumulator:
+        attempts = len(self.backend.pool.engines)
+        for attempt in range(attempts):
+            async with self.backend.lease(key, prompt) as lease:
+                acc = StreamAccumulator()
+                try:
+                    response = await api(lease.client)(**_pinned(params, lease))
+                except BACKEND_EXCEPTIONS as exc:
+                    if _failover(self.backend.pool, lease, exc, attempt, attempts):
+                        continue
+                    raise self.backend.error(exc, url=lease.engine.url) from exc
+                acc.feed_response(with_choices(response, lease.engine.url))
+                acc.finish()
+                _done(self.backend.pool, lease, acc)
+            break
+        if not acc.choices:
+            raise bad_body(self.base_url, "a response without any choice")
+        return acc
 
     # -- handlers ---------------------------------------------------------------------------
 
     @handles(GenerationTask)
     async def generate(self, task: GenerationTask) -> None:
-        client = self.backend.client()
         model = await self.backend.resolve_model(task.model)
         n = task.n or 1
         if n == 1 or self.native_n:
@@ -150,8 +211,9 @@ class OpenAIWorker(Worker):
             if task.seed is not None:  # distinct samples, still reproducible
                 for i, params in enumerate(requests):
                     params["seed"] = task.seed + i
+        key, prompt = self._route(task), task.input_str or ""
         accs = await gather_or_cancel(
-            self._collect(client.completions.create, params, _feed_c) for params in requests
+            self._collect(_completions, params, _feed_c, key=key, prompt=prompt) for params in requests
         )
         choices = [c.choice() for acc in accs for _, c in sorted(acc.choices.items())]
         if not choices:
@@ -174,12 +236,11 @@ class OpenAIWorker(Worker):
     async def generate_stream(self, task: StreamingGenerationTask) -> AsyncIterator[int]:
         if task.n is not None and task.n > 1:
             raise NotSupported("a streamed generation follows one sample: yield n streaming tasks")
-        client = self.backend.client()
         model = await self.backend.resolve_model(task.model)
         params = completion_params(task, model, n=1)
         prompt_chars = len(task.input_str or "") or 4 * len(task.input_tokens or ())
         task.output_str = task.output_str or ""
-        stream = self._stream(client.completions.create, params, _feed_c)
+        stream = self._stream(_completions, params, _feed_c, key=self._route(task), prompt=task.input_str or "")
         try:
             async for acc, new in stream:
                 _fill_generation(task, acc, prompt_chars)
@@ -192,20 +253,18 @@ class OpenAIWorker(Worker):
 
     @handles(ChatTask)
     async def chat(self, task: ChatTask) -> None:
-        client = self.backend.client()
         model = await self.backend.resolve_model(task.model)
         params = chat_params(task, model, stream=self.stream_plain)
-        acc = await self._collect(client.chat.completions.create, params, _feed_chat)
+        acc = await self._collect(_chats, params, _feed_chat, key=self._route(task), prompt=_chat_text(task))
         _fill_chat(task, acc)
 
     @streams(StreamingChatTask)
     async def chat_stream(self, task: StreamingChatTask) -> AsyncIterator[int]:
         """The chat completions stream, chunk by chunk: the text so far on every partial,
         tool calls (assembled from their deltas) complete on the last."""
-        client = self.backend.client()
         model = await self.backend.resolve_model(task.model)
         params = chat_params(task, model, stream=True)  # refuses n > 1
-        stream = self._stream(client.chat.completions.create, params, _feed_chat)
+        stream = self._stream(_chats, params, _feed_chat, key=self._route(task), prompt=_chat_text(task))
         try:
             async for acc, new in stream:
                 _fill_chat(task, acc)
@@ -219,6 +278,45 @@ class OpenAIWorker(Worker):
     async def served_models(self) -> list[str]:
         """The configured model and every model the server lists (``/models``)."""
         return await self.backend.served_models()
+
+
+def _completions(client: openai.AsyncOpenAI) -> Callable[..., Awaitable[Any]]:
+    return client.completions.create
+
+
+def _chats(client: openai.AsyncOpenAI) -> Callable[..., Awaitable[Any]]:
+    return client.chat.completions.create
+
+
+def _chat_text(task: ChatTask) -> str:
+    """A chat's messages as one text, to compare what engine slots hold (prefix matching)."""
+    return "".join(f"{m.role}:{m.content or ''}\n" for m in task.messages)
+
+
+def _pinned(params: dict[str, Any], lease: Lease) -> dict[str, Any]:
+    """``params`` with the lease's engine-slot pin in ``extra_body``."""
+    pin = lease.extra_body()
+    if not pin:
+        return params
+    return {**params, "extra_body": {**params.get("extra_body", {}), **pin}}
+
+
+def _failover(pool: EnginePool, lease: Lease, exc: BaseException, attempt: int, attempts: int) -> bool:
+    """Set aside a replica that refused or dropped the connection; True when another replica
+    may take the request."""
+    if not isinstance(exc, ENGINE_GONE) or attempts < 2:
+        return False
+    pool.mark_down(lease.engine, exc)
+    return attempt + 1 < attempts
+
+
+def _done(pool: EnginePool, lease: Lease, acc: StreamAccumulator) -> None:
+    """Count what the replica reused, and remember what the pinned slot now caches."""
+    if acc.usage is not None:
+        pool.record(lease, acc.usage)
+    first = acc.choices.get(0)
+    if first is not None and lease.key is not None:
+        lease.cached_text = lease.prompt + first.text
 
 
 def _feed_c(acc: StreamAccumulator, chunk: Any) -> int:

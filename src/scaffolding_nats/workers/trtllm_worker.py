@@ -44,7 +44,9 @@ class TrtLlmWorker(Worker):
     * ``max_concurrency``: sequences in the engine at once (a task with ``n`` samples takes n),
       which is also the engine's ``max_batch_size`` unless that is given (it may not be smaller).
     * ``kv_cache_config``: ``KvCacheConfig`` fields; ``enable_block_reuse`` stays on unless set
-      false, so the samples of one prompt share its KV blocks.
+      false, so the samples of one prompt, and every step of a search that extends it, reuse
+      its KV blocks (the engine matches blocks by their tokens: no per-request hint is needed);
+      the result's ``cached_tokens`` becomes ``usage.cached_tokens``.
     * ``default_max_tokens``: for tasks without ``max_tokens`` (the engine's default is 32).
     * ``default_temperature``: for tasks that set no temperature, top_k or top_p: 1.0 as in the
       OpenAI API, so a vote's samples differ; ``None`` keeps the engine's greedy default.
@@ -210,10 +212,12 @@ class TrtLlmWorker(Worker):
     def _fill(
         self, task: GenerationTask, results: list[Any], readers: list[_LogprobReader | None], started: float
     ) -> None:
-        choices, prompt_tokens = [], 0
+        choices, prompt_tokens, cached = [], 0, 0
         for result, reader in zip(results, readers, strict=True):
             out = result.outputs[0]
             prompt_tokens += len(getattr(result, "prompt_token_ids", None) or [])
+            reused = getattr(result, "cached_tokens", None)  # the prompt tokens block reuse served
+            cached += reused if isinstance(reused, int) and reused > 0 else 0
             choices.append(
                 GenerationChoice(
                     text=out.text,
@@ -229,7 +233,7 @@ class TrtLlmWorker(Worker):
         task.logprobs = first.logprobs
         task.choices = choices if len(choices) > 1 else None
         completion = sum(len(c.token_ids or ()) for c in choices)
-        task.usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion)
+        task.usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion, cached_tokens=cached)
         task.latency_s = time.perf_counter() - started
 
 

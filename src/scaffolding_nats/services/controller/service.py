@@ -252,6 +252,7 @@ class ControllerService:
                 outcome = "succeeded"
                 metrics.JOB_TOKENS.labels(job.method, "completion").inc(result.usage.completion_tokens)
                 metrics.JOB_TOKENS.labels(job.method, "prompt").inc(result.usage.prompt_tokens)
+                metrics.JOB_TOKENS.labels(job.method, "cached").inc(result.usage.cached_tokens)
             except Exception as exc:  # the job's typed error; a defect is still a typed error event
                 if not isinstance(exc, ScaffoldingError):
                     log.exception("job %s failed unexpectedly", job.id)

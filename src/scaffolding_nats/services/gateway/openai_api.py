@@ -88,10 +88,18 @@ def _finish_reason(result: JobResult) -> str:
     return "stop"
 
 
-def _usage(*results: JobResult) -> dict[str, int]:
+def _usage(*results: JobResult) -> dict[str, Any]:
+    """OpenAI's usage object; ``prompt_tokens_details.cached_tokens``: prompt tokens the engines
+    served from their prefix caches."""
     prompt = sum(r.usage.prompt_tokens for r in results)
     completion = sum(r.usage.completion_tokens for r in results)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    cached = sum(r.usage.cached_tokens for r in results)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+    }
 
 
 def _tool_calls(result: JobResult) -> list[dict[str, Any]]:
