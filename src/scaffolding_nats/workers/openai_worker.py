@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import openai
 
-from ..proto.tasks import ChatTask, GenerationTask, StreamingChatTask, StreamingGenerationTask
+from ..devstack.model_files import sampling_defaults as model_sampling
+from ..proto.tasks import ChatTask, GenerationTask, SamplingParams, StreamingChatTask, StreamingGenerationTask
 from ..runtime.fanout import gather_or_cancel
 from ..runtime.worker import Worker, handles, streams
 from .errors import BackendError, NotSupported
@@ -37,6 +38,9 @@ class OpenAIWorker(Worker):
       too, which measures their time to first token (``ttft_s``). Off sends one request and
       reads one response, which costs the server (and this worker) one reply instead of an
       SSE event per token. Streamed tasks always stream.
+    * ``sampling_defaults``: the model's sampling settings, filled into every task that leaves
+      them unset (``top_k``, ``min_p``, ``repetition_penalty`` travel as extra body fields);
+      ``None`` takes the table of ``devstack.model_files`` for ``model``, ``{}`` sends none.
     """
 
     def __init__(
@@ -52,8 +56,12 @@ class OpenAIWorker(Worker):
         native_n: bool = False,
         stream_plain: bool = True,
         client: openai.AsyncOpenAI | None = None,
+        sampling_defaults: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        self.sampling_defaults = (
+            model_sampling(model) if sampling_defaults is None else check_sampling(sampling_defaults)
+        )
         self.backend = OpenAIBackend(
             base_url,
             api_key,
@@ -257,3 +265,8 @@ def _note_estimate(task: GenerationTask | ChatTask, accs: list[StreamAccumulator
     """Say so when token counts are ours, not the server's: budgets built on them are rough."""
     if any(a.usage_estimated for a in accs):
         task.customized_result_fields = {**(task.customized_result_fields or {}), "usage_estimated": True}
+
+
+def check_sampling(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Sampling defaults checked against the wire model (a typo fails at start, not per task)."""
+    return SamplingParams(**dict(values)).model_dump(exclude_none=True)
