@@ -123,7 +123,7 @@ class AdaptiveVoteController(SamplingMethod):
         output = self._decide(self._samples, waves, stop)
         assert output is not None
         caller.copy_results_from(self._samples[output.metadata["index"]])
-        set_method_result(caller, output.answer, **output.result.to_metadata())  # type: ignore[union-attr]
+        set_method_result(caller, output.answer, **output.result.to_metadata())
         self._output = output
 
     def _answers(self, samples: list[GenerationTask], texts: list[str | None] | None = None) -> list[str | None]:
