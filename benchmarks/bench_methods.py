@@ -43,7 +43,7 @@ SPLITS = {"dev": (0, 200), "heldout": (200, 400), "all": (0, None)}
 
 
 def git_commit() -> str | None:
-    """The checkout's commit, ``+dirty`` when tracked files differ from it."""
+    """The checkout's commit, ``+dirty`` when tracked files (results aside) differ from it."""
     import subprocess
 
     repo = Path(__file__).resolve().parents[1]
@@ -52,7 +52,7 @@ def git_commit() -> str | None:
             return subprocess.run(["git", *cmd], cwd=repo, capture_output=True, text=True, timeout=10)
 
         head = git("rev-parse", "--short=12", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results")
     except (OSError, subprocess.SubprocessError):
         return None
     if head.returncode != 0:

@@ -46,8 +46,9 @@ ALIASES = {
 MODELS = tuple(ALIASES)
 
 QWEN_SAMPLING: dict[str, Any] = {"temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05}
-"""Qwen2.5's own generation config (``generation_config.json``): chosen on the development half
-of GSM8K against the engine's defaults (README, Methods)."""
+"""Qwen2.5's own published generation config (``generation_config.json``), adopted as the
+model's defaults. Unset, llama-server samples with its own (top_k 40, top_p 0.95, min_p 0.05, no
+repetition penalty); the development-half comparison of the two is in the README (Benchmarks)."""
 
 SAMPLING: dict[str, dict[str, Any]] = {
     ALIASES[QWEN_05B]: QWEN_SAMPLING,
