@@ -25,6 +25,22 @@ def oracle_cell(s: Summary) -> str:
     return f"{right}/{s.n} = {right / max(s.n, 1):.1%} ({lo:.0%} to {hi:.0%})"
 
 
+def provenance(summaries: Sequence[Summary]) -> str:
+    """What the records themselves say they ran with: commits, splits and worker sampling."""
+    import json
+
+    records = [r for s in summaries for r in s.records]
+    commits = sorted({r.commit for r in records if r.commit})
+    splits = sorted({r.split for r in records if r.split})
+    sampling = sorted({json.dumps(r.config.get("sampling_defaults"), sort_keys=True) for r in records if r.config})
+    if not (commits or splits or sampling):
+        return ""
+    return (
+        f" Records: commit {', '.join(commits) or '?'}; split {', '.join(splits) or '?'}; "
+        f"worker sampling defaults {'; '.join(sampling) or '?'}."
+    )
+
+
 def markdown(summaries: Sequence[Summary], header: str, baseline: str = "greedy") -> str:
     base = next((s for s in summaries if s.key == baseline), None)
     lines = [
@@ -120,7 +136,7 @@ def report(specs: Sequence[MethodSpec], problems: Sequence[Problem], args: argpa
             at = summaries.index(s) + 1
             summaries[at:at] = twins(s)
     summaries.extend(reaggregations(summaries))
-    table = markdown(summaries, header)
+    table = markdown(summaries, header + provenance(summaries))
     if args.markdown:
         Path(args.markdown).write_text(table + "\n", encoding="utf-8")
     if args.chart and summaries and summaries[0].n:
