@@ -56,9 +56,9 @@ CASES = [
     Case("adaptive_vote", {"sample_num": 4, "sampler": sampler()}, max_tasks=4),
     Case(
         "mixed_vote",
-        {"cot": {"params": {"sample_num": 2, "sampler": sampler()}}, "program": {"params": {"sample_num": 2}}},
+        {"cot": {"params": {"sample_num": 2, "sampler": sampler(16)}}, "program": {"params": {"sample_num": 1}}},
         {"generation", "chat", "program_vote"},
-        max_tokens=96,
+        max_tokens=64,
     ),
     Case("best_of_n", {"sample_num": 3, "sampler": sampler()}, {"generation", "reward"}, num_tasks=4),
     Case("best_of_n_logprob", {"sample_num": 3, "sampler": sampler(16)}, num_tasks=3),
@@ -159,7 +159,8 @@ def check_shape(method: str, result: JobResult, kinds: list[JobEventType]) -> No
         assert 2 <= md["num_samples"] <= 4 and result.num_tasks == md["num_samples"]
         assert md["stop"] in ("beta", "unbeatable", "all_samples") and md["samples_saved"] == 4 - md["num_samples"]
     elif method == "mixed_vote":
-        assert len(md["answers"]) == 4 and md["answers"] == md["cot_answers"] + md["program_answers"]
+        assert len(md["cot_answers"]) == 2 and len(md["program_answers"]) == 1
+        assert md["answers"] == md["cot_answers"] + md["program_answers"]
         assert isinstance(md["agreement"], bool) and md["rule"] == "agree"
     elif method in ("best_of_n", "best_of_4_prm"):
         scores = md["scores"]
