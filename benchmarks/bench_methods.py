@@ -7,13 +7,19 @@ Each problem becomes one job per method, submitted with ``JobClient`` as any cli
 the methods run interleaved problem by problem, so a stopped run still compares them on the
 same problems, and ``--resume`` carries on where the JSONL stops.
 
+The protocol (``--split``): GSM8K's 400-problem slice is cut in two halves. ``dev`` (#0-199)
+is for choosing anything (sampling, rules, thresholds); ``heldout`` (#200-399) runs each method
+configuration once, after it is frozen; the README reports held-out figures only. Every record
+carries the configuration's git commit, its split and the sampling it ran with.
+
 Reported per method: accuracy with a 95% Wilson interval; the paired comparison with greedy
-on the same problems (problems only one of them got right, exact McNemar p); completion
+on the same problems (problems only one of them got right, exact McNemar p); for multi-sample
+methods the oracle (any sample right), per-sample accuracy and the answer spread; completion
 tokens, wall seconds and tasks per problem. Writes the raw per-problem JSONL (``--out``), a
 Markdown table (``--markdown``) and a chart of accuracy against tokens (``--chart``).
 
 Run (from the checkout; ``make model-qwen`` first):
-``python -m benchmarks.bench_methods --model qwen-0.5b --limit 100 --methods greedy vote weighted_vote program_vote``
+``python -m benchmarks.bench_methods --split heldout --limit 100 --methods greedy vote8 adaptive_vote``
 """
 
 from __future__ import annotations
@@ -31,6 +37,52 @@ from benchmarks.method_bench.runs import run_all
 from benchmarks.method_bench.specs import method_specs
 from scaffolding_nats.client import JobClient
 from scaffolding_nats.proto import Subjects
+
+SPLITS = {"dev": (0, 200), "heldout": (200, 400), "all": (0, None)}
+"""The halves of the 400-problem slice: tune on ``dev``, report ``heldout``."""
+
+
+def git_commit() -> str | None:
+    """The checkout's commit, ``+dirty`` when tracked files (results aside) differ from it."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        def git(*cmd: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["git", *cmd], cwd=repo, capture_output=True, text=True, timeout=10)
+
+        head = git("rev-parse", "--short=12", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def sampling_config(args: argparse.Namespace, alias: str) -> dict[str, Any]:
+    """The worker's sampling defaults: the model's own (``model``), none (``engine``: the
+    engine's defaults) or a JSON object."""
+    import json
+
+    from scaffolding_nats.devstack.model_files import sampling_defaults
+
+    if args.sampling == "model":
+        return sampling_defaults(alias)
+    if args.sampling == "engine":
+        return {}
+    value = json.loads(args.sampling)
+    if not isinstance(value, dict):
+        raise SystemExit("--sampling takes model, engine or a JSON object")
+    return value
+
+
+def select(problems: list[Any], args: argparse.Namespace) -> tuple[list[Any], int]:
+    """The problems of ``--split`` from ``--offset`` (within the split), ``--limit`` of them,
+    and the file position of the first (job seeds follow file positions)."""
+    lo, hi = SPLITS[args.split]
+    half = problems[lo:hi]
+    return half[args.offset : args.offset + args.limit], lo + args.offset
 
 
 async def tools_worker(args: argparse.Namespace) -> Any:
@@ -66,12 +118,14 @@ async def main(args: argparse.Namespace) -> int:
         print(f"unknown methods {unknown}; choose from {sorted(all_specs)}", file=sys.stderr)
         return 2
     specs = [all_specs[m] for m in args.methods]
-    problems = load(args.data)[args.offset : args.offset + args.limit]
+    problems, first = select(load(args.data), args)
+    args.commit = git_commit()
     header = (
         f"Model: {args.model} on llama-server ({args.parallel} slots), {args.threads} threads. "
-        f"{len(problems)} problems of {Path(args.data).name} from #{args.offset}, "
+        f"{len(problems)} problems of {Path(args.data).name} ({args.split} split) from #{first}, "
         f"max_tokens {args.max_tokens}, sampled methods at temperature {args.temperature}, "
-        f"job seed {args.seed}+i, {args.concurrency} jobs in flight."
+        f"worker sampling defaults: {args.sampling}, "
+        f"job seed {args.seed}+i, {args.concurrency} jobs in flight. Commit {args.commit}."
     )
     if args.report_only:
         print(report(specs, problems, args, header))
@@ -89,12 +143,16 @@ async def main(args: argparse.Namespace) -> int:
         async with model:
             # A request waits in llama.cpp's queue behind the others: an unstreamed one gets no
             # byte until it is done, so the read timeout must cover the whole job.
+            defaults = sampling_config(args, model.model)
+            args.config = {"model": model.model, "sampling_defaults": defaults, "temperature": args.temperature,
+                           "max_tokens": args.max_tokens, "seed": args.seed}  # fmt: skip
             generator = OpenAIWorker(
                 model.base_url,
                 model=model.model,
                 max_concurrency=max(8, args.parallel),
                 timeout=args.job_timeout,
                 stream_plain=args.stream_plain,
+                sampling_defaults=defaults,
             )
             workers: list[tuple[Any, list[str]]] = [(generator, ["generation"])]
             if any("reward" in s.needs for s in specs):
@@ -116,7 +174,7 @@ async def main(args: argparse.Namespace) -> int:
                 controller_options=controller,
                 connect_options={"max_reconnect_attempts": 0},
             ) as stack:
-                await run_all(JobClient(stack.nc, subjects=subjects), specs, problems, args)
+                await run_all(JobClient(stack.nc, subjects=subjects), specs, problems, args, first)
     print(f"ran in {time.monotonic() - started:.0f}s", file=sys.stderr)
     print(report(specs, problems, args, header))
     return 0
@@ -126,8 +184,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="qwen-0.5b", help="qwen-0.5b (default), smollm2, or a .gguf path")
     p.add_argument("--data", default=str(GSM8K), help="JSONL with question/answer, or 'synthetic'")
+    p.add_argument("--split", choices=sorted(SPLITS), default="dev", help="dev #0-199, heldout #200-399")
     p.add_argument("--limit", type=int, default=100, help="problems to run (from --offset)")
-    p.add_argument("--offset", type=int, default=0)
+    p.add_argument("--offset", type=int, default=0, help="first problem, counted within the split")
+    p.add_argument("--sampling", default="model", help="worker sampling defaults: model (default), engine, or JSON")
     p.add_argument("--methods", nargs="+", default=["greedy", "vote", "weighted_vote", "program_vote"])
     p.add_argument("--max-tokens", type=int, default=384)
     p.add_argument("--temperature", type=float, default=0.7, help="for sampled methods")

@@ -12,7 +12,33 @@ from benchmarks.stats import paired, wilson
 
 from .runs import read_records
 from .specs import MethodSpec
-from .summary import Summary, summarise, twins
+from .summary import Summary, reaggregations, samples_of, summarise, twins
+
+
+def oracle_cell(s: Summary) -> str:
+    """How often any of a method's samples was right (``—`` for single-sample methods)."""
+    hits = [samples_of(r) for r in s.records]
+    if not any(len(h) > 1 for h in hits):
+        return "—"
+    right = sum(any(h) for h in hits)
+    lo, hi = wilson(right, s.n)
+    return f"{right}/{s.n} = {right / max(s.n, 1):.1%} ({lo:.0%} to {hi:.0%})"
+
+
+def provenance(summaries: Sequence[Summary]) -> str:
+    """What the records themselves say they ran with: commits, splits and worker sampling."""
+    import json
+
+    records = [r for s in summaries for r in s.records]
+    commits = sorted({r.commit for r in records if r.commit})
+    splits = sorted({r.split for r in records if r.split})
+    sampling = sorted({json.dumps(r.config.get("sampling_defaults"), sort_keys=True) for r in records if r.config})
+    if not (commits or splits or sampling):
+        return ""
+    return (
+        f" Records: commit {', '.join(commits) or '?'}; split {', '.join(splits) or '?'}; "
+        f"worker sampling defaults {'; '.join(sampling) or '?'}."
+    )
 
 
 def markdown(summaries: Sequence[Summary], header: str, baseline: str = "greedy") -> str:
@@ -21,8 +47,8 @@ def markdown(summaries: Sequence[Summary], header: str, baseline: str = "greedy"
         header,
         "",
         "| method | accuracy | 95% CI (Wilson) | vs greedy: only greedy / only this, McNemar p "
-        "| completion tokens / problem | wall s / problem | tasks / problem | errors |",
-        "|---|---|---|---|---|---|---|---|",
+        "| completion tokens / problem | wall s / problem | tasks / problem | errors | oracle: any sample right |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         lo, hi = wilson(s.correct, s.n)
@@ -35,9 +61,43 @@ def markdown(summaries: Sequence[Summary], header: str, baseline: str = "greedy"
         lines.append(
             f"| {s.label} | {s.correct}/{s.n} = {s.accuracy:.1%} | {lo:.1%} to {hi:.1%} | {versus} "
             f"| {s.per_problem('completion_tokens'):.0f} | {s.per_problem('wall_s'):.1f} "
-            f"| {s.per_problem('num_tasks'):.1f} | {errors} |"
+            f"| {s.per_problem('num_tasks'):.1f} | {errors} | {oracle_cell(s)} |"
         )
+    spread = [diagnostics(s) for s in summaries]
+    rows = [r for r in spread if r]
+    if rows:
+        lines += [
+            "",
+            "Samples of the multi-sample methods (each sample's own extracted answer):",
+            "",
+            "| method | samples | per-sample accuracy | abstained | distinct answers / problem | oracle |",
+            "|---|---|---|---|---|---|",
+            *rows,
+        ]
     return "\n".join(lines)
+
+
+def diagnostics(s: Summary) -> str:
+    """Per-sample accuracy, abstentions and answer spread of a method's recorded samples."""
+    from scaffolding_nats.methods.kit.answers import normalize_answer
+
+    total = right = abstained = distinct = with_samples = 0
+    for r in s.records:
+        answers = r.extra.get("answers") or []
+        if len(answers) < 2:
+            continue
+        with_samples += 1
+        hits = samples_of(r)
+        total += len(answers)
+        right += sum(hits)
+        abstained += sum(a is None for a in answers)
+        distinct += len({normalize_answer(a) for a in answers if a is not None})
+    if not with_samples:
+        return ""
+    return (
+        f"| {s.label} | {total} | {right}/{total} = {right / total:.1%} | {abstained / total:.1%} "
+        f"| {distinct / with_samples:.2f} | {oracle_cell(s)} |"
+    )
 
 
 def chart(summaries: Sequence[Summary], path: Path, title: str) -> None:
@@ -75,7 +135,8 @@ def report(specs: Sequence[MethodSpec], problems: Sequence[Problem], args: argpa
         if s.key == "weighted_vote":
             at = summaries.index(s) + 1
             summaries[at:at] = twins(s)
-    table = markdown(summaries, header)
+    summaries.extend(reaggregations(summaries))
+    table = markdown(summaries, header + provenance(summaries))
     if args.markdown:
         Path(args.markdown).write_text(table + "\n", encoding="utf-8")
     if args.chart and summaries and summaries[0].n:

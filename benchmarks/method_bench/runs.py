@@ -39,6 +39,12 @@ class Record:
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     text: str = ""
+    index: int | None = None
+    """The problem's position in the data file (its job seed is ``seed + index``)."""
+    split: str | None = None
+    commit: str | None = None
+    """The configuration's git commit (``+dirty`` when the checkout had changes)."""
+    config: dict[str, Any] = field(default_factory=dict)
 
 
 def lacks_logprobs(extra: dict[str, Any]) -> bool:
@@ -57,6 +63,8 @@ async def run_one(
         temperature=args.temperature if spec.sampled else 0.0,
         seed=args.seed + index,  # a job seed: each sample derives its own from it
     )
+    stamp = {"index": index, "split": getattr(args, "split", None), "commit": getattr(args, "commit", None),
+             "config": getattr(args, "config", {})}  # fmt: skip
     job = Job(
         method=spec.method,
         params=spec.params,
@@ -69,18 +77,20 @@ async def run_one(
     except ScaffoldingError as exc:
         return Record(
             spec.key, spec.label, problem.id, problem.answer, None, False,
-            wall_s=time.monotonic() - started, error=f"{exc.code.value}: {exc.message[:200]}",
+            wall_s=time.monotonic() - started, error=f"{exc.code.value}: {exc.message[:200]}", **stamp,
         )  # fmt: skip
     answer = answer_of(result.text, result.answer)
     keys = (
         "early_exit", "probes", "votes", "answers", "weights", "score", "scores", "index", "fallback",
         "num_answered", "trace_confidences", "stopped_early", "traces_started", "consensus_reached",
+        "num_samples", "waves", "stop", "samples_saved", "confidence", "cot_answers", "program_answers",
+        "agreement", "degraded",
     )  # fmt: skip
     extra = {k: result.metadata[k] for k in keys if k in result.metadata}
     if lacks_logprobs(extra):  # a weighted method that silently weighted nothing is no result
         return Record(
             spec.key, spec.label, problem.id, problem.answer, answer, False,
-            wall_s=time.monotonic() - started, error="the backend returned no log-probs", extra=extra,
+            wall_s=time.monotonic() - started, error="the backend returned no log-probs", extra=extra, **stamp,
         )  # fmt: skip
     return Record(
         method=spec.key,
@@ -96,6 +106,7 @@ async def run_one(
         stop_reason=result.stop_reason,
         extra=extra,
         text=result.text[:3000],
+        **stamp,
     )
 
 
@@ -115,7 +126,11 @@ def read_records(path: Path) -> list[Record]:
 
 
 async def run_all(
-    client: JobClient, specs: Sequence[MethodSpec], problems: Sequence[Problem], args: argparse.Namespace
+    client: JobClient,
+    specs: Sequence[MethodSpec],
+    problems: Sequence[Problem],
+    args: argparse.Namespace,
+    first_index: int = 0,
 ) -> None:
     """Every (problem, method) pair not done yet, problem by problem, ``--concurrency`` jobs in
     flight; each record is appended to ``--out`` as it lands."""
@@ -125,7 +140,7 @@ async def run_all(
     skip = done_pairs(out) if args.resume else set()
     if out is not None and not args.resume:
         out.write_text("", encoding="utf-8")
-    todo = [(i, p, s) for i, p in enumerate(problems) for s in specs if (s.key, p.id) not in skip]
+    todo = [(first_index + i, p, s) for i, p in enumerate(problems) for s in specs if (s.key, p.id) not in skip]
     correct: dict[str, list[bool]] = {s.key: [] for s in specs}
     slots = asyncio.Semaphore(args.concurrency)
     bar = tqdm(total=len(todo), desc="jobs", unit="job", file=sys.stderr, mininterval=2.0, dynamic_ncols=True)

@@ -96,3 +96,53 @@ def test_a_weighted_method_without_log_probs_is_not_a_result() -> None:
     assert not lacks_logprobs({"weights": [0.5, None]})
     assert not lacks_logprobs({"trace_confidences": [0.0, 1.2]})
     assert not lacks_logprobs({"votes": {"1": 2}})  # an unweighted method asks for none
+
+
+def test_the_protocol_splits_the_slice_in_halves() -> None:
+    from benchmarks.bench_methods import SPLITS, git_commit, select
+
+    problems = list(range(400))
+    dev, first = select(problems, parse_args(["--split", "dev", "--limit", "500"]))
+    assert (dev[0], dev[-1], len(dev), first) == (0, 199, 200, 0)
+    held, first = select(problems, parse_args(["--split", "heldout", "--offset", "5", "--limit", "10"]))
+    assert (held[0], held[-1], first) == (205, 214, 205)  # job seeds follow file positions
+    assert SPLITS["heldout"] == (200, 400)
+    commit = git_commit()
+    assert commit is None or len(commit.split("+")[0]) == 12
+
+
+def _vote_record(problem: str, expected: float, answers: list[str | None], tokens: int = 800) -> Record:
+    from scaffolding_nats.methods.kit.voting import vote
+
+    winner = vote(answers).answer
+    return Record("vote8", "majority vote@8", problem, expected, winner, is_correct(winner, expected),
+                  completion_tokens=tokens, extra={"answers": answers})  # fmt: skip
+
+
+def test_oracle_spread_and_replays() -> None:
+    from benchmarks.method_bench.report import diagnostics, oracle_cell
+    from benchmarks.method_bench.summary import Summary, adaptive_replay, mixed_replay, reaggregations
+
+    vote8 = Summary("vote8", "majority vote@8", [
+        _vote_record("p1", 4, ["4"] * 8),  # unanimous: the adaptive rule stops after 4
+        _vote_record("p2", 9, ["7", "7", "9", "5", "7", "9", "9", "9"]),  # 9 wins at the end
+        _vote_record("p3", 3, ["1", "2", None, "5", "6", "8", "1", "2"]),  # nobody right
+        _vote_record("p4", 2, ["7", "7", "7", "2", "7", "7", "7", "7"]),
+    ])  # fmt: skip
+    program = Summary("program_vote5", "program vote@5", [
+        Record("program_vote5", "p", p, e, None, False, completion_tokens=200, extra={"answers": a})
+        for p, e, a in (("p1", 4, ["4"]), ("p2", 9, ["9", "5"]), ("p3", 3, ["3"]), ("p4", 2, ["2"]))
+    ])  # fmt: skip
+    assert oracle_cell(vote8).startswith("3/4 = 75.0%")
+    assert "| 32 | 13/32 = 40.6% | 3.1% | 2.75 |" in diagnostics(vote8)
+    adaptive = adaptive_replay(vote8, sample_num=8, wave_size=2)
+    assert [len(r.extra["answers"]) for r in adaptive.records] == [4, 8, 8, 6]  # p4: 5 to 1 after 6, 2 left: unbeatable
+    assert [r.completion_tokens for r in adaptive.records] == [400, 800, 800, 600]
+    assert [r.correct for r in adaptive.records] == [True, True, False, False]
+    mixed = mixed_replay(vote8, program, "agree")
+    assert [r.correct for r in mixed.records] == [True, True, False, True]  # p4: "2" is shared, "7" is not
+    assert len(mixed.records[0].extra["answers"]) == 9 and mixed.records[0].completion_tokens == 1000
+    pooled = mixed_replay(vote8, program, "pooled")
+    assert [r.correct for r in pooled.records] == [True, True, False, False]
+    keys = [s.key for s in reaggregations([vote8, program])]
+    assert keys == ["vote8_adaptive", "vote8_mixed_agree", "vote8_mixed_pooled"]

@@ -53,6 +53,13 @@ CASES = [
     Case("self_consistency", {"sample_num": 3}, num_tasks=3),
     Case("weighted_vote", {"sample_num": 2, "sampler": sampler(16)}, num_tasks=2),
     Case("program_vote", {"sample_num": 3}, {"chat", "program_vote"}, max_tokens=96),
+    Case("adaptive_vote", {"sample_num": 4, "sampler": sampler()}, max_tasks=4),
+    Case(
+        "mixed_vote",
+        {"cot": {"params": {"sample_num": 2, "sampler": sampler(16)}}, "program": {"params": {"sample_num": 1}}},
+        {"generation", "chat", "program_vote"},
+        max_tokens=64,
+    ),
     Case("best_of_n", {"sample_num": 3, "sampler": sampler()}, {"generation", "reward"}, num_tasks=4),
     Case("best_of_n_logprob", {"sample_num": 3, "sampler": sampler(16)}, num_tasks=3),
     Case("best_of_4_prm", {"sample_num": 2, "sampler": sampler()}, {"generation", "reward"}, num_tasks=3),
@@ -148,6 +155,13 @@ def check_shape(method: str, result: JobResult, kinds: list[JobEventType]) -> No
             assert result.answer is not None and "```python" in result.text and "Output:" in result.text
         else:
             assert md["fallback"] == "no_answer" and result.answer is None
+    elif method == "adaptive_vote":
+        assert 2 <= md["num_samples"] <= 4 and result.num_tasks == md["num_samples"]
+        assert md["stop"] in ("beta", "unbeatable", "all_samples") and md["samples_saved"] == 4 - md["num_samples"]
+    elif method == "mixed_vote":
+        assert len(md["cot_answers"]) == 2 and len(md["program_answers"]) == 1
+        assert md["answers"] == md["cot_answers"] + md["program_answers"]
+        assert isinstance(md["agreement"], bool) and md["rule"] == "agree"
     elif method in ("best_of_n", "best_of_4_prm"):
         scores = md["scores"]
         assert "fallback" not in md, "the judge scored every sample"
@@ -172,6 +186,21 @@ def check_shape(method: str, result: JobResult, kinds: list[JobEventType]) -> No
     elif method in ("tool_agent", "tool_agent_python"):
         assert md["turns"] >= 1 and md["stop"] in ("completed", "max_iterations")
         assert result.num_tasks == md["turns"] + md["tool_calls"]
+
+
+async def test_adaptive_vote_stops_once_decided(stack: Stack) -> None:
+    """Greedy samples all agree: the Beta rule stops after two waves, half of vote@8's samples."""
+    job = Job(
+        method="adaptive_vote",
+        messages=[{"role": "user", "content": "What is 2 + 2? Reply with the number only."}],
+        params={"sample_num": 8, "sampler": sampler(24)},
+        sampling=SamplingParams(temperature=0.0),
+    )
+    result, _ = await stack.run(job)
+    md = result.metadata
+    assert result.answer is not None, md
+    assert (md["num_samples"], md["waves"], md["stop"], md["samples_saved"]) == (4, 2, "beta", 4)
+    assert result.num_tasks == 4
 
 
 async def test_streamed_partials_add_up_to_the_answer(stack: Stack) -> None:

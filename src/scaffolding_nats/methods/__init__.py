@@ -4,6 +4,7 @@ early exit and agents. Each is one class; compose them directly or by config (``
 import importlib as _importlib
 import sys as _sys
 
+from .adaptive_vote import AdaptiveVoteController
 from .beam_search import BeamSearchController
 from .best_of_n import BestOfNController
 from .deepconf import ConfidenceStopController, DeepConfOfflineController, DeepConfOnlineController
@@ -23,6 +24,7 @@ from .kit.registry import MethodConfigError, MethodKind, MethodRegistry, load_re
 from .kit.voting import VoteResult, vote
 from .majority_vote import MajorityVoteController
 from .mcts import MCTSController
+from .mixed_vote import MixedVoteController
 from .native import NativeChatController, NativeGenerationController
 from .program_vote import ProgramVoteController
 from .reward import LogprobRewardController, OutcomeRewardController, ProcessRewardController, split_steps
@@ -44,6 +46,7 @@ del _old, _new
 
 __all__ = [
     "EXTRACTORS",
+    "AdaptiveVoteController",
     "BeamSearchController",
     "BestOfNController",
     "ConfidenceStopController",
@@ -56,6 +59,7 @@ __all__ = [
     "MethodConfigError",
     "MethodKind",
     "MethodRegistry",
+    "MixedVoteController",
     "NativeChatController",
     "NativeGenerationController",
     "OutcomeRewardController",

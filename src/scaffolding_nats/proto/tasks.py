@@ -180,6 +180,10 @@ class SamplingParams(BaseModel):
     temperature: float | None = Field(default=None, ge=0)
     top_p: float | None = Field(default=None, gt=0, le=1)
     top_k: int | None = Field(default=None, ge=0)
+    min_p: float | None = Field(default=None, ge=0, le=1)
+    repetition_penalty: float | None = Field(default=None, gt=0)
+    """Multiplicative penalty on tokens already in the context (1 = none; llama.cpp's
+    ``repeat_penalty``, vLLM's and TensorRT-LLM's ``repetition_penalty``)."""
     n: int | None = Field(default=None, ge=1)
     seed: int | None = Field(default=None, ge=-INT64_MAX - 1, le=INT64_MAX)
     stop: list[str] | None = None

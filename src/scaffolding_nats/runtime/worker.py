@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from ..errors import ScaffoldingError
 from ..proto.errors import ErrorCode, ErrorInfo, task_status_for
-from ..proto.tasks import ChatTask, GenerationTask, StreamingTask, Task, TaskStatus
+from ..proto.tasks import ChatTask, GenerationTask, SamplingParams, StreamingTask, Task, TaskStatus
 
 T = TypeVar("T", bound=Task)
 Handler = Callable[[Any], Awaitable[None]]
@@ -62,9 +62,14 @@ def streams(*task_types: type[Task]) -> Callable[[Callable[..., Any]], Callable[
 
 
 class Worker:
-    """Base class of every backend. Subclasses add ``@handles`` methods; nothing else."""
+    """Base class of every backend. Subclasses add ``@handles`` methods; nothing else.
+
+    ``sampling_defaults`` are the served model's own sampling settings (``devstack.model_files``
+    ``SAMPLING``): every task is given them where it leaves a field unset, before its handler
+    runs, so methods need not know the model and anything a method or job sets still wins."""
 
     def __init__(self) -> None:
+        self.sampling_defaults: dict[str, Any] = {}
         self.task_handlers: dict[type[Task], Handler] = {}
         self.stream_handlers: dict[type[Task], StreamHandler] = {}
         for name in dir(type(self)):
@@ -105,8 +110,16 @@ class Worker:
             self._lookup(self.stream_handlers, task) is not None
         )
 
+    def apply_sampling_defaults(self, task: Task) -> None:
+        """Fill the model's sampling defaults into the fields ``task`` leaves unset."""
+        if self.sampling_defaults and isinstance(task, SamplingParams):
+            for name, value in self.sampling_defaults.items():
+                if getattr(task, name, None) is None:
+                    setattr(task, name, value)
+
     async def run_task(self, task: Task) -> TaskStatus:
         """Execute one task to completion; never raises for a task failure, only marks it."""
+        self.apply_sampling_defaults(task)
         handler = self._lookup(self.task_handlers, task)
         if handler is None:
             stream = self._lookup(self.stream_handlers, task)
@@ -131,6 +144,7 @@ class Worker:
     async def stream_task(self, task: Task) -> AsyncIterator[int]:
         """Execute a task incrementally, yielding new-token counts; ends with the task done.
         Closing the iterator early cancels the work at the backend."""
+        self.apply_sampling_defaults(task)
         handler = self._lookup(self.stream_handlers, task)
         if handler is None:
             await self.run_task(task)

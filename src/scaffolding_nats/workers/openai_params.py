@@ -1,8 +1,10 @@
 """Task fields → OpenAI request arguments.
 
 Pure functions, so the mapping is testable without a server. ``None`` fields are left out so
-the backend's own defaults apply; fields outside the OpenAI schema (``top_k``, ``min_tokens``,
-``ignore_eos``) travel in ``extra_body``, which vLLM, trtllm-serve and llama.cpp read.
+the backend's own defaults apply; fields outside the OpenAI schema (``top_k``, ``min_p``,
+``min_tokens``, ``ignore_eos``, ``repetition_penalty``) travel in ``extra_body``, which vLLM,
+trtllm-serve and llama.cpp read. llama.cpp names the repetition penalty ``repeat_penalty``:
+both names are sent (each server ignores the other's).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from ..proto.tasks import ChatMessage, ChatTask, GenerationTask, SamplingParams,
 from .errors import NotSupported
 
 _COMMON = ("max_tokens", "temperature", "top_p", "seed", "stop", "presence_penalty", "frequency_penalty")
-_EXTRA_BODY = ("top_k", "min_tokens", "ignore_eos")
+_EXTRA_BODY = ("top_k", "min_p", "min_tokens", "ignore_eos", "repetition_penalty")
+_ALSO_AS = {"repetition_penalty": "repeat_penalty"}
 _COMPLETION_ONLY = ("echo", "suffix", "best_of")
 
 
@@ -24,6 +27,9 @@ def _sampling(task: SamplingParams) -> dict[str, Any]:
     if task.logit_bias is not None:
         params["logit_bias"] = dict(task.logit_bias)
     extra = {name: getattr(task, name) for name in _EXTRA_BODY if getattr(task, name) is not None}
+    for name, alias in _ALSO_AS.items():
+        if name in extra:
+            extra[alias] = extra[name]
     if extra:
         params["extra_body"] = extra
     if task.return_context_logits:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import openai
 
-from ..proto.tasks import ChatTask, GenerationTask, StreamingChatTask, StreamingGenerationTask, Task
+from ..devstack.model_files import sampling_defaults as model_sampling
+from ..proto.tasks import (
+    ChatTask,
+    GenerationTask,
+    SamplingParams,
+    StreamingChatTask,
+    StreamingGenerationTask,
+    Task,
+)
 from ..runtime.fanout import gather_or_cancel
 from ..runtime.worker import Worker, handles, streams
 from .engine_pool import EnginePool, Lease
@@ -52,6 +60,9 @@ class OpenAIWorker(Worker):
       and restores prefixes from its RAM prompt cache itself).
       A replica that refuses or drops a connection is set aside and the request retried on
       another one.
+    * ``sampling_defaults``: the model's sampling settings, filled into every task that leaves
+      them unset (``top_k``, ``min_p``, ``repetition_penalty`` travel as extra body fields);
+      ``None`` takes the table of ``devstack.model_files`` for ``model``, ``{}`` sends none.
     """
 
     def __init__(
@@ -72,8 +83,12 @@ class OpenAIWorker(Worker):
         affinity_wait: float = 0.25,
         pin_slots: bool = False,
         slot_offset: int = 0,
+        sampling_defaults: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        self.sampling_defaults = (
+            model_sampling(model) if sampling_defaults is None else check_sampling(sampling_defaults)
+        )
         self.backend = OpenAIBackend(
             base_url,
             api_key,
@@ -355,3 +370,8 @@ def _note_estimate(task: GenerationTask | ChatTask, accs: list[StreamAccumulator
     """Say so when token counts are ours, not the server's: budgets built on them are rough."""
     if any(a.usage_estimated for a in accs):
         task.customized_result_fields = {**(task.customized_result_fields or {}), "usage_estimated": True}
+
+
+def check_sampling(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Sampling defaults checked against the wire model (a typo fails at start, not per task)."""
+    return SamplingParams(**dict(values)).model_dump(exclude_none=True)

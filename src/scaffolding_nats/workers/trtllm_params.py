@@ -30,7 +30,7 @@ BACKENDS: tuple[Backend, ...] = ("pytorch", "tensorrt")
 SEED_SPACE = 2**64  # the engine's seeds are uint64; task seeds are int64 and map onto them
 
 # Same name and meaning on both sides; passed only when the task sets them.
-_PASSED = ("min_tokens", "stop", "presence_penalty", "frequency_penalty", "ignore_eos")
+_PASSED = ("min_tokens", "stop", "presence_penalty", "frequency_penalty", "ignore_eos", "min_p", "repetition_penalty")
 
 
 def random_seed() -> int:

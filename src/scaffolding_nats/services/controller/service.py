@@ -29,6 +29,7 @@ from ...runtime.request import run_request
 from ...runtime.runner import TaskRunner
 from ...transport import RemoteWorker
 from ...transport.jetstream import Durability, check, durability_for, missing, provision
+from . import degrade
 from .prompting import prompt_for, sampling_defaults
 from .ratelog import RateLimitedLog
 
@@ -94,6 +95,7 @@ class ControllerService:
                 log.warning("could not provision JetStream (%r); only the admin role may", exc)
         await check(js, self.subjects)  # NotProvisioned, naming what is missing
         self.kv = await self.store.bucket()
+        self.queues = degrade.QueueGauge(js, self.subjects)  # backlog, for jobs that accept degrading
         async with AsyncExitStack() as stack:  # unwinds in reverse: see _drain for the order
             await self.remote.start()
             stack.push_async_callback(self.remote.stop)
@@ -231,7 +233,7 @@ class ControllerService:
             return
         events = self.store.events(job.id, owner, partials=job.stream, start_seq=seq)
         try:  # an unknown method or bad params fail the job before it is accepted
-            controller = self._build(job)
+            controller, policy = self._build(job)
         except ScaffoldingError as exc:
             self.jobs_failed += 1
             await self.store.finish(job, owner, events, exc.to_info())
@@ -247,7 +249,10 @@ class ControllerService:
                 deliveries = msg.metadata.num_delivered if msg.metadata else 1
                 events.add(JobEventType.ACCEPTED, progress={"method": job.method, "delivery": deliveries})
                 await self.store.running(job, owner)
+                degraded = await degrade.apply(controller, policy, self.queues)
                 result = await self._execute(job, controller, events, msg)
+                if degraded is not None:  # the result says what was applied instead of what was asked
+                    result.metadata = {**result.metadata, "degraded": degraded}
                 await self.store.finish(job, owner, events, result)
                 outcome = "succeeded"
                 metrics.JOB_TOKENS.labels(job.method, "completion").inc(result.usage.completion_tokens)
@@ -272,13 +277,15 @@ class ControllerService:
         metrics.JOBS.labels(job.method, outcome).inc()
         metrics.JOB_SECONDS.labels(job.method).observe(time.monotonic() - started)
 
-    def _build(self, job: Job) -> Controller:
+    def _build(self, job: Job) -> tuple[Controller, degrade.DegradePolicy | None]:
+        """The job's controller tree, and its policy for running degraded under load."""
         if job.method not in self.registry:
             raise UnknownMethod(
                 f"unknown method {job.method!r}",
                 details={"method": job.method, "known": self.registry.names()},
             )
-        return self.registry.build(job.method, job.params)
+        params, policy = degrade.pop_policy(job.params)
+        return self.registry.build(job.method, params), policy
 
     async def _execute(self, job: Job, controller: Controller, events: EventStream, msg: Msg) -> JobResult:
         """Run the job's method to its result, within ``max_job_seconds`` (traced if enabled)."""

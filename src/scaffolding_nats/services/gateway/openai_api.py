@@ -120,6 +120,7 @@ def _extension(job: Job, result: JobResult) -> dict[str, Any]:
         "elapsed_s": result.elapsed_s,
         "usage_by_controller": {k: v.model_dump() for k, v in result.usage_by_controller.items()},
         "metadata": result.metadata,
+        **({"degraded": result.metadata["degraded"]} if "degraded" in result.metadata else {}),
     }
 
 
