@@ -36,9 +36,9 @@ def plugin_path() -> Iterator[Path]:
 
 async def test_plugin_loads_through_the_registry_and_runs(plugin_path: Path) -> None:
     reg = load_registry(plugin_path)
-    assert "adaptive_vote" in reg.names() and "majority_vote" in reg.names()
-    ctl = reg.build("adaptive_vote", {"base_seed": 0})
-    assert type(ctl).__name__ == "AdaptiveVoteController" and ctl.sample_num == 8
+    assert "quorum_vote" in reg.names() and "majority_vote" in reg.names()
+    ctl = reg.build("quorum_vote", {"base_seed": 0})
+    assert type(ctl).__name__ == "QuorumVoteController" and ctl.sample_num == 8
     # Samples 0 and 1 agree: the vote stops after the first round of two.
     worker = ScriptedWorker(lambda t: f"so \\boxed{{{3 if seed_of(t) < 4 else seed_of(t)}}}")
     out = await run(ctl, worker, "Q")
@@ -46,7 +46,7 @@ async def test_plugin_loads_through_the_registry_and_runs(plugin_path: Path) -> 
     assert out.output.answer == "3" and out.output.metadata["votes"] == {"3": 2}
     # Disagreement keeps sampling until a clear majority.
     worker = ScriptedWorker(lambda t: f"\\boxed{{{0 if seed_of(t) == 0 else 7}}}")  # 1:1, then 1:3
-    out = await run(reg.build("adaptive_vote", {"base_seed": 0}), worker, "Q")
+    out = await run(reg.build("quorum_vote", {"base_seed": 0}), worker, "Q")
     assert len(worker.of(GenerationTask)) == 4 and out.output.answer == "7"
 
 
@@ -57,8 +57,8 @@ async def test_plugin_method_runs_as_a_job_over_nats(nc, prefix, plugin_path: Pa
         ControllerService(nc, load_registry(plugin_path), subjects=subjects),
     ):
         client = JobClient(nc, subjects=subjects)
-        assert "adaptive_vote" in await client.methods()
-        result = await client.run(Job(method="adaptive_vote", prompt="one two 7"), timeout=20)
+        assert "quorum_vote" in await client.methods()
+        result = await client.run(Job(method="quorum_vote", prompt="one two 7"), timeout=20)
     assert result.answer == "7" and result.num_tasks == 2
     assert result.metadata["votes"] == {"7": 2} and result.metadata["index"] == 0
 
@@ -74,7 +74,7 @@ def test_built_in_kinds_are_declared_on_the_classes() -> None:
 def test_import_paths_are_checked_and_refused_in_job_params(plugin_path: Path) -> None:
     reg = load_registry(plugin_path)
     with pytest.raises(MethodConfigError, match=r"params.sampler.method: import paths are allowed in method files"):
-        reg.build("majority_vote", {"sampler": {"method": "scaf_example_methods.adaptive_vote:AdaptiveVoteController"}})
+        reg.build("majority_vote", {"sampler": {"method": "scaf_example_methods.quorum_vote:QuorumVoteController"}})
     with pytest.raises(MethodConfigError, match="is not a Controller class"):
         reg.build_config({"method": "pathlib:Path"})
     with pytest.raises(MethodConfigError, match="cannot import"):

@@ -37,7 +37,7 @@ from .kit.base import (
     text_of,
 )
 from .kit.results import VoteOutcome
-from .kit.voting import vote
+from .kit.voting import vote, voted_output
 from .native import NativeGenerationController
 
 StopRule = Literal["unbeatable", "beta", "either"]
@@ -170,14 +170,7 @@ class AdaptiveVoteController(SamplingMethod):
             if counts
             else None,
         )
-        if result.index is None:
-            first = next((i for i, t in enumerate(texts) if t is not None), None)
-            if first is None:
-                return None
-            outcome.index, outcome.fallback = first, "no_answer"
-            return Output(text=texts[first] or "", answer=None, result=outcome)
-        outcome.index = result.index
-        return Output(text=texts[result.index] or "", answer=result.answer, result=outcome)
+        return voted_output(result, texts, outcome)
 
     def _partial(self) -> Output | None:
         """The vote over what finished when a budget ran out."""

@@ -13,7 +13,7 @@ from .kit.answers import states_answer
 from .kit.base import SamplingMethod, SamplingOptions, Slot, best_partial, cut_off, fail_all, set_method_result, text_of
 from .kit.confidence import mean_logprob_weight
 from .kit.results import VoteOutcome
-from .kit.voting import vote
+from .kit.voting import vote, voted_output
 from .native import NativeGenerationController
 
 Weighting = Literal["none", "mean_logprob"]
@@ -99,14 +99,7 @@ class MajorityVoteController(SamplingMethod):
             votes={k: round(v, 6) if weights else int(v) for k, v in result.tally.items()},
             weights=[round(w, 6) if w is not None else None for w in raw_weights] if raw_weights else None,
         )
-        if result.index is None:
-            first = next((i for i, t in enumerate(texts) if t is not None), None)
-            if first is None:
-                return None
-            outcome.index, outcome.fallback = first, "no_answer"
-            return Output(text=texts[first] or "", answer=None, result=outcome)
-        outcome.index = result.index
-        return Output(text=texts[result.index] or "", answer=result.answer, result=outcome)
+        return voted_output(result, texts, outcome)
 
     def _partial(self) -> Output | None:
         """The vote over the samples finished when a budget ran out."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ...runtime.controller import Output
 from .answers import Normalizer, normalize_answer
+from .results import VoteOutcome
 
 
 @dataclass
@@ -38,3 +40,17 @@ def vote(
     key = max(tally, key=lambda k: (tally[k], -first[k]))
     index = first[key]
     return VoteResult(index, answers[index], key, tally)
+
+
+def voted_output(result: VoteResult, texts: Sequence[str | None], outcome: VoteOutcome) -> Output | None:
+    """The winner's text; with no answer at all, the first sample that has text, marked
+    ``no_answer`` (a vote must not fail because the model never stated one). ``None`` when no
+    sample has text, for the caller to fail."""
+    if result.index is None:
+        first = next((i for i, t in enumerate(texts) if t is not None), None)
+        if first is None:
+            return None
+        outcome.index, outcome.fallback = first, "no_answer"
+        return Output(text=texts[first] or "", answer=None, result=outcome)
+    outcome.index = result.index
+    return Output(text=texts[result.index] or "", answer=result.answer, result=outcome)

@@ -1,5 +1,6 @@
-"""Adaptive consistency: sample in rounds and stop voting as soon as one answer holds a clear
-majority of the samples so far, instead of always paying for all N.
+"""A quorum vote: sample in rounds and stop as soon as one answer holds a clear majority of the
+samples so far, instead of always paying for all N (the served ``adaptive_vote`` is the
+built-in, statistically stopped version of the same idea).
 
 Written only against the public ``scaffolding_nats.methods.base`` API: it declares its
 ``kind`` and ``slots``, derives seeded samples, runs them as isolated parallel branches and
@@ -29,12 +30,12 @@ from scaffolding_nats.proto.tasks import Task
 from scaffolding_nats.runtime.controller import Controller
 
 
-class AdaptiveVoteController(SamplingMethod):
+class QuorumVoteController(SamplingMethod):
     """Rounds of ``round_size`` samples, up to ``sample_num``; stops once the leading answer
     has at least ``stop_fraction`` of the answered samples (and at least ``round_size``)."""
 
-    name = "adaptive_vote"
-    kind = "adaptive_vote"
+    name = "quorum_vote"
+    kind = "quorum_vote"
     slots = {"sampler": Slot("sample_controller", default={"method": "native"})}
 
     def __init__(
