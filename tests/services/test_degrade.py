@@ -38,6 +38,17 @@ def test_every_fan_out_of_the_tree_is_cut() -> None:
     assert ctl.cot_controller.sample_num == 2 and ctl.program_controller.sample_num == 2  # type: ignore[attr-defined]
 
 
+def test_traces_and_widths_are_cut_too() -> None:
+    registry = load_registry()
+    deepconf = registry.build("deepconf_online", {"num_traces": 8, "warmup_traces": 4})
+    changes = cut_samples(deepconf, 2)
+    assert {(c["param"], c["from"], c["to"]) for c in changes} == {("num_traces", 8, 2), ("warmup_traces", 4, 2)}
+    assert deepconf.num_traces == 2 and deepconf.warmup_traces == 2  # type: ignore[attr-defined]
+    beam = registry.build("beam_search", {"beam_width": 4})
+    assert [(c["param"], c["to"]) for c in cut_samples(beam, 2)] == [("beam_width", 2)]
+    assert cut_samples(beam, 2) == []  # nothing above the floor is left
+
+
 async def test_a_deep_queue_degrades_the_jobs_that_accept_it(nc, prefix: str) -> None:  # type: ignore[no-untyped-def]
     subjects = Subjects(prefix)
     client = JobClient(nc, subjects=subjects)

@@ -5,7 +5,8 @@ out in it). The result says what was applied (``JobResult.metadata["degraded"]``
 A job asks for it in its method parameters (OpenAI ``method_params``), e.g.
 ``{"sample_num": 8, "degrade": {"queue_depth": 16, "min_samples": 2}}`` (``true``: the
 defaults): when at least ``queue_depth`` tasks wait unclaimed in the ``tag`` queue as the job
-starts, every sampling fan-out (``sample_num``) of its method tree is cut to ``min_samples``.
+starts, every fan-out of its method tree (a vote's samples, DeepConf's traces, a beam's width,
+a tree's branching) is cut to ``min_samples``.
 The backlog is what the queue's JetStream consumer reports (the number KEDA scales on),
 read at most once a second per tag."""
 
@@ -24,8 +25,11 @@ from ...proto.subjects import Subjects
 from ...runtime.controller import Controller
 
 PARAM = "degrade"
-FANOUT = ("sample_num",)
-"""The parameters cut: a vote's or best-of-N's samples (nested samplers included)."""
+FANOUT = ("sample_num", "num_traces", "beam_width", "branch_factor")
+"""The parameters cut: a vote's or best-of-N's samples, DeepConf's traces, beam search's width
+and tree of thoughts' branching (nested controllers included)."""
+BOUNDED = {"warmup_traces": "num_traces"}
+"""Parameters that may not exceed a cut one (DeepConf's warm-up is part of its traces)."""
 
 
 class DegradePolicy(BaseModel):
@@ -100,6 +104,11 @@ def cut_samples(controller: Controller, to: int) -> list[dict[str, Any]]:
             if isinstance(value, int) and not isinstance(value, bool) and value > to:
                 setattr(node, name, to)
                 changes.append({"controller": node.label, "param": name, "from": value, "to": to})
+        for name, bound in BOUNDED.items():
+            value, limit = getattr(node, name, None), getattr(node, bound, None)
+            if isinstance(value, int) and isinstance(limit, int) and value > limit:
+                setattr(node, name, limit)
+                changes.append({"controller": node.label, "param": name, "from": value, "to": limit})
         for value in vars(node).values():
             for child in value if isinstance(value, list | tuple) else (value,):
                 if isinstance(child, Controller):
