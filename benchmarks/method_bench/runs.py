@@ -110,19 +110,30 @@ async def run_one(
     )
 
 
-def done_pairs(path: Path | None) -> set[tuple[str, str]]:
-    """(method, problem) pairs already in a JSONL, for ``--resume``."""
-    if path is None or not path.exists():
-        return set()
-    return {(r.method, r.problem) for r in read_records(path)}
-
-
 def read_records(path: Path) -> list[Record]:
     out = []
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():
             out.append(Record(**json.loads(line)))
     return out
+
+
+def check_frozen(records: Sequence[Record], args: argparse.Namespace) -> None:
+    """A resumed run must be the configuration its file was started with (held-out figures
+    are one frozen configuration, possibly run over several sessions): the same split and
+    the same model, sampling, temperature, token limit and seeds. Refuses otherwise."""
+    now = {"split": getattr(args, "split", None), **getattr(args, "config", {})}
+    for r in records:
+        was = {"split": r.split, **r.config}
+        differ = sorted(k for k in now.keys() & was.keys() if now[k] != was[k])
+        if differ:
+            raise SystemExit(
+                f"--resume: {r.method} on {r.problem} in {args.out} ran with "
+                + ", ".join(f"{k}={was[k]!r}" for k in differ)
+                + "; this run has "
+                + ", ".join(f"{k}={now[k]!r}" for k in differ)
+                + ". A frozen configuration is not changed half way: use another --out."
+            )
 
 
 async def run_all(
@@ -137,7 +148,11 @@ async def run_all(
     from tqdm import tqdm
 
     out = Path(args.out) if args.out else None
-    skip = done_pairs(out) if args.resume else set()
+    skip: set[tuple[str, str]] = set()
+    if args.resume and out is not None and out.exists():
+        held = read_records(out)
+        check_frozen(held, args)
+        skip = {(r.method, r.problem) for r in held}
     if out is not None and not args.resume:
         out.write_text("", encoding="utf-8")
     todo = [(first_index + i, p, s) for i, p in enumerate(problems) for s in specs if (s.key, p.id) not in skip]

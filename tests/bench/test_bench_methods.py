@@ -10,7 +10,7 @@ import pytest
 from benchmarks.bench_methods import parse_args
 from benchmarks.datasets import GSM8K, DatasetError, answer_of, is_correct, load, load_jsonl
 from benchmarks.method_bench.report import chart, markdown
-from benchmarks.method_bench.runs import Record, lacks_logprobs
+from benchmarks.method_bench.runs import Record, check_frozen, lacks_logprobs
 from benchmarks.method_bench.specs import method_specs
 from benchmarks.method_bench.summary import summarise
 from benchmarks.stats import mcnemar_exact, paired, wilson
@@ -146,3 +146,17 @@ def test_oracle_spread_and_replays() -> None:
     assert [r.correct for r in pooled.records] == [True, True, False, False]
     keys = [s.key for s in reaggregations([vote8, program])]
     assert keys == ["vote8_adaptive", "vote8_mixed_agree", "vote8_mixed_pooled"]
+
+
+def test_a_resumed_run_keeps_the_frozen_configuration() -> None:
+    config = {"model": "qwen", "sampling_defaults": {"top_k": 20}, "temperature": 0.7, "max_tokens": 384, "seed": 1000}
+    held = [Record("greedy", "greedy", "p1", 1.0, "1", True, split="heldout", commit="abc", config=config)]
+    args = parse_args(["--split", "heldout", "--out", "x.jsonl", "--resume"])
+    args.config = dict(config)
+    check_frozen(held, args)  # the same configuration, another commit: carries on
+    args.config["sampling_defaults"] = {}
+    with pytest.raises(SystemExit, match=r"sampling_defaults=\{'top_k': 20\}.*another --out"):
+        check_frozen(held, args)
+    args.config, args.split = dict(config), "dev"
+    with pytest.raises(SystemExit, match="split='heldout'"):
+        check_frozen(held, args)
