@@ -74,7 +74,37 @@ def markdown(summaries: Sequence[Summary], header: str, baseline: str = "greedy"
             "|---|---|---|---|---|---|",
             *rows,
         ]
+    lines += goals(summaries, base)
     return "\n".join(lines)
+
+
+def goals(summaries: Sequence[Summary], base: Summary | None) -> list[str]:
+    """Issue 20's yardsticks, computed: the best method against greedy, the share of the
+    gap between vote@8 and its oracle that the best method closes, and the adaptive vote's
+    tokens against vote@8's."""
+    vote = next((s for s in summaries if s.key == "vote8"), None)
+    rest = [s for s in summaries if s is not base and s.n]
+    if base is None or vote is None or not rest or not vote.n:
+        return []
+    best = max(rest, key=lambda s: (s.correct, -s.per_problem("completion_tokens")))
+    pair = paired([r.correct for r in base.records], [r.correct for r in best.records])
+    oracle = sum(any(samples_of(r)) for r in vote.records)
+    gap = oracle - vote.correct
+    closed = f"closes {(best.correct - vote.correct) / gap:.0%} of that gap" if gap else "there is no gap"
+    out = [
+        "",
+        f"Yardsticks over these {vote.n} problems: the best method, {best.label.strip()}, is "
+        f"{pair.difference * 100:+.1f} points against greedy (p = {pair.p_value:.3g}); vote@8 "
+        f"{vote.correct} right, its samples' oracle {oracle}: {closed}.",
+    ]
+    adaptive = next((s for s in summaries if s.key.endswith("_adaptive") or s.key == "adaptive_vote"), None)
+    if adaptive is not None and adaptive.n:
+        saved = 1 - adaptive.per_problem("completion_tokens") / max(vote.per_problem("completion_tokens"), 1)
+        out.append(
+            f"The adaptive vote uses {saved:.0%} fewer completion tokens than vote@8 "
+            f"({adaptive.correct} against {vote.correct} right)."
+        )
+    return out
 
 
 def diagnostics(s: Summary) -> str:
